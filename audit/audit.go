@@ -1,0 +1,43 @@
+// Package audit holds the domain types shared by the decoder and the sinks:
+// an audit entry, its action, and the committed transaction that carries them.
+package audit
+
+import (
+	"time"
+
+	"github.com/jackc/pglogrepl"
+)
+
+// Action is what happened to a row, or an application-defined event word.
+type Action string
+
+// The row actions captured from the replication stream.
+const (
+	Insert   Action = "insert"
+	Update   Action = "update"
+	Delete   Action = "delete"
+	Truncate Action = "truncate"
+)
+
+// Entry is one audit record: a row change or an event. JSON fields hold
+// encoded JSON (nil means SQL NULL).
+type Entry struct {
+	Seq     int32 // order within the transaction, from 1
+	Schema  string
+	Table   string
+	Action  Action
+	PK      []byte   // JSON object: primary-key column → value
+	Old     []byte   // JSON object: the row before (update, delete)
+	New     []byte   // JSON object: the row after (insert, update); truncate options
+	Changed []string // columns whose value changed (update)
+}
+
+// Transaction is one committed source transaction and its entries, in WAL
+// order. A transaction with no entries still carries progress (EndLSN).
+type Transaction struct {
+	Xid         uint32
+	CommitLSN   pglogrepl.LSN // the commit record's LSN; entries are keyed by it
+	EndLSN      pglogrepl.LSN // the end of the commit record: the position to acknowledge
+	CommittedAt time.Time
+	Entries     []Entry
+}

@@ -1,0 +1,136 @@
+// Package catalog answers the decoder's questions about the source database
+// that the replication stream does not carry: how a non-built-in type renders
+// (domains, enums, arrays of them) and which columns form a table's primary
+// key.
+package catalog
+
+import (
+	"context"
+	"fmt"
+	"sync"
+
+	"github.com/jackc/pgx/v5"
+
+	"github.com/walscribe/walscribe/decoder"
+)
+
+// Catalog reads pg_catalog on a regular connection to the source database,
+// opened on first use and reopened after it breaks. Types are cached.
+type Catalog struct {
+	dsn string
+
+	mu    sync.Mutex
+	conn  *pgx.Conn
+	types map[uint32]*decoder.Type
+}
+
+var _ decoder.Resolver = (*Catalog)(nil)
+
+// New returns a Catalog for the database at dsn; it does no I/O.
+func New(dsn string) *Catalog {
+	return &Catalog{dsn: dsn, types: map[uint32]*decoder.Type{}}
+}
+
+// Close closes the connection.
+func (c *Catalog) Close(ctx context.Context) error {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.conn == nil {
+		return nil
+	}
+	err := c.conn.Close(ctx)
+	c.conn = nil
+	return err
+}
+
+func (c *Catalog) connLocked(ctx context.Context) (*pgx.Conn, error) {
+	if c.conn != nil && !c.conn.IsClosed() {
+		return c.conn, nil
+	}
+	conn, err := pgx.Connect(ctx, c.dsn)
+	if err != nil {
+		return nil, fmt.Errorf("catalog: connect: %w", err)
+	}
+	c.conn = conn
+	return conn, nil
+}
+
+// ResolveType returns how values of type oid render: a domain as its base
+// type, an array as an array of its element, everything else (enums,
+// composites, ranges, extension types) as text.
+func (c *Catalog) ResolveType(ctx context.Context, oid uint32) (*decoder.Type, error) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.resolveLocked(ctx, oid, 0)
+}
+
+func (c *Catalog) resolveLocked(ctx context.Context, oid uint32, depth int) (*decoder.Type, error) {
+	if t, ok := decoder.BuiltinType(oid); ok {
+		return t, nil
+	}
+	if t, ok := c.types[oid]; ok {
+		return t, nil
+	}
+	if depth > 16 {
+		return nil, fmt.Errorf("catalog: type %d: nesting too deep", oid)
+	}
+	conn, err := c.connLocked(ctx)
+	if err != nil {
+		return nil, err
+	}
+	var (
+		typtype  string
+		base     uint32
+		elem     uint32
+		delim    string
+		category string
+	)
+	err = conn.QueryRow(ctx, `SELECT typtype::text, typbasetype, typelem, typdelim::text, typcategory::text
+		FROM pg_type WHERE oid = $1`, oid).Scan(&typtype, &base, &elem, &delim, &category)
+	if err != nil {
+		return nil, fmt.Errorf("catalog: type %d: %w", oid, err)
+	}
+	t := &decoder.Type{Kind: decoder.KindString}
+	switch {
+	case typtype == "d":
+		if t, err = c.resolveLocked(ctx, base, depth+1); err != nil {
+			return nil, err
+		}
+	case category == "A" && elem != 0:
+		et, err := c.resolveLocked(ctx, elem, depth+1)
+		if err != nil {
+			return nil, err
+		}
+		t = &decoder.Type{Kind: decoder.KindArray, Elem: et, Delim: ','}
+		if len(delim) == 1 {
+			t.Delim = delim[0]
+		}
+	}
+	c.types[oid] = t
+	return t, nil
+}
+
+// PrimaryKey returns the primary-key columns of relation relOID in key order,
+// or none when the table has no primary key.
+func (c *Catalog) PrimaryKey(ctx context.Context, relOID uint32) ([]string, error) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	conn, err := c.connLocked(ctx)
+	if err != nil {
+		return nil, err
+	}
+	rows, err := conn.Query(ctx, `SELECT a.attname::text
+		FROM pg_index i
+		CROSS JOIN LATERAL unnest(i.indkey) WITH ORDINALITY AS k(attnum, ord)
+		JOIN pg_attribute a ON a.attrelid = i.indrelid AND a.attnum = k.attnum
+		WHERE i.indrelid = $1 AND i.indisprimary
+		ORDER BY k.ord`, relOID)
+	if err != nil {
+		return nil, fmt.Errorf("catalog: primary key of %d: %w", relOID, err)
+	}
+	keys, err := pgx.CollectRows(rows, pgx.RowTo[string])
+	if err != nil {
+		return nil, fmt.Errorf("catalog: primary key of %d: %w", relOID, err)
+	}
+	return keys, nil
+}

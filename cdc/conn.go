@@ -1,0 +1,171 @@
+// Package cdc owns the replication side: preparing the source database
+// (publication, replica identity, slot), the replication connection with its
+// keepalives and standby status updates, and the slot's state. It knows
+// nothing of audit entries.
+package cdc
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"time"
+
+	"github.com/jackc/pglogrepl"
+	"github.com/jackc/pgx/v5/pgconn"
+	"github.com/jackc/pgx/v5/pgproto3"
+)
+
+// SessionSettings are the settings of the walsender session, so that values
+// arrive in the forms the decoder renders (as to_jsonb does under UTC).
+var SessionSettings = map[string]string{
+	"DateStyle":          "ISO",
+	"IntervalStyle":      "postgres",
+	"extra_float_digits": "3",
+	"TimeZone":           "UTC",
+	"client_encoding":    "UTF8",
+}
+
+// Conn is a logical replication connection streaming one slot. One goroutine
+// owns it.
+type Conn struct {
+	conn *pgconn.PgConn
+}
+
+// Message is what Receive returns: WAL data, or a keepalive.
+type Message struct {
+	// Data is one pgoutput message; nil for a keepalive. It is valid only
+	// until the next Receive.
+	Data []byte
+	// WALStart is the position of Data.
+	WALStart pglogrepl.LSN
+	// ServerWALEnd is the server's current end of WAL.
+	ServerWALEnd pglogrepl.LSN
+	// ReplyRequested: the server wants a status update now.
+	ReplyRequested bool
+}
+
+// Dial opens a replication connection to the database at dsn.
+func Dial(ctx context.Context, dsn string) (*Conn, error) {
+	cfg, err := pgconn.ParseConfig(dsn)
+	if err != nil {
+		return nil, fmt.Errorf("parse dsn: %w", err)
+	}
+	cfg.RuntimeParams["replication"] = "database"
+	if cfg.RuntimeParams["application_name"] == "" {
+		cfg.RuntimeParams["application_name"] = "walscribe"
+	}
+	for k, v := range SessionSettings {
+		cfg.RuntimeParams[k] = v
+	}
+	conn, err := pgconn.ConnectConfig(ctx, cfg)
+	if err != nil {
+		return nil, fmt.Errorf("replication connection: %w", err)
+	}
+	return &Conn{conn: conn}, nil
+}
+
+// Start begins streaming slot from start (0: from the slot's confirmed
+// position) with pgoutput, the publication, and logical messages.
+func (c *Conn) Start(ctx context.Context, slot, publication string, start pglogrepl.LSN) error {
+	err := pglogrepl.StartReplication(ctx, c.conn, slot, start, pglogrepl.StartReplicationOptions{
+		PluginArgs: []string{
+			"proto_version '1'",
+			fmt.Sprintf("publication_names '%s'", quoteLiteralIdent(publication)),
+			"messages 'true'",
+		},
+	})
+	if err != nil {
+		return fmt.Errorf("start replication on slot %q: %w", slot, err)
+	}
+	return nil
+}
+
+// quoteLiteralIdent quotes a publication name for the publication_names
+// option, a comma-separated list of identifiers inside a string literal.
+func quoteLiteralIdent(name string) string {
+	q := `"`
+	for _, r := range name {
+		switch r {
+		case '"':
+			q += `""`
+		case '\'':
+			q += `''`
+		default:
+			q += string(r)
+		}
+	}
+	return q + `"`
+}
+
+// ErrTimeout is returned by Receive when nothing arrived before the deadline.
+var ErrTimeout = errors.New("no message before the deadline")
+
+// Receive waits until deadline for the next message.
+func (c *Conn) Receive(ctx context.Context, deadline time.Time) (Message, error) {
+	rctx, cancel := context.WithDeadline(ctx, deadline)
+	raw, err := c.conn.ReceiveMessage(rctx)
+	cancel()
+	if err != nil {
+		if pgconn.Timeout(err) && ctx.Err() == nil {
+			return Message{}, ErrTimeout
+		}
+		return Message{}, fmt.Errorf("receive: %w", err)
+	}
+	switch msg := raw.(type) {
+	case *pgproto3.CopyData:
+		if len(msg.Data) == 0 {
+			return Message{}, errors.New("receive: empty CopyData")
+		}
+		switch msg.Data[0] {
+		case pglogrepl.PrimaryKeepaliveMessageByteID:
+			ka, err := pglogrepl.ParsePrimaryKeepaliveMessage(msg.Data[1:])
+			if err != nil {
+				return Message{}, fmt.Errorf("parse keepalive: %w", err)
+			}
+			return Message{ServerWALEnd: ka.ServerWALEnd, ReplyRequested: ka.ReplyRequested}, nil
+		case pglogrepl.XLogDataByteID:
+			x, err := pglogrepl.ParseXLogData(msg.Data[1:])
+			if err != nil {
+				return Message{}, fmt.Errorf("parse XLogData: %w", err)
+			}
+			return Message{Data: x.WALData, WALStart: x.WALStart, ServerWALEnd: x.ServerWALEnd}, nil
+		default:
+			return Message{}, fmt.Errorf("receive: unknown CopyData message %q", msg.Data[0])
+		}
+	case *pgproto3.ErrorResponse:
+		return Message{}, fmt.Errorf("receive: %w", pgconn.ErrorResponseToPgError(msg))
+	case *pgproto3.CopyDone:
+		return Message{}, errors.New("receive: the server ended the stream")
+	default:
+		return Message{}, fmt.Errorf("receive: unexpected message %T", raw)
+	}
+}
+
+// SendStatus acknowledges lsn as written, flushed and applied: the server may
+// recycle the WAL before it.
+func (c *Conn) SendStatus(ctx context.Context, lsn pglogrepl.LSN) error {
+	err := pglogrepl.SendStandbyStatusUpdate(ctx, c.conn, pglogrepl.StandbyStatusUpdate{
+		WALWritePosition: lsn,
+		WALFlushPosition: lsn,
+		WALApplyPosition: lsn,
+		ClientTime:       time.Now(),
+	})
+	if err != nil {
+		return fmt.Errorf("send standby status: %w", err)
+	}
+	return nil
+}
+
+// Close ends the stream and closes the connection.
+func (c *Conn) Close(ctx context.Context) error {
+	return c.conn.Close(ctx)
+}
+
+// SQLState returns the SQLSTATE of err, or "".
+func SQLState(err error) string {
+	var pgErr *pgconn.PgError
+	if errors.As(err, &pgErr) {
+		return pgErr.Code
+	}
+	return ""
+}

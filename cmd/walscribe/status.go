@@ -1,0 +1,159 @@
+package main
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"text/tabwriter"
+	"time"
+
+	"github.com/jackc/pgx/v5"
+	"github.com/spf13/cobra"
+
+	"github.com/walscribe/walscribe/cdc"
+	"github.com/walscribe/walscribe/config"
+)
+
+// statusReport is what `walscribe status` prints.
+type statusReport struct {
+	Slot              string     `json:"slot"`
+	Active            bool       `json:"active"`
+	ActivePID         *int32     `json:"active_pid,omitempty"`
+	WALStatus         string     `json:"wal_status"`
+	ConfirmedLSN      string     `json:"confirmed_flush_lsn"`
+	CurrentLSN        string     `json:"current_wal_lsn"`
+	LagBytes          int64      `json:"lag_bytes"`
+	RetainedBytes     int64      `json:"retained_wal_bytes"`
+	SafeWALSize       *int64     `json:"safe_wal_size_bytes,omitempty"`
+	CheckpointLSN     string     `json:"checkpoint_lsn,omitempty"`
+	CheckpointAt      *time.Time `json:"checkpoint_written_at,omitempty"`
+	LastCommitAt      *time.Time `json:"last_commit_at,omitempty"`
+	LastID            int64      `json:"last_entry_id"`
+	CheckpointBehind  bool       `json:"slot_ahead_of_checkpoint"`
+	CheckpointMissing bool       `json:"no_checkpoint"`
+}
+
+func newStatusCmd(g *globals) *cobra.Command {
+	var asJSON bool
+	cmd := &cobra.Command{
+		Use:   "status",
+		Short: "Show the slot's state, lag, retained WAL and the last stored checkpoint",
+		RunE: func(cmd *cobra.Command, args []string) error {
+			c, err := g.load()
+			if err != nil {
+				return err
+			}
+			r, err := readStatus(cmd.Context(), c)
+			if err != nil {
+				return err
+			}
+			if asJSON {
+				enc := json.NewEncoder(cmd.OutOrStdout())
+				enc.SetIndent("", "  ")
+				return enc.Encode(r)
+			}
+			printStatus(cmd.OutOrStdout(), r)
+			return nil
+		},
+	}
+	cmd.Flags().BoolVar(&asJSON, "json", false, "print JSON")
+	return cmd
+}
+
+func readStatus(ctx context.Context, c *config.Config) (*statusReport, error) {
+	src, err := pgx.Connect(ctx, c.Source.DSN)
+	if err != nil {
+		return nil, fmt.Errorf("connect to source: %w", err)
+	}
+	defer src.Close(ctx)
+	slot, err := cdc.ReadSlot(ctx, src, c.Source.Slot)
+	if err != nil {
+		return nil, err
+	}
+	r := &statusReport{
+		Slot:          slot.Name,
+		Active:        slot.Active,
+		ActivePID:     slot.ActivePID,
+		WALStatus:     slot.WALStatus,
+		ConfirmedLSN:  slot.ConfirmedFlushLSN.String(),
+		CurrentLSN:    slot.CurrentLSN.String(),
+		LagBytes:      slot.LagBytes(),
+		RetainedBytes: slot.RetainedBytes(),
+		SafeWALSize:   slot.SafeWALSize,
+	}
+	sinkConn := src
+	if c.SinkDSN() != c.Source.DSN {
+		if sinkConn, err = pgx.Connect(ctx, c.SinkDSN()); err != nil {
+			return nil, fmt.Errorf("connect to sink: %w", err)
+		}
+		defer sinkConn.Close(ctx)
+	}
+	var lsn *string
+	var lsnBehind *bool
+	err = sinkConn.QueryRow(ctx, `SELECT end_lsn::text, written_at, committed_at, last_id, end_lsn < $2::text::pg_lsn
+		FROM `+pgx.Identifier{c.Sink.Schema, "checkpoints"}.Sanitize()+`
+		WHERE slot = $1 ORDER BY end_lsn DESC LIMIT 1`, c.Source.Slot, r.ConfirmedLSN).Scan(
+		&lsn, &r.CheckpointAt, &r.LastCommitAt, &r.LastID, &lsnBehind)
+	switch {
+	case errors.Is(err, pgx.ErrNoRows):
+		r.CheckpointMissing = true
+	case err != nil:
+		return nil, fmt.Errorf("read checkpoint (is the audit schema set up? run `walscribe setup`): %w", err)
+	default:
+		r.CheckpointLSN = *lsn
+		r.CheckpointBehind = lsnBehind != nil && *lsnBehind
+	}
+	return r, nil
+}
+
+func printStatus(w io.Writer, r *statusReport) {
+	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', 0)
+	state := "inactive (no walscribe streaming it)"
+	if r.Active {
+		state = "active"
+		if r.ActivePID != nil {
+			state = fmt.Sprintf("active (walsender pid %d)", *r.ActivePID)
+		}
+	}
+	fmt.Fprintf(tw, "slot\t%s: %s\n", r.Slot, state)
+	fmt.Fprintf(tw, "wal_status\t%s\n", r.WALStatus)
+	fmt.Fprintf(tw, "confirmed LSN\t%s (server at %s)\n", r.ConfirmedLSN, r.CurrentLSN)
+	fmt.Fprintf(tw, "lag\t%s\n", bytesHuman(r.LagBytes))
+	fmt.Fprintf(tw, "retained WAL\t%s\n", bytesHuman(r.RetainedBytes))
+	if r.SafeWALSize != nil {
+		fmt.Fprintf(tw, "safe WAL size\t%s\n", bytesHuman(*r.SafeWALSize))
+	}
+	if r.CheckpointMissing {
+		fmt.Fprintf(tw, "checkpoint\tnone yet\n")
+	} else {
+		fmt.Fprintf(tw, "checkpoint\t%s, written %s\n", r.CheckpointLSN, fmtTime(r.CheckpointAt))
+		fmt.Fprintf(tw, "last commit stored\t%s\n", fmtTime(r.LastCommitAt))
+		fmt.Fprintf(tw, "last entry id\t%d\n", r.LastID)
+	}
+	if r.CheckpointBehind {
+		fmt.Fprintf(tw, "WARNING\tthe slot is ahead of the stored checkpoint: changes may be missing from the trail\n")
+	}
+	tw.Flush()
+}
+
+func fmtTime(t *time.Time) string {
+	if t == nil {
+		return "-"
+	}
+	return fmt.Sprintf("%s (%s ago)", t.UTC().Format(time.RFC3339), time.Since(*t).Round(time.Second))
+}
+
+func bytesHuman(n int64) string {
+	const unit = 1024
+	if n < unit {
+		return fmt.Sprintf("%d B", n)
+	}
+	div, exp := int64(unit), 0
+	for m := n / unit; m >= unit; m /= unit {
+		div *= unit
+		exp++
+	}
+	return fmt.Sprintf("%.1f %ciB (%d bytes)", float64(n)/float64(div), "KMGTPE"[exp], n)
+}

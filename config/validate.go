@@ -1,0 +1,146 @@
+package config
+
+import (
+	"fmt"
+	"net"
+	"regexp"
+	"slices"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/jackc/pgx/v5/pgconn"
+)
+
+var (
+	// slotName is a replication slot name as PostgreSQL accepts it.
+	slotName = regexp.MustCompile(`^[a-z0-9_]{1,63}$`)
+	// plainIdent is an identifier that needs no quotes and keeps its case.
+	plainIdent = regexp.MustCompile(`^[a-z_][a-z0-9_]{0,62}$`)
+)
+
+// Validate reports every invalid key, one per line, each with how to fix it.
+// Load calls it; call it again after changing a Config by hand.
+func (c *Config) Validate() error {
+	return joinProblems(c.problems())
+}
+
+func (c *Config) problems() []problem {
+	var problems []problem
+	check := func(key, msg string) {
+		if msg != "" {
+			problems = append(problems, problem{key, msg})
+		}
+	}
+
+	if c.Source.DSN == "" {
+		check("source.dsn", "required: set it in the config file or "+envVar("source.dsn")+" (e.g. postgres://walscribe@localhost:5432/app)")
+	} else {
+		check("source.dsn", checkDSN(c.Source.DSN))
+	}
+	if !slotName.MatchString(c.Source.Slot) {
+		check("source.slot", fmt.Sprintf("%q is not a valid replication slot name: use 1 to 63 lowercase letters, digits and underscores, e.g. walscribe", c.Source.Slot))
+	}
+	check("source.publication", checkIdent(c.Source.Publication, "walscribe"))
+	check("source.status_interval", checkDuration(c.Source.StatusInterval, time.Second, time.Minute, "from 1s to 60s, e.g. 10s"))
+
+	if c.Sink.DSN != "" {
+		check("sink.dsn", checkDSN(c.Sink.DSN))
+	}
+	check("sink.schema", checkIdent(c.Sink.Schema, "audit"))
+	if n := c.Sink.BatchMaxEntries; n < 1 || n > 1_000_000 {
+		check("sink.batch_max_entries", fmt.Sprintf("%d is out of range: use 1 to 1000000, e.g. 5000", n))
+	}
+	check("sink.batch_max_wait", checkDuration(c.Sink.BatchMaxWait, time.Nanosecond, time.Minute, "above 0 and at most 1m, e.g. 100ms"))
+
+	check("context.prefix", checkIdent(c.Context.Prefix, "audit"))
+
+	if len(c.Tables) == 0 {
+		check("tables", "no tables to audit: add at least one entry like `- name: public.orders` (or set "+tablesEnv+"=public.orders)")
+	}
+	seen := make(map[string]int, len(c.Tables)) // schema.table → index
+	for i, t := range c.Tables {
+		key := fmt.Sprintf("tables[%d].name", i)
+		if msg := checkTableName(t.Name); msg != "" {
+			check(key, msg)
+			continue
+		}
+		schema, table := t.Split()
+		qualified := schema + "." + table
+		if first, dup := seen[qualified]; dup {
+			check(key, fmt.Sprintf("%s is listed twice (also tables[%d]): remove one of them", qualified, first))
+			continue
+		}
+		seen[qualified] = i
+	}
+
+	if c.HTTP.Listen != "" {
+		check("http.listen", checkListen(c.HTTP.Listen))
+	}
+	check("log.level", checkChoice(c.Log.Level, []string{"debug", "info", "warn", "error"}))
+	check("log.format", checkChoice(c.Log.Format, []string{"auto", "json", "console"}))
+	return problems
+}
+
+// checkDSN reports a connection string pgx cannot parse. The string itself
+// is left out of the message: it may hold a password.
+func checkDSN(dsn string) string {
+	_, err := pgconn.ParseConfig(dsn)
+	if err == nil {
+		return ""
+	}
+	reason := "cannot parse it"
+	if pce, ok := err.(*pgconn.ParseConfigError); ok && pce.Unwrap() != nil {
+		reason = pce.Unwrap().Error()
+	}
+	return "not a valid connection string (" + reason + "): use a URL like postgres://walscribe@localhost:5432/app or key=value pairs like host=localhost dbname=app user=walscribe"
+}
+
+func checkIdent(s, example string) string {
+	if s == "" {
+		return "must not be empty: use a name such as " + example
+	}
+	if !plainIdent.MatchString(s) {
+		return fmt.Sprintf("%q is not a plain identifier: use a lowercase letter or underscore, then lowercase letters, digits and underscores, at most 63 in all, e.g. %s", s, example)
+	}
+	return ""
+}
+
+func checkDuration(d, least, most time.Duration, allowed string) string {
+	if d < least || d > most {
+		return fmt.Sprintf("%s is out of range: use a duration %s", d, allowed)
+	}
+	return ""
+}
+
+func checkTableName(name string) string {
+	if name == "" {
+		return "required: name the table as schema.table, e.g. public.orders"
+	}
+	parts := strings.Split(name, ".")
+	valid := len(parts) <= 2
+	for _, p := range parts {
+		valid = valid && plainIdent.MatchString(p)
+	}
+	if !valid {
+		return fmt.Sprintf("%q is not a table name: write schema.table (or table, meaning public.table) in lowercase unquoted identifiers, e.g. public.orders", name)
+	}
+	return ""
+}
+
+func checkListen(addr string) string {
+	_, port, err := net.SplitHostPort(addr)
+	if err == nil {
+		if n, perr := strconv.Atoi(port); perr == nil && n >= 0 && n <= 65535 {
+			return ""
+		}
+	}
+	return fmt.Sprintf("%q is not host:port: use e.g. 127.0.0.1:9187 or :9187, or \"\" to turn the HTTP server off", addr)
+}
+
+func checkChoice(s string, choices []string) string {
+	if slices.Contains(choices, s) {
+		return ""
+	}
+	return fmt.Sprintf("%q is not allowed: %s", s, suggest(s, choices, "use one of"))
+}

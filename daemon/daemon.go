@@ -1,0 +1,281 @@
+// Package daemon runs the pipeline: the replication stream (cdc) feeds the
+// decoder on one goroutine, whole transactions go to the sink on another,
+// and the sink's durable LSN flows back to be acknowledged. Nothing is
+// acknowledged before the sink has committed it.
+package daemon
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"sync/atomic"
+	"time"
+
+	"github.com/jackc/pglogrepl"
+	"github.com/jackc/pgx/v5"
+	"go.uber.org/zap"
+	"golang.org/x/sync/errgroup"
+
+	"github.com/walscribe/walscribe/audit"
+	"github.com/walscribe/walscribe/catalog"
+	"github.com/walscribe/walscribe/cdc"
+	"github.com/walscribe/walscribe/decoder"
+	"github.com/walscribe/walscribe/sink"
+)
+
+// Config is what the daemon needs.
+type Config struct {
+	SourceDSN   string
+	Slot        string
+	Publication string
+	// StatusInterval is how often the acknowledged position is sent, and how
+	// often an idle slot is advanced.
+	StatusInterval time.Duration
+	Sink           sink.Config
+}
+
+// Daemon streams one slot into one sink.
+type Daemon struct {
+	cfg     Config
+	log     *zap.Logger
+	sink    *sink.Postgres
+	catalog *catalog.Catalog
+	dec     *decoder.Decoder
+
+	durable atomic.Uint64 // LSN the sink has committed: safe to acknowledge
+	queued  pglogrepl.LSN // end LSN of the last transaction handed to the sink (stream goroutine only)
+	walEnd  pglogrepl.LSN // the server's WAL end from the last keepalive (stream goroutine only)
+	idleAt  time.Time     // when the slot was last advanced while idle
+}
+
+// New returns a daemon; it does no I/O until Run.
+func New(cfg Config, log *zap.Logger) *Daemon {
+	if cfg.StatusInterval <= 0 {
+		cfg.StatusInterval = 10 * time.Second
+	}
+	cat := catalog.New(cfg.SourceDSN)
+	return &Daemon{
+		cfg:     cfg,
+		log:     log,
+		sink:    sink.NewPostgres(cfg.Sink, log),
+		catalog: cat,
+		dec:     decoder.New(cat),
+	}
+}
+
+// Durable returns the last LSN stored by the sink.
+func (d *Daemon) Durable() pglogrepl.LSN { return pglogrepl.LSN(d.durable.Load()) }
+
+// Run streams until ctx is cancelled, then stores what it has received,
+// acknowledges it, and returns nil. It returns an error when it cannot go on:
+// the slot or the audit schema is missing, or the sink rejects a write.
+func (d *Daemon) Run(ctx context.Context) error {
+	if err := d.sink.Open(ctx); err != nil {
+		return err
+	}
+	defer d.sink.Close(context.WithoutCancel(ctx))
+	defer d.catalog.Close(context.WithoutCancel(ctx))
+
+	start, lastID := d.sink.Progress()
+	slot, err := d.readSlot(ctx)
+	if err != nil {
+		return err
+	}
+	switch {
+	case start == 0:
+		start = slot.ConfirmedFlushLSN
+	case slot.ConfirmedFlushLSN > start:
+		d.log.Error("the slot is ahead of the stored progress: changes between these positions were not stored",
+			zap.String("slot", d.cfg.Slot), zap.Stringer("stored_lsn", start), zap.Stringer("slot_lsn", slot.ConfirmedFlushLSN))
+	}
+	d.durable.Store(uint64(start))
+	d.queued = start
+	d.log.Info("starting", zap.String("slot", d.cfg.Slot), zap.Stringer("lsn", start), zap.Int64("last_id", lastID))
+
+	ch := make(chan *audit.Transaction, 64)
+	g, gctx := errgroup.WithContext(ctx)
+	g.Go(func() error {
+		return d.sink.Run(gctx, ch, func(lsn pglogrepl.LSN) { d.durable.Store(uint64(lsn)) })
+	})
+	conn, streamErr := d.stream(gctx, ch)
+	close(ch)
+	sinkErr := g.Wait()
+	if conn != nil {
+		if sinkErr == nil {
+			// Acknowledge what the drain stored.
+			if err := conn.SendStatus(context.WithoutCancel(ctx), d.Durable()); err != nil {
+				d.log.Warn("final acknowledgement failed", zap.Error(err))
+			}
+		}
+		conn.Close(context.WithoutCancel(ctx))
+	}
+	if err := errors.Join(sinkErr, streamErr); err != nil {
+		return err
+	}
+	d.log.Info("stopped", zap.Stringer("lsn", d.Durable()))
+	return nil
+}
+
+func (d *Daemon) readSlot(ctx context.Context) (*cdc.Slot, error) {
+	conn, err := pgx.Connect(ctx, d.cfg.SourceDSN)
+	if err != nil {
+		return nil, fmt.Errorf("connect to source: %w", err)
+	}
+	defer conn.Close(ctx)
+	return cdc.ReadSlot(ctx, conn, d.cfg.Slot)
+}
+
+// stream keeps a replication session up, reconnecting with backoff, until ctx
+// is done; then it returns the open connection (if any) for the final
+// acknowledgement. It returns an error only for what retrying cannot fix.
+func (d *Daemon) stream(ctx context.Context, ch chan<- *audit.Transaction) (*cdc.Conn, error) {
+	backoff := time.Second
+	for attempt := 1; ; attempt++ {
+		conn, progressed, err := d.session(ctx, ch)
+		if ctx.Err() != nil {
+			return conn, nil
+		}
+		if conn != nil {
+			conn.Close(ctx)
+		}
+		if fatal(err) {
+			return nil, err
+		}
+		if progressed {
+			backoff, attempt = time.Second, 1
+		}
+		if cdc.SQLState(err) == "55006" {
+			d.log.Info("the slot is in use by another process; waiting", zap.String("slot", d.cfg.Slot), zap.Duration("retry_in", backoff))
+		} else {
+			d.log.Warn("replication stream broke; reconnecting", zap.Error(err), zap.Int("attempt", attempt), zap.Duration("retry_in", backoff))
+		}
+		select {
+		case <-ctx.Done():
+			return nil, nil
+		case <-time.After(backoff):
+		}
+		backoff = min(backoff*2, 30*time.Second)
+	}
+}
+
+// fatal reports errors that reconnecting will not fix.
+func fatal(err error) bool {
+	switch cdc.SQLState(err) {
+	case "42704": // undefined_object: the slot or the publication is gone
+		return true
+	case "28000", "28P01", "42501": // authentication, privileges
+		return true
+	}
+	var decodeErr *decodeError
+	return errors.As(err, &decodeErr)
+}
+
+type decodeError struct{ err error }
+
+func (e *decodeError) Error() string { return "decode: " + e.err.Error() }
+func (e *decodeError) Unwrap() error { return e.err }
+
+// session runs one replication session. It returns the connection when ctx
+// ended it, and whether it received anything.
+func (d *Daemon) session(ctx context.Context, ch chan<- *audit.Transaction) (*cdc.Conn, bool, error) {
+	conn, err := cdc.Dial(ctx, d.cfg.SourceDSN)
+	if err != nil {
+		return nil, false, err
+	}
+	// Resume after what the sink holds or will hold: transactions already
+	// queued are not asked for again.
+	start := max(d.Durable(), d.queued)
+	if err := conn.Start(ctx, d.cfg.Slot, d.cfg.Publication, start); err != nil {
+		return conn, false, err
+	}
+	d.dec.Reset()
+	d.log.Info("streaming", zap.String("slot", d.cfg.Slot), zap.Stringer("from", start))
+	progressed := false
+	nextStatus := time.Now()
+	for {
+		if ctx.Err() != nil {
+			return conn, progressed, nil
+		}
+		if !time.Now().Before(nextStatus) {
+			if err := conn.SendStatus(ctx, d.Durable()); err != nil {
+				return conn, progressed, err
+			}
+			nextStatus = time.Now().Add(d.cfg.StatusInterval)
+		}
+		msg, err := conn.Receive(ctx, nextStatus)
+		if errors.Is(err, cdc.ErrTimeout) {
+			continue
+		}
+		if err != nil {
+			return conn, progressed, err
+		}
+		progressed = true
+		if msg.ServerWALEnd > d.walEnd {
+			d.walEnd = msg.ServerWALEnd
+		}
+		if msg.Data == nil { // keepalive
+			if msg.ReplyRequested {
+				nextStatus = time.Now()
+			}
+			if err := d.advanceIdle(ctx, conn, ch); err != nil {
+				return conn, progressed, err
+			}
+			continue
+		}
+		tx, err := d.dec.Decode(ctx, msg.Data)
+		if err != nil {
+			return conn, progressed, &decodeError{err}
+		}
+		if tx != nil {
+			if err := d.queue(ctx, conn, ch, tx); err != nil {
+				return conn, progressed, err
+			}
+		}
+	}
+}
+
+// queue hands a transaction to the sink. While the sink is busy it keeps
+// the walsender informed, so a slow sink does not get the stream killed.
+func (d *Daemon) queue(ctx context.Context, conn *cdc.Conn, ch chan<- *audit.Transaction, tx *audit.Transaction) error {
+	if tx.EndLSN <= d.queued {
+		return nil // replayed: already stored or on its way
+	}
+	for {
+		select {
+		case ch <- tx:
+			d.queued = tx.EndLSN
+			return nil
+		case <-ctx.Done():
+			return nil
+		case <-time.After(d.cfg.StatusInterval):
+			if err := conn.SendStatus(ctx, d.Durable()); err != nil {
+				return err
+			}
+		}
+	}
+}
+
+// idleGap is how far the server's WAL may move past the stored progress,
+// while the tracked tables are idle, before the progress is advanced sooner
+// than idleMaxWait.
+const (
+	idleGap     = 64 << 10
+	idleMaxWait = 5 * time.Minute
+)
+
+// advanceIdle moves the stored progress to the server's WAL end when nothing
+// is in flight: WAL written elsewhere (other tables, other databases, the
+// sink itself) would otherwise be kept on disk for ever. The marker goes
+// through the sink like a transaction, so it is stored — and acknowledged —
+// only after everything before it.
+func (d *Daemon) advanceIdle(ctx context.Context, conn *cdc.Conn, ch chan<- *audit.Transaction) error {
+	if d.dec.InTransaction() || d.walEnd <= d.queued || d.queued != d.Durable() {
+		return nil
+	}
+	since := time.Since(d.idleAt)
+	if since < d.cfg.StatusInterval || (d.walEnd-d.queued < idleGap && since < idleMaxWait) {
+		return nil
+	}
+	d.idleAt = time.Now()
+	return d.queue(ctx, conn, ch, &audit.Transaction{EndLSN: d.walEnd})
+}

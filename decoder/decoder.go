@@ -1,0 +1,289 @@
+package decoder
+
+import (
+	"context"
+	"fmt"
+
+	"github.com/jackc/pglogrepl"
+
+	"github.com/walscribe/walscribe/audit"
+)
+
+// Resolver answers what the stream does not carry: how to render a type that
+// is not built in (domains, enums, arrays of them), and a table's primary
+// key. It is called only when a Relation message arrives, never per row.
+type Resolver interface {
+	// ResolveType returns the rendering of a non-built-in type.
+	ResolveType(ctx context.Context, oid uint32) (*Type, error)
+	// PrimaryKey returns the primary-key columns of a table, in key order;
+	// none when it has no primary key.
+	PrimaryKey(ctx context.Context, relOID uint32) ([]string, error)
+}
+
+// Decoder turns pgoutput messages (protocol version 1) into committed
+// transactions of audit entries. It keeps the relations last seen in the
+// stream and decodes each change with them. It is not safe for concurrent
+// use.
+type Decoder struct {
+	res  Resolver
+	rels map[uint32]*relation
+	tx   *audit.Transaction
+	// arena holds the JSON of the current transaction's entries, so that a
+	// row costs a few allocations per slab rather than three per entry.
+	arena   []byte
+	scratch []byte
+
+	// Fallbacks counts columns rendered as text because their type could
+	// not be resolved.
+	Fallbacks int
+}
+
+// New returns a Decoder that resolves unknown types and keys with res.
+func New(res Resolver) *Decoder {
+	return &Decoder{res: res, rels: map[uint32]*relation{}}
+}
+
+type relation struct {
+	schema string
+	table  string
+	cols   []column
+	pk     []int // indexes of the primary-key columns; every column when there is none
+}
+
+type column struct {
+	name string
+	key  []byte // `"name":`, encoded once
+	typ  *Type
+}
+
+// InTransaction reports whether a transaction has begun and not yet
+// committed.
+func (d *Decoder) InTransaction() bool { return d.tx != nil }
+
+// Reset forgets the partly received transaction and every relation, as a new
+// replication session must.
+func (d *Decoder) Reset() {
+	d.tx = nil
+	d.rels = map[uint32]*relation{}
+}
+
+// Decode handles one pgoutput message. It returns the transaction when the
+// message is its Commit, otherwise nil.
+func (d *Decoder) Decode(ctx context.Context, data []byte) (*audit.Transaction, error) {
+	msg, err := pglogrepl.Parse(data)
+	if err != nil {
+		return nil, fmt.Errorf("parse pgoutput message: %w", err)
+	}
+	switch m := msg.(type) {
+	case *pglogrepl.BeginMessage:
+		d.tx = &audit.Transaction{Xid: m.Xid, CommitLSN: m.FinalLSN, CommittedAt: m.CommitTime}
+		d.arena = nil
+	case *pglogrepl.CommitMessage:
+		tx := d.tx
+		if tx == nil {
+			return nil, fmt.Errorf("commit at %s without begin", m.CommitLSN)
+		}
+		tx.CommitLSN, tx.EndLSN, tx.CommittedAt = m.CommitLSN, m.TransactionEndLSN, m.CommitTime
+		d.tx, d.arena = nil, nil
+		return tx, nil
+	case *pglogrepl.RelationMessage:
+		d.relation(ctx, m)
+	case *pglogrepl.InsertMessage:
+		rel, err := d.change(m.RelationID)
+		if err != nil {
+			return nil, err
+		}
+		e := d.entry(rel, audit.Insert)
+		e.New = d.row(rel, m.Tuple, nil)
+		e.PK = d.pk(rel, m.Tuple, nil)
+	case *pglogrepl.UpdateMessage:
+		rel, err := d.change(m.RelationID)
+		if err != nil {
+			return nil, err
+		}
+		e := d.entry(rel, audit.Update)
+		if m.OldTuple != nil {
+			e.Old = d.row(rel, m.OldTuple, nil)
+			e.Changed = changed(rel, m.OldTuple, m.NewTuple)
+		}
+		e.New = d.row(rel, m.NewTuple, m.OldTuple)
+		e.PK = d.pk(rel, m.NewTuple, m.OldTuple)
+	case *pglogrepl.DeleteMessage:
+		rel, err := d.change(m.RelationID)
+		if err != nil {
+			return nil, err
+		}
+		e := d.entry(rel, audit.Delete)
+		e.Old = d.row(rel, m.OldTuple, nil)
+		e.PK = d.pk(rel, m.OldTuple, nil)
+	case *pglogrepl.TruncateMessage:
+		for _, id := range m.RelationIDs {
+			rel, err := d.change(id)
+			if err != nil {
+				return nil, err
+			}
+			d.entry(rel, audit.Truncate).New = truncateOptions[m.Option&3]
+		}
+	}
+	// Type, Origin and logical decoding messages carry nothing to record yet.
+	return nil, nil
+}
+
+func (d *Decoder) relation(ctx context.Context, m *pglogrepl.RelationMessage) {
+	rel := &relation{schema: m.Namespace, table: m.RelationName, cols: make([]column, len(m.Columns))}
+	for i, c := range m.Columns {
+		t, ok := BuiltinType(c.DataType)
+		if !ok {
+			var err error
+			if t, err = d.res.ResolveType(ctx, c.DataType); err != nil || t == nil {
+				t = &stringType
+				d.Fallbacks++
+			}
+		}
+		key := AppendString(nil, []byte(c.Name))
+		rel.cols[i] = column{name: c.Name, key: append(key, ':'), typ: t}
+	}
+	if keys, err := d.res.PrimaryKey(ctx, m.RelationID); err == nil {
+		for _, k := range keys {
+			for i, c := range rel.cols {
+				if c.name == k {
+					rel.pk = append(rel.pk, i)
+				}
+			}
+		}
+	}
+	if len(rel.pk) == 0 {
+		// No primary key (or it cannot be read): the replica identity
+		// columns, which under REPLICA IDENTITY FULL are all of them.
+		for i, c := range m.Columns {
+			if c.Flags&1 != 0 {
+				rel.pk = append(rel.pk, i)
+			}
+		}
+	}
+	if len(rel.pk) == 0 {
+		for i := range rel.cols {
+			rel.pk = append(rel.pk, i)
+		}
+	}
+	d.rels[m.RelationID] = rel
+}
+
+var stringType = Type{Kind: KindString}
+
+func (d *Decoder) change(relID uint32) (*relation, error) {
+	if d.tx == nil {
+		return nil, fmt.Errorf("change to relation %d outside a transaction", relID)
+	}
+	rel, ok := d.rels[relID]
+	if !ok {
+		return nil, fmt.Errorf("change to relation %d before its Relation message", relID)
+	}
+	return rel, nil
+}
+
+func (d *Decoder) entry(rel *relation, a audit.Action) *audit.Entry {
+	d.tx.Entries = append(d.tx.Entries, audit.Entry{
+		Seq:    int32(len(d.tx.Entries) + 1),
+		Schema: rel.schema,
+		Table:  rel.table,
+		Action: a,
+	})
+	return &d.tx.Entries[len(d.tx.Entries)-1]
+}
+
+// value returns column i of t, taking an unchanged TOASTed value ('u') from
+// old, which REPLICA IDENTITY FULL always sends whole.
+func value(t, old *pglogrepl.TupleData, i int) (*pglogrepl.TupleDataColumn, bool) {
+	if t == nil || i >= len(t.Columns) {
+		return nil, false
+	}
+	c := t.Columns[i]
+	if c.DataType == pglogrepl.TupleDataTypeToast {
+		if old == nil || i >= len(old.Columns) || old.Columns[i].DataType == pglogrepl.TupleDataTypeToast {
+			return nil, false
+		}
+		c = old.Columns[i]
+	}
+	return c, true
+}
+
+// row renders a tuple as a JSON object of every column.
+func (d *Decoder) row(rel *relation, t, old *pglogrepl.TupleData) []byte {
+	buf := append(d.scratch[:0], '{')
+	first := true
+	for i := range rel.cols {
+		buf, first = appendColumn(buf, rel, i, t, old, first)
+	}
+	buf = append(buf, '}')
+	d.scratch = buf
+	return d.keep(buf)
+}
+
+// pk renders the primary-key columns of a tuple.
+func (d *Decoder) pk(rel *relation, t, old *pglogrepl.TupleData) []byte {
+	buf := append(d.scratch[:0], '{')
+	first := true
+	for _, i := range rel.pk {
+		buf, first = appendColumn(buf, rel, i, t, old, first)
+	}
+	buf = append(buf, '}')
+	d.scratch = buf
+	return d.keep(buf)
+}
+
+func appendColumn(buf []byte, rel *relation, i int, t, old *pglogrepl.TupleData, first bool) ([]byte, bool) {
+	c, ok := value(t, old, i)
+	if !ok {
+		return buf, first // not sent (unchanged TOAST without an old image): omit, never null
+	}
+	if !first {
+		buf = append(buf, ',')
+	}
+	col := &rel.cols[i]
+	buf = append(buf, col.key...)
+	switch c.DataType {
+	case pglogrepl.TupleDataTypeText:
+		buf = AppendValue(buf, col.typ, c.Data)
+	case pglogrepl.TupleDataTypeBinary:
+		buf = AppendString(buf, c.Data)
+	default:
+		buf = append(buf, "null"...)
+	}
+	return buf, false
+}
+
+// keep copies b into the transaction's arena.
+func (d *Decoder) keep(b []byte) []byte {
+	if len(d.arena)+len(b) > cap(d.arena) {
+		d.arena = make([]byte, 0, max(64<<10, len(b)))
+	}
+	start := len(d.arena)
+	d.arena = append(d.arena, b...)
+	return d.arena[start:len(d.arena):len(d.arena)]
+}
+
+// changed lists the columns whose value differs between old and new.
+func changed(rel *relation, old, new *pglogrepl.TupleData) []string {
+	out := []string{}
+	for i := range rel.cols {
+		n, ok := value(new, old, i)
+		if !ok {
+			continue
+		}
+		o, ok := value(old, nil, i)
+		if !ok || o.DataType != n.DataType || string(o.Data) != string(n.Data) {
+			out = append(out, rel.cols[i].name)
+		}
+	}
+	return out
+}
+
+// truncateOptions is the New image of a truncate entry, by pgoutput's option
+// bits (1: CASCADE, 2: RESTART IDENTITY).
+var truncateOptions = [4][]byte{
+	[]byte(`{"cascade":false,"restart_identity":false}`),
+	[]byte(`{"cascade":true,"restart_identity":false}`),
+	[]byte(`{"cascade":false,"restart_identity":true}`),
+	[]byte(`{"cascade":true,"restart_identity":true}`),
+}

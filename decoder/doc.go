@@ -1,0 +1,2 @@
+// Package decoder turns pgoutput messages into audit entries. It is pure: no I/O.
+package decoder

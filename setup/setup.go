@@ -1,0 +1,91 @@
+// Package setup prepares the databases for walscribe, idempotently: it checks
+// the source server, applies the audit schema migrations to the sink, sets
+// REPLICA IDENTITY FULL on the tracked tables, makes the publication publish
+// exactly them, and creates the replication slot.
+package setup
+
+import (
+	"context"
+	"fmt"
+	"time"
+
+	"github.com/jackc/pgx/v5"
+
+	"github.com/walscribe/walscribe/cdc"
+	"github.com/walscribe/walscribe/migrations"
+)
+
+// Config is what setup needs.
+type Config struct {
+	SourceDSN   string
+	SinkDSN     string // "" or equal to SourceDSN: the audit schema lives in the source database
+	SinkSchema  string
+	Slot        string
+	Publication string
+	Tables      []cdc.Table
+	SlotTimeout time.Duration // how long slot creation may wait for open transactions
+}
+
+// Run prepares the databases, telling say what it did. On an unprepared
+// server it returns cdc.Problems, each saying what to run.
+func Run(ctx context.Context, cfg Config, say func(format string, args ...any)) error {
+	src, err := pgx.Connect(ctx, cfg.SourceDSN)
+	if err != nil {
+		return fmt.Errorf("connect to source (source.dsn): %w", err)
+	}
+	defer src.Close(ctx)
+	sameDB := cfg.SinkDSN == "" || cfg.SinkDSN == cfg.SourceDSN
+	check := cdc.SetupConfig{Slot: cfg.Slot, Publication: cfg.Publication, Tables: cfg.Tables}
+	if sameDB {
+		check.SinkSchema = cfg.SinkSchema
+	}
+	if err := cdc.Check(ctx, src, check); err != nil {
+		return err
+	}
+
+	sinkConn := src
+	if !sameDB {
+		if sinkConn, err = pgx.Connect(ctx, cfg.SinkDSN); err != nil {
+			return fmt.Errorf("connect to sink (sink.dsn): %w", err)
+		}
+		defer sinkConn.Close(ctx)
+	}
+	applied, err := migrations.Apply(ctx, sinkConn, cfg.SinkSchema)
+	if err != nil {
+		return fmt.Errorf("audit schema %q: %w", cfg.SinkSchema, err)
+	}
+	if len(applied) > 0 {
+		say("audit schema %q: applied migrations %v", cfg.SinkSchema, applied)
+	} else {
+		say("audit schema %q: up to date (version %d)", cfg.SinkSchema, migrations.Latest())
+	}
+
+	changed, err := cdc.SetReplicaIdentityFull(ctx, src, cfg.Tables)
+	if err != nil {
+		return err
+	}
+	for _, t := range changed {
+		say("replica identity full: %s", t)
+	}
+	added, removed, err := cdc.EnsurePublication(ctx, src, cfg.Publication, cfg.Tables)
+	if err != nil {
+		return err
+	}
+	for _, t := range added {
+		say("publication %q: added %s", cfg.Publication, t)
+	}
+	for _, t := range removed {
+		say("publication %q: removed %s", cfg.Publication, t)
+	}
+	created, err := cdc.EnsureSlot(ctx, src, cfg.Slot, cfg.SlotTimeout)
+	if err != nil {
+		return err
+	}
+	if created {
+		say("replication slot %q: created", cfg.Slot)
+	} else {
+		say("replication slot %q: exists", cfg.Slot)
+	}
+	say("ready: %d tables tracked; start the daemon with `walscribe run`", len(cfg.Tables))
+	return nil
+}

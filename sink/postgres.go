@@ -1,0 +1,387 @@
+// Package sink stores audit entries. The PostgreSQL sink batches whole
+// transactions and writes each batch — entries by COPY and a checkpoint row —
+// in one database transaction, then reports the batch's end LSN as durable.
+package sink
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"time"
+
+	"github.com/jackc/pglogrepl"
+	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgconn"
+	"github.com/jackc/pgx/v5/pgtype"
+	"go.uber.org/zap"
+
+	"github.com/walscribe/walscribe/audit"
+	"github.com/walscribe/walscribe/migrations"
+)
+
+// Config is what the PostgreSQL sink needs.
+type Config struct {
+	DSN             string        // sink database
+	Schema          string        // audit schema, e.g. "audit"
+	Slot            string        // replication slot whose progress is stored
+	BatchMaxEntries int           // a batch is written once it holds this many entries
+	BatchMaxWait    time.Duration // or once its first transaction waited this long
+}
+
+// Postgres is the PostgreSQL sink. One Postgres is the only writer of its
+// schema: it numbers entries densely from the last stored id.
+type Postgres struct {
+	cfg    Config
+	log    *zap.Logger
+	schema string // quoted identifier
+
+	conn          *pgx.Conn
+	lastEnd       pglogrepl.LSN // end LSN of the last transaction stored
+	lastID        int64         // id of the last entry stored
+	lastCommitted time.Time
+	months        map[int]bool // year*12+month → partitions known to exist
+}
+
+// NewPostgres returns a sink; it does no I/O until Open.
+func NewPostgres(cfg Config, log *zap.Logger) *Postgres {
+	return &Postgres{cfg: cfg, log: log.Named("sink"), schema: pgx.Identifier{cfg.Schema}.Sanitize()}
+}
+
+// ErrNotSetUp means the audit schema is missing or older than this binary.
+var ErrNotSetUp = errors.New("the audit schema is not set up")
+
+// Open connects, checks the schema, and loads the stored progress.
+func (p *Postgres) Open(ctx context.Context) error {
+	conn, err := pgx.Connect(ctx, p.cfg.DSN)
+	if err != nil {
+		return fmt.Errorf("connect to sink: %w", err)
+	}
+	registerLSN(conn)
+	if err := p.load(ctx, conn); err != nil {
+		conn.Close(ctx)
+		return err
+	}
+	p.conn = conn
+	return nil
+}
+
+func (p *Postgres) load(ctx context.Context, conn *pgx.Conn) error {
+	v, err := migrations.Current(ctx, conn, p.cfg.Schema)
+	if err != nil {
+		return fmt.Errorf("read schema version: %w", err)
+	}
+	if v < migrations.Latest() {
+		return fmt.Errorf("%w: schema %q is at version %d, this walscribe needs %d: run `walscribe setup`",
+			ErrNotSetUp, p.cfg.Schema, v, migrations.Latest())
+	}
+	var end *string
+	var committed *time.Time
+	err = conn.QueryRow(ctx, `SELECT end_lsn::text, committed_at FROM `+p.schema+`.checkpoints
+		WHERE slot = $1 ORDER BY end_lsn DESC LIMIT 1`, p.cfg.Slot).Scan(&end, &committed)
+	if err != nil && !errors.Is(err, pgx.ErrNoRows) {
+		return fmt.Errorf("read checkpoint: %w", err)
+	}
+	p.lastEnd = 0
+	if end != nil {
+		if p.lastEnd, err = pglogrepl.ParseLSN(*end); err != nil {
+			return fmt.Errorf("read checkpoint: %w", err)
+		}
+	}
+	if committed != nil {
+		p.lastCommitted = *committed
+	}
+	if err := conn.QueryRow(ctx, `SELECT coalesce(max(last_id), 0) FROM `+p.schema+`.checkpoints`).Scan(&p.lastID); err != nil {
+		return fmt.Errorf("read last id: %w", err)
+	}
+	p.months = map[int]bool{}
+	now := time.Now().UTC()
+	if _, err := conn.Exec(ctx, `SELECT `+p.schema+`.ensure_partitions($1, $2, $3)`,
+		now, now.AddDate(0, 2, 0), []string{"default"}); err != nil {
+		return fmt.Errorf("create partitions: %w", err)
+	}
+	for i := 0; i <= 2; i++ {
+		p.months[monthKey(now.AddDate(0, i, 0))] = true
+	}
+	return nil
+}
+
+// Progress returns the end LSN of the last stored transaction (0 when none)
+// and the last entry id.
+func (p *Postgres) Progress() (pglogrepl.LSN, int64) { return p.lastEnd, p.lastID }
+
+// Close closes the connection.
+func (p *Postgres) Close(ctx context.Context) error {
+	if p.conn == nil {
+		return nil
+	}
+	err := p.conn.Close(ctx)
+	p.conn = nil
+	return err
+}
+
+// Run writes the transactions that arrive on in, in batches, and calls
+// durable with each batch's end LSN once it is committed. Transactions at or
+// below the stored progress are skipped. Transient database errors are
+// retried with backoff on a new connection, reloading the progress so that
+// nothing is written twice. Run returns nil when in is closed and drained,
+// or the first permanent error.
+func (p *Postgres) Run(ctx context.Context, in <-chan *audit.Transaction, durable func(pglogrepl.LSN)) error {
+	var batch []*audit.Transaction
+	for {
+		var open bool
+		batch, open = p.collect(in, batch[:0])
+		if len(batch) > 0 {
+			if err := p.writeRetrying(ctx, batch); err != nil {
+				return err
+			}
+			durable(p.lastEnd)
+		}
+		if !open {
+			return nil
+		}
+	}
+}
+
+// collect gathers a batch: it waits for a first transaction, then takes more
+// until the batch holds BatchMaxEntries entries or BatchMaxWait has passed.
+func (p *Postgres) collect(in <-chan *audit.Transaction, batch []*audit.Transaction) ([]*audit.Transaction, bool) {
+	n := 0
+	var timer <-chan time.Time
+	for {
+		select {
+		case tx, ok := <-in:
+			if !ok {
+				return batch, false
+			}
+			batch = append(batch, tx)
+			n += len(tx.Entries)
+			if n >= p.cfg.BatchMaxEntries {
+				return batch, true
+			}
+			if timer == nil {
+				timer = time.After(p.cfg.BatchMaxWait)
+			}
+		case <-timer:
+			return batch, true
+		}
+	}
+}
+
+func (p *Postgres) writeRetrying(ctx context.Context, batch []*audit.Transaction) error {
+	backoff := 200 * time.Millisecond
+	for attempt := 1; ; attempt++ {
+		err := p.connectIfNeeded(ctx)
+		if err == nil {
+			err = p.Write(ctx, batch)
+		}
+		if err == nil {
+			return nil
+		}
+		if !Retryable(err) && (p.conn == nil || !p.conn.IsClosed()) {
+			return err
+		}
+		if attempt == 1 || attempt%10 == 0 {
+			p.log.Warn("sink write failed, retrying", zap.Int("attempt", attempt), zap.Duration("backoff", backoff), zap.Error(err))
+		}
+		if p.conn != nil {
+			p.conn.Close(context.WithoutCancel(ctx))
+			p.conn = nil
+		}
+		select {
+		case <-time.After(backoff):
+		case <-ctx.Done():
+			// Shutting down: one last quick try is not worth blocking for.
+			return fmt.Errorf("sink unavailable at shutdown: %w", err)
+		}
+		backoff = min(backoff*2, 10*time.Second)
+	}
+}
+
+func (p *Postgres) connectIfNeeded(ctx context.Context) error {
+	if p.conn != nil && !p.conn.IsClosed() {
+		return nil
+	}
+	// The outcome of the last commit may be unknown: Open reloads the
+	// progress, and Write skips what was stored.
+	return p.Open(ctx)
+}
+
+// Write stores the transactions not yet stored, with their checkpoint, in one
+// database transaction.
+func (p *Postgres) Write(ctx context.Context, batch []*audit.Transaction) error {
+	start := 0
+	for start < len(batch) && batch[start].EndLSN <= p.lastEnd {
+		start++
+	}
+	batch = batch[start:]
+	if len(batch) == 0 {
+		return nil
+	}
+	last := batch[len(batch)-1]
+	committed := p.lastCommitted
+	n := 0
+	for _, tx := range batch {
+		n += len(tx.Entries)
+		if !tx.CommittedAt.IsZero() {
+			committed = tx.CommittedAt
+		}
+	}
+	// Writes go on even if ctx is cancelled: a batch is either committed or
+	// rolled back, never abandoned half-way because of shutdown.
+	wctx := context.WithoutCancel(ctx)
+	dbtx, err := p.conn.Begin(wctx)
+	if err != nil {
+		return fmt.Errorf("begin: %w", err)
+	}
+	defer dbtx.Rollback(wctx)
+	if n > 0 {
+		if err := p.ensureMonths(wctx, dbtx, batch); err != nil {
+			return err
+		}
+		src := &copySource{batch: batch, nextID: p.lastID + 1, row: make([]any, len(copyColumns))}
+		copied, err := dbtx.CopyFrom(wctx, pgx.Identifier{p.cfg.Schema, "entries"}, copyColumns, src)
+		if err != nil {
+			return fmt.Errorf("copy entries: %w", err)
+		}
+		if copied != int64(n) {
+			return fmt.Errorf("copy entries: wrote %d of %d", copied, n)
+		}
+	}
+	var committedArg any
+	if !committed.IsZero() {
+		committedArg = committed
+	}
+	if _, err := dbtx.Exec(wctx, `INSERT INTO `+p.schema+`.checkpoints (slot, end_lsn, last_id, committed_at, entries)
+		VALUES ($1, $2::text::pg_lsn, $3, $4, $5)`, p.cfg.Slot, last.EndLSN.String(), p.lastID+int64(n), committedArg, n); err != nil {
+		return fmt.Errorf("insert checkpoint: %w", err)
+	}
+	if err := dbtx.Commit(wctx); err != nil {
+		return fmt.Errorf("commit: %w", err)
+	}
+	p.lastEnd = last.EndLSN
+	p.lastID += int64(n)
+	p.lastCommitted = committed
+	return nil
+}
+
+func (p *Postgres) ensureMonths(ctx context.Context, dbtx pgx.Tx, batch []*audit.Transaction) error {
+	for _, tx := range batch {
+		if len(tx.Entries) == 0 {
+			continue
+		}
+		k := monthKey(tx.CommittedAt)
+		if p.months[k] {
+			continue
+		}
+		if _, err := dbtx.Exec(ctx, `SELECT `+p.schema+`.ensure_partitions($1, $1, $2)`, tx.CommittedAt, []string{"default"}); err != nil {
+			return fmt.Errorf("create partitions: %w", err)
+		}
+		p.months[k] = true
+	}
+	return nil
+}
+
+func monthKey(t time.Time) int {
+	t = t.UTC()
+	return t.Year()*12 + int(t.Month())
+}
+
+var copyColumns = []string{"id", "commit_lsn", "seq", "xid", "committed_at", "schema_name", "table_name",
+	"action", "pk", "old", "new", "changed", "retention_class"}
+
+// copySource feeds a batch's entries to COPY without building them all up
+// front.
+type copySource struct {
+	batch  []*audit.Transaction
+	tx, e  int
+	nextID int64
+	row    []any
+	cur    *audit.Entry
+}
+
+func (s *copySource) Next() bool {
+	for s.tx < len(s.batch) {
+		if s.e < len(s.batch[s.tx].Entries) {
+			s.cur = &s.batch[s.tx].Entries[s.e]
+			s.e++
+			return true
+		}
+		s.tx++
+		s.e = 0
+	}
+	return false
+}
+
+func (s *copySource) Values() ([]any, error) {
+	tx, e := s.batch[s.tx], s.cur
+	r := s.row
+	r[0] = s.nextID
+	s.nextID++
+	r[1] = lsnValue(tx.CommitLSN)
+	r[2] = e.Seq
+	r[3] = int64(tx.Xid)
+	r[4] = tx.CommittedAt
+	r[5] = e.Schema
+	r[6] = e.Table
+	r[7] = string(e.Action)
+	r[8] = jsonValue(e.PK)
+	r[9] = jsonValue(e.Old)
+	r[10] = jsonValue(e.New)
+	if e.Changed != nil {
+		r[11] = e.Changed
+	} else {
+		r[11] = nil
+	}
+	r[12] = "default"
+	return r, nil
+}
+
+func (s *copySource) Err() error { return nil }
+
+func jsonValue(b []byte) any {
+	if b == nil {
+		return nil
+	}
+	return b
+}
+
+// Retryable reports whether err is worth retrying on a new connection: the
+// connection broke, the server is shutting down or out of resources, or a
+// serialization conflict.
+func Retryable(err error) bool {
+	if err == nil {
+		return false
+	}
+	if pgconn.SafeToRetry(err) || pgconn.Timeout(err) {
+		return true
+	}
+	var pgErr *pgconn.PgError
+	if errors.As(err, &pgErr) {
+		switch pgErr.Code[:2] {
+		case "08", "53", "57", "58", "40":
+			return true
+		}
+		return false
+	}
+	var netErr net.Error
+	if errors.As(err, &netErr) {
+		return true
+	}
+	var connErr *pgconn.ConnectError
+	if errors.As(err, &connErr) {
+		return true
+	}
+	return errors.Is(err, net.ErrClosed) || errors.Is(err, io.EOF) || errors.Is(err, io.ErrUnexpectedEOF)
+}
+
+// pgLSNOID is the OID of the pg_lsn type. Its binary form is a big-endian
+// 64-bit integer, so COPY can send it with the int8 codec.
+const pgLSNOID = 3220
+
+func registerLSN(conn *pgx.Conn) {
+	conn.TypeMap().RegisterType(&pgtype.Type{Name: "pg_lsn", OID: pgLSNOID, Codec: pgtype.Int8Codec{}})
+}
+
+func lsnValue(l pglogrepl.LSN) int64 { return int64(l) }
