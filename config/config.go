@@ -24,6 +24,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/go-viper/mapstructure/v2"
 	"github.com/spf13/viper"
 )
 
@@ -181,7 +182,7 @@ func load(path string) (*Config, error) {
 	problems := unknownKeys("", v.AllSettings(), reflect.TypeFor[Config]())
 
 	var cfg Config
-	decodeErrs, failed := decodeProblems(v.Unmarshal(&cfg, viper.DecodeHook(durationHook)))
+	decodeErrs, failed := decodeProblems(v.Unmarshal(&cfg, viper.DecodeHook(mapstructure.ComposeDecodeHookFunc(durationHook, shapeHook))))
 	problems = append(problems, decodeErrs...)
 	for _, p := range cfg.problems() {
 		if !coveredBy(p.key, failed) {

@@ -4,6 +4,7 @@ import (
 	"errors"
 	"fmt"
 	"maps"
+	"math"
 	"reflect"
 	"slices"
 	"strconv"
@@ -113,12 +114,17 @@ func unknownKeys(prefix string, value any, t reflect.Type) []error {
 }
 
 // suggest names the choice closest to word ("did you mean name?"), or lists
-// them all after intro when none is close.
+// them all after intro when none is close. A choice is close when it is a
+// few edits away, ignoring case ("INFO", "nmae"), or when one starts with the
+// other ("deb" for debug, "warning" for warn).
 func suggest(word string, choices []string, intro string) string {
+	word = strings.ToLower(word)
 	best, bestDist := "", -1
 	for _, c := range choices {
 		d := distance(word, c)
-		near := d <= max(1, len(c)/3) || (len(word) >= 3 && strings.HasPrefix(c, word))
+		near := d <= max(1, len(c)/3) ||
+			(len(word) >= 3 && strings.HasPrefix(c, word)) ||
+			(len(c) >= 3 && strings.HasPrefix(word, c))
 		if near && (bestDist < 0 || d < bestDist) {
 			best, bestDist = c, d
 		}
@@ -173,6 +179,37 @@ func durationHook(from, to reflect.Type, data any) (any, error) {
 		return nil, fmt.Errorf("%q is not a duration: write a number with a unit, such as 100ms, 10s or 1m", s)
 	}
 	return d, nil
+}
+
+// shapeHook rejects values that the decoder would otherwise change without
+// a word: a fraction or true/false where a whole number belongs (5000.5 would
+// become 5000, true would become 1), and a single value where a section or a
+// list belongs (tables: public.orders would become one entry that cannot be
+// read).
+func shapeHook(from, to reflect.Type, data any) (any, error) {
+	if to == durationType {
+		return data, nil // durationHook has decided
+	}
+	wrong := false
+	switch to.Kind() {
+	case reflect.Int, reflect.Int8, reflect.Int16, reflect.Int32, reflect.Int64:
+		switch v := data.(type) {
+		case bool:
+			wrong = true
+		case float64:
+			wrong = v != math.Trunc(v)
+		case float32:
+			wrong = float64(v) != math.Trunc(float64(v))
+		}
+	case reflect.Struct:
+		wrong = from.Kind() != reflect.Map && from.Kind() != reflect.Struct
+	case reflect.Slice:
+		wrong = from.Kind() != reflect.Slice && from.Kind() != reflect.Array
+	}
+	if wrong {
+		return nil, fmt.Errorf("cannot use %s: want %s", describe(data), want(to))
+	}
+	return data, nil
 }
 
 // decodeProblems turns the decoder's error into one problem per key, and

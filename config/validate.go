@@ -90,8 +90,14 @@ func checkDSN(dsn string) string {
 		return ""
 	}
 	reason := "cannot parse it"
-	if pce, ok := err.(*pgconn.ParseConfigError); ok && pce.Unwrap() != nil {
-		reason = pce.Unwrap().Error()
+	if pce, ok := err.(*pgconn.ParseConfigError); ok {
+		if pce.Unwrap() != nil {
+			reason = pce.Unwrap().Error()
+		} else if i := strings.LastIndex(pce.Error(), "`: "); i >= 0 {
+			// The text reads "cannot parse `<string>`: <reason>"; keep
+			// only the reason, as in "invalid port".
+			reason = pce.Error()[i+len("`: "):]
+		}
 	}
 	return "not a valid connection string (" + reason + "): use a URL like postgres://walscribe@localhost:5432/app or key=value pairs like host=localhost dbname=app user=walscribe"
 }

@@ -71,6 +71,9 @@ func (d *Daemon) Durable() pglogrepl.LSN { return pglogrepl.LSN(d.durable.Load()
 // the slot or the audit schema is missing, or the sink rejects a write.
 func (d *Daemon) Run(ctx context.Context) error {
 	if err := d.sink.Open(ctx); err != nil {
+		if ctx.Err() != nil {
+			return nil // stopped while starting: nothing received, nothing to store
+		}
 		return err
 	}
 	defer d.sink.Close(context.WithoutCancel(ctx))
@@ -79,6 +82,9 @@ func (d *Daemon) Run(ctx context.Context) error {
 	start, lastID := d.sink.Progress()
 	slot, err := d.readSlot(ctx)
 	if err != nil {
+		if ctx.Err() != nil {
+			return nil
+		}
 		return err
 	}
 	switch {
@@ -102,12 +108,15 @@ func (d *Daemon) Run(ctx context.Context) error {
 	sinkErr := g.Wait()
 	if conn != nil {
 		if sinkErr == nil {
-			// Acknowledge what the drain stored.
-			if err := conn.SendStatus(context.WithoutCancel(ctx), d.Durable()); err != nil {
+			// Acknowledge what the drain stored, and wait for the server to
+			// take it. If this fails the stored progress still rules: the
+			// server resends, and the sink skips what it holds.
+			if err := conn.Stop(context.WithoutCancel(ctx), d.Durable(), 5*time.Second); err != nil {
 				d.log.Warn("final acknowledgement failed", zap.Error(err))
 			}
+		} else {
+			conn.Close(context.WithoutCancel(ctx))
 		}
-		conn.Close(context.WithoutCancel(ctx))
 	}
 	if err := errors.Join(sinkErr, streamErr); err != nil {
 		return err

@@ -2,7 +2,6 @@ package daemon
 
 import (
 	"context"
-	"errors"
 	"fmt"
 	"os"
 	"strings"
@@ -14,6 +13,7 @@ import (
 	"go.uber.org/zap/zaptest"
 
 	"github.com/walscribe/walscribe/cdc"
+	"github.com/walscribe/walscribe/internal/oracle"
 	"github.com/walscribe/walscribe/internal/pgtest"
 	"github.com/walscribe/walscribe/setup"
 	"github.com/walscribe/walscribe/sink"
@@ -22,29 +22,6 @@ import (
 var srv *pgtest.Server
 
 func TestMain(m *testing.M) { os.Exit(pgtest.Main(m, &srv, pgtest.Options{})) }
-
-// oracleSQL keeps a shadow log of every row change, written by triggers in
-// the same transaction as the change: what the audit trail must hold.
-const oracleSQL = `
-CREATE TABLE shadow (id bigserial PRIMARY KEY, xid bigint, tbl text, op text, old jsonb, new jsonb);
-CREATE FUNCTION shadow_row() RETURNS trigger LANGUAGE plpgsql AS $$
-BEGIN
-  INSERT INTO shadow (xid, tbl, op, old, new) VALUES (txid_current() % 4294967296, TG_TABLE_NAME, lower(TG_OP),
-    CASE WHEN TG_OP <> 'INSERT' THEN to_jsonb(OLD) END, CASE WHEN TG_OP <> 'DELETE' THEN to_jsonb(NEW) END);
-  RETURN NULL;
-END $$;
-CREATE FUNCTION shadow_truncate() RETURNS trigger LANGUAGE plpgsql AS $$
-BEGIN
-  INSERT INTO shadow (xid, tbl, op) VALUES (txid_current() % 4294967296, TG_TABLE_NAME, 'truncate');
-  RETURN NULL;
-END $$;
-CREATE FUNCTION shadow_attach(t regclass) RETURNS void LANGUAGE plpgsql AS $$
-BEGIN
-  EXECUTE format('CREATE TRIGGER shadow_row AFTER INSERT OR UPDATE OR DELETE ON %s FOR EACH ROW EXECUTE FUNCTION shadow_row()', t);
-  EXECUTE format('CREATE TRIGGER shadow_truncate AFTER TRUNCATE ON %s FOR EACH STATEMENT EXECUTE FUNCTION shadow_truncate()', t);
-END $$;
-CREATE TABLE marker (id serial PRIMARY KEY);
-`
 
 type harness struct {
 	t      *testing.T
@@ -67,11 +44,16 @@ func newHarness(t *testing.T, schema string, tables ...string) *harness {
 	db := dsn[strings.LastIndex(dsn, "/")+1 : strings.Index(dsn, "?")]
 	pgtest.Exec(t, dsn, `ALTER DATABASE `+pgx.Identifier{db}.Sanitize()+` SET TimeZone = 'UTC'`)
 	h := &harness{t: t, dsn: dsn, log: zaptest.NewLogger(t, zaptest.Level(zap.InfoLevel))}
-	pgtest.Exec(t, dsn, oracleSQL, schema)
+	pgtest.Exec(t, dsn, `CREATE TABLE marker (id serial PRIMARY KEY)`, schema)
 	h.conn = pgtest.Connect(t, dsn)
+	if err := oracle.Install(context.Background(), h.conn); err != nil {
+		t.Fatal(err)
+	}
 	for _, name := range append([]string{"marker"}, tables...) {
 		h.tables = append(h.tables, cdc.Table{Schema: "public", Name: name, Key: name})
-		h.exec(`SELECT shadow_attach($1)`, "public."+name)
+		if err := oracle.Attach(context.Background(), h.conn, "public."+name); err != nil {
+			t.Fatal(err)
+		}
 	}
 	h.cfg = Config{
 		SourceDSN:      dsn,
@@ -180,46 +162,22 @@ func (h *harness) count(sql string, args ...any) int {
 // changes of the shadow log: each transaction's changes, in order, once.
 func (h *harness) checkOracle() {
 	h.t.Helper()
-	rows, err := h.conn.Query(context.Background(), `
-	WITH want AS (
-		SELECT xid, jsonb_agg(jsonb_build_object('t', tbl, 'op', op, 'old', old, 'new', new) ORDER BY id) AS changes
-		FROM shadow WHERE tbl <> 'marker' GROUP BY xid),
-	got AS (
-		SELECT xid, jsonb_agg(jsonb_build_object('t', table_name, 'op', action, 'old', old,
-			'new', CASE WHEN action = 'truncate' THEN NULL ELSE new END) ORDER BY seq) AS changes
-		FROM audit.entries WHERE table_name <> 'marker' GROUP BY commit_lsn, xid)
-	SELECT coalesce(w.xid, g.xid), w.changes::text, g.changes::text
-	FROM want w FULL JOIN got g ON g.xid = w.xid AND g.changes = w.changes
-	WHERE w.xid IS NULL OR g.xid IS NULL
-	ORDER BY 1 LIMIT 10`)
+	r, err := oracle.Compare(context.Background(), h.conn, "audit", []string{"marker"}, 10)
 	if err != nil {
 		h.t.Fatal(err)
 	}
-	type diff struct {
-		xid       int64
-		want, got *string
+	for _, m := range r.Mismatches {
+		h.t.Error(m)
 	}
-	diffs, err := pgx.CollectRows(rows, func(r pgx.CollectableRow) (diff, error) {
-		var d diff
-		return d, r.Scan(&d.xid, &d.want, &d.got)
-	})
-	if err != nil {
-		h.t.Fatal(err)
-	}
-	for _, d := range diffs {
-		h.t.Errorf("xid %d:\n  oracle: %s\n  trail:  %s", d.xid, deref(d.want), deref(d.got))
-	}
-	if n := h.count(`SELECT count(*) FROM shadow WHERE tbl <> 'marker'`); n == 0 {
+	if r.Changes == 0 {
 		h.t.Error("the workload changed nothing: the comparison proves nothing")
 	}
+	h.t.Logf("oracle: %d changes in %d transactions compared", r.Changes, r.Transactions)
 }
 
 func deref(s *string) string {
 	if s == nil {
-		return "(missing)"
+		return "(null)"
 	}
 	return *s
 }
-
-// errIs reports whether err wraps target, for tests.
-func errIs(err, target error) bool { return errors.Is(err, target) }

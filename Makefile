@@ -1,0 +1,35 @@
+# walscribe — see README.md.
+GO       ?= go
+BIN      := bin/walscribe
+VERSION  ?= $(shell git describe --tags --always --dirty 2>/dev/null || echo dev)
+LDFLAGS  := -s -w -X main.version=$(VERSION)
+
+.PHONY: all build test test-short demo vet fmt clean
+
+all: build
+
+## build: the walscribe binary in bin/
+build:
+	CGO_ENABLED=0 $(GO) build -trimpath -ldflags '$(LDFLAGS)' -o $(BIN) ./cmd/walscribe
+
+## test: every test, against throwaway PostgreSQL servers the tests start themselves
+test: vet
+	$(GO) test -race -count=1 -timeout 20m ./...
+
+## test-short: the tests without the slow crash/restart workloads
+test-short:
+	$(GO) test -short -count=1 ./...
+
+## demo: a throwaway PostgreSQL, walscribe attached, sample traffic, the trail printed
+demo: build
+	$(GO) run ./internal/demo -bin $(BIN)
+
+vet:
+	$(GO) vet ./...
+	@test -z "$$(gofmt -l .)" || { gofmt -l .; echo "gofmt: run make fmt"; exit 1; }
+
+fmt:
+	gofmt -w .
+
+clean:
+	rm -rf bin

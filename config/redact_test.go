@@ -1,0 +1,124 @@
+package config
+
+import (
+	"fmt"
+	"reflect"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/jackc/pgx/v5/pgconn"
+)
+
+func TestRedactedDSN(t *testing.T) {
+	// Each DSN holds the secret s3cret (or none). The redacted form must not
+	// show it, and must still connect to the same place as the same user:
+	// pgconn, which walscribe connects with, is the judge.
+	tests := []struct {
+		name       string
+		dsn        string
+		secret     bool   // the DSN holds a password
+		sslkeyPass string // sslpassword in the DSN, if any
+	}{
+		{name: "URL with password", dsn: "postgres://walscribe:s3cret@db.internal:5432/app?sslmode=disable", secret: true},
+		{name: "postgresql scheme", dsn: "postgresql://walscribe:s3cret@db.internal/app", secret: true},
+		{name: "URL with escaped password", dsn: "postgres://walscribe:s3cret%40%2F%3A@db.internal/app", secret: true},
+		{name: "URL password in the query", dsn: "postgres://walscribe@db.internal/app?password=s3cret&sslmode=require", secret: true},
+		{name: "URL with several hosts", dsn: "postgres://walscribe:s3cret@db1:5432,db2:5433/app", secret: true},
+		{name: "URL with sslpassword", dsn: "postgres://walscribe@db.internal/app?sslpassword=s3cret", sslkeyPass: "s3cret"},
+		{name: "URL without password", dsn: "postgres://walscribe@db.internal:5432/app?sslmode=disable"},
+		{name: "key=value", dsn: "host=db.internal port=5432 dbname=app user=walscribe password=s3cret", secret: true},
+		{name: "key=value, password first", dsn: "password=s3cret host=db.internal dbname=app user=walscribe", secret: true},
+		{name: "key=value, quoted password with spaces", dsn: "host=db.internal dbname=app user=walscribe password='s3cret and more'", secret: true},
+		{name: "key=value, quoted password with a quote", dsn: `host=db.internal dbname=app user=walscribe password='s3cret\'s'`, secret: true},
+		{name: "key=value, spaces around =", dsn: "host=db.internal dbname=app user=walscribe password = s3cret", secret: true},
+		{name: "key=value, tab before password", dsn: "host=db.internal dbname=app user=walscribe\tpassword=s3cret", secret: true},
+		{name: "key=value with sslpassword", dsn: "host=db.internal dbname=app user=walscribe sslpassword=s3cret", sslkeyPass: "s3cret"},
+		{name: "key=value without password", dsn: "host=db.internal dbname=app user=walscribe"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			orig, err := pgconn.ParseConfig(tt.dsn)
+			if err != nil {
+				t.Fatalf("the test DSN does not parse: %v", err)
+			}
+			if tt.secret && !strings.Contains(orig.Password, "s3cret") {
+				t.Fatalf("the test DSN has password %q, want one with s3cret", orig.Password)
+			}
+
+			c := Config{Source: Source{DSN: tt.dsn}, Sink: Sink{DSN: tt.dsn}}
+			r := c.Redacted()
+			for _, section := range []string{"source", "sink"} {
+				got := r[section].(map[string]any)["dsn"].(string)
+				if strings.Contains(got, "s3cret") {
+					t.Errorf("%s.dsn redacted to %q: the password shows", section, got)
+				}
+				red, err := pgconn.ParseConfig(got)
+				if err != nil {
+					t.Fatalf("%s.dsn redacted to %q, which does not parse: %v", section, got, err)
+				}
+				if red.Host != orig.Host || red.Port != orig.Port || red.User != orig.User || red.Database != orig.Database {
+					t.Errorf("%s.dsn redacted to %q: %s@%s:%d/%s, want %s@%s:%d/%s", section, got,
+						red.User, red.Host, red.Port, red.Database, orig.User, orig.Host, orig.Port, orig.Database)
+				}
+				if len(red.Fallbacks) != len(orig.Fallbacks) {
+					t.Errorf("%s.dsn redacted to %q: %d hosts, want %d", section, got, len(red.Fallbacks)+1, len(orig.Fallbacks)+1)
+				}
+				wantPassword := ""
+				if tt.secret {
+					wantPassword = redactedPassword
+				}
+				if red.Password != wantPassword {
+					t.Errorf("%s.dsn redacted to %q: password %q, want %q", section, got, red.Password, wantPassword)
+				}
+				if tt.sslkeyPass != "" && !strings.Contains(got, "sslpassword="+redactedPassword) {
+					t.Errorf("%s.dsn redacted to %q: want sslpassword=%s", section, got, redactedPassword)
+				}
+				if !tt.secret && tt.sslkeyPass == "" && got != tt.dsn {
+					t.Errorf("%s.dsn without password changed to %q", section, got)
+				}
+			}
+		})
+	}
+}
+
+func TestRedacted(t *testing.T) {
+	c := Default()
+	c.Source.DSN = "postgres://walscribe:s3cret@db.internal:5432/app"
+	c.Sink.BatchMaxWait = 250 * time.Millisecond
+	c.Tables = []Table{{Name: "public.orders"}, {Name: "billing.invoices"}}
+	r := c.Redacted()
+
+	if s := fmt.Sprint(r); strings.Contains(s, "s3cret") {
+		t.Errorf("Redacted() shows the password: %s", s)
+	}
+	// Every key of the file is in the map, under the same name.
+	for _, l := range leaves("", reflect.ValueOf(c)) {
+		section, key, _ := strings.Cut(l.key, ".")
+		m, ok := r[section].(map[string]any)
+		if !ok {
+			t.Errorf("Redacted() has no section %s", section)
+			continue
+		}
+		if _, ok := m[key]; !ok {
+			t.Errorf("Redacted() has no %s", l.key)
+		}
+	}
+	tests := []struct {
+		key  string
+		got  any
+		want any
+	}{
+		{"sink.batch_max_wait", r["sink"].(map[string]any)["batch_max_wait"], "250ms"},
+		{"source.status_interval", r["source"].(map[string]any)["status_interval"], "10s"},
+		{"sink.dsn", r["sink"].(map[string]any)["dsn"], ""},
+		{"tables", r["tables"], []string{"public.orders", "billing.invoices"}},
+	}
+	for _, tt := range tests {
+		t.Run(tt.key, func(t *testing.T) {
+			if !reflect.DeepEqual(tt.got, tt.want) {
+				t.Errorf("Redacted() %s = %#v, want %#v", tt.key, tt.got, tt.want)
+			}
+		})
+	}
+}
