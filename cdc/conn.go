@@ -156,6 +156,23 @@ func (c *Conn) SendStatus(ctx context.Context, lsn pglogrepl.LSN) error {
 	return nil
 }
 
+// Stop acknowledges lsn, ends the stream (CopyDone) and waits up to timeout
+// for the server to end it too, so that the acknowledgement has been
+// processed when the connection closes. Then it closes the connection.
+func (c *Conn) Stop(ctx context.Context, lsn pglogrepl.LSN, timeout time.Duration) error {
+	defer c.conn.Close(ctx)
+	if err := c.SendStatus(ctx, lsn); err != nil {
+		return err
+	}
+	if err := c.conn.Conn().SetDeadline(time.Now().Add(timeout)); err != nil {
+		return fmt.Errorf("end stream: %w", err)
+	}
+	if _, err := pglogrepl.SendStandbyCopyDone(ctx, c.conn); err != nil {
+		return fmt.Errorf("end stream: %w", err)
+	}
+	return nil
+}
+
 // Close ends the stream and closes the connection.
 func (c *Conn) Close(ctx context.Context) error {
 	return c.conn.Close(ctx)

@@ -60,6 +60,14 @@ func Run(ctx context.Context, cfg Config, say func(format string, args ...any)) 
 		say("audit schema %q: up to date (version %d)", cfg.SinkSchema, migrations.Latest())
 	}
 
+	// The months the sink writes first exist before it starts, so that its
+	// first batches do no DDL.
+	now := time.Now().UTC()
+	if _, err := sinkConn.Exec(ctx, `SELECT `+pgx.Identifier{cfg.SinkSchema}.Sanitize()+`.ensure_partitions($1, $2, $3)`,
+		now.AddDate(0, -1, 0), now.AddDate(0, 2, 0), []string{"default"}); err != nil {
+		return fmt.Errorf("audit schema %q: create partitions: %w", cfg.SinkSchema, err)
+	}
+
 	changed, err := cdc.SetReplicaIdentityFull(ctx, src, cfg.Tables)
 	if err != nil {
 		return err
