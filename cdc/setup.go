@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"slices"
+	"strconv"
 	"strings"
 	"time"
 
@@ -55,17 +56,17 @@ func Check(ctx context.Context, conn *pgx.Conn, cfg SetupConfig) error {
 		version, maxSlots, usedSlots, maxSenders int
 		walLevel, role, db                       string
 		super, repl, canCreate, slotExists       bool
-		slotPlugin                               *string
+		slotPlugin, slotDB                       *string
 	)
 	err := conn.QueryRow(ctx, `SELECT current_setting('server_version_num')::int, current_setting('wal_level'),
 			current_setting('max_replication_slots')::int, (SELECT count(*) FROM pg_replication_slots)::int,
 			current_setting('max_wal_senders')::int, current_user::text, current_database()::text,
 			r.rolsuper, r.rolreplication, has_database_privilege(current_database(), 'CREATE'),
-			s.slot_name IS NOT NULL, s.plugin::text
+			s.slot_name IS NOT NULL, s.plugin::text, s.database::text
 		FROM pg_roles r LEFT JOIN pg_replication_slots s ON s.slot_name = $1
 		WHERE r.rolname = current_user`, cfg.Slot).Scan(
 		&version, &walLevel, &maxSlots, &usedSlots, &maxSenders, &role, &db,
-		&super, &repl, &canCreate, &slotExists, &slotPlugin)
+		&super, &repl, &canCreate, &slotExists, &slotPlugin, &slotDB)
 	if err != nil {
 		return fmt.Errorf("read server settings: %w", err)
 	}
@@ -85,12 +86,20 @@ func Check(ctx context.Context, conn *pgx.Conn, cfg SetupConfig) error {
 	if !slotExists && usedSlots >= maxSlots {
 		p = append(p, fmt.Sprintf("all %d replication slots are in use: raise max_replication_slots (ALTER SYSTEM SET max_replication_slots = %d; then restart PostgreSQL) or drop an unused one (SELECT pg_drop_replication_slot('name');)", maxSlots, maxSlots+1))
 	}
-	if slotExists && (slotPlugin == nil || *slotPlugin != "pgoutput") {
+	switch {
+	case slotExists && (slotPlugin == nil || *slotPlugin != "pgoutput"):
 		p = append(p, fmt.Sprintf("replication slot %q exists but is not a pgoutput logical slot: choose another source.slot or drop it (SELECT pg_drop_replication_slot('%s');)", cfg.Slot, cfg.Slot))
+	case slotExists && (slotDB == nil || *slotDB != db):
+		// Slot names are server-wide; a slot streams only its own database.
+		p = append(p, fmt.Sprintf("replication slot %q belongs to database %q, not %q: choose another source.slot", cfg.Slot, deref(slotDB), db))
 	}
-	var pubExists bool
-	if err := conn.QueryRow(ctx, `SELECT EXISTS (SELECT 1 FROM pg_publication WHERE pubname = $1)`, cfg.Publication).Scan(&pubExists); err != nil {
+	var pubExists, pubAllTables bool
+	if err := conn.QueryRow(ctx, `SELECT count(*) > 0, coalesce(bool_or(puballtables), false) FROM pg_publication WHERE pubname = $1`,
+		cfg.Publication).Scan(&pubExists, &pubAllTables); err != nil {
 		return fmt.Errorf("read publications: %w", err)
+	}
+	if pubAllTables {
+		p = append(p, allTablesProblem(cfg.Publication))
 	}
 	if !pubExists && !super && !canCreate {
 		p = append(p, fmt.Sprintf("role %q may not create the publication: run GRANT CREATE ON DATABASE %s TO %s;", role, pgx.Identifier{db}.Sanitize(), pgx.Identifier{role}.Sanitize()))
@@ -100,16 +109,22 @@ func Check(ctx context.Context, conn *pgx.Conn, cfg SetupConfig) error {
 			p = append(p, fmt.Sprintf("%s: table %s is in the audit schema, which is never audited (it would audit its own writes): remove it", t.Key, t))
 			continue
 		}
-		var exists, owner bool
+		var exists, owner, ownerSuper bool
 		var ownerName string
-		err := conn.QueryRow(ctx, `SELECT c.oid IS NOT NULL, coalesce(pg_has_role(c.relowner, 'USAGE'), false), coalesce(pg_get_userbyid(c.relowner)::text, '')
-			FROM (SELECT to_regclass($1) AS oid) r LEFT JOIN pg_class c ON c.oid = r.oid`, t.ident()).Scan(&exists, &owner, &ownerName)
+		err := conn.QueryRow(ctx, `SELECT c.oid IS NOT NULL, coalesce(pg_has_role(c.relowner, 'USAGE'), false),
+				coalesce(o.rolname::text, ''), coalesce(o.rolsuper, false)
+			FROM (SELECT to_regclass($1) AS oid) r LEFT JOIN pg_class c ON c.oid = r.oid
+			LEFT JOIN pg_roles o ON o.oid = c.relowner`, t.ident()).Scan(&exists, &owner, &ownerName, &ownerSuper)
 		if err != nil {
 			return fmt.Errorf("look up table %s: %w", t, err)
 		}
 		switch {
 		case !exists:
 			p = append(p, fmt.Sprintf("%s: table %s does not exist: create it, or fix or remove this entry", t.Key, t))
+		case !owner && ownerSuper:
+			// Membership in a superuser role would let the role become one.
+			p = append(p, fmt.Sprintf("%s: role %q must own table %s to set REPLICA IDENTITY FULL and publish it, and its owner %q is a superuser: run ALTER TABLE %s OWNER TO %s; (or to a non-superuser role that %q is a member of), or run setup as a superuser",
+				t.Key, role, t, ownerName, t.ident(), pgx.Identifier{role}.Sanitize(), role))
 		case !owner:
 			p = append(p, fmt.Sprintf("%s: role %q must own table %s (or be a member of its owner) to set REPLICA IDENTITY FULL and publish it: run GRANT %s TO %s;",
 				t.Key, role, t, pgx.Identifier{ownerName}.Sanitize(), pgx.Identifier{role}.Sanitize()))
@@ -121,16 +136,30 @@ func Check(ctx context.Context, conn *pgx.Conn, cfg SetupConfig) error {
 	return nil
 }
 
+func allTablesProblem(name string) string {
+	return fmt.Sprintf("publication %q publishes all tables, which would include the audit schema: drop it (DROP PUBLICATION %s;) or set source.publication to another name",
+		name, pgx.Identifier{name}.Sanitize())
+}
+
+func deref(s *string) string {
+	if s == nil {
+		return ""
+	}
+	return *s
+}
+
 // SetReplicaIdentityFull makes every tracked table, and every partition of a
 // partitioned one, send its whole old row on UPDATE and DELETE. It returns the
 // tables it changed.
 func SetReplicaIdentityFull(ctx context.Context, conn *pgx.Conn, tables []Table) ([]string, error) {
 	var changed []string
 	for _, t := range tables {
+		// pg_partition_tree is empty for a table that is not partitioned.
 		rows, err := conn.Query(ctx, `SELECT format('%I.%I', n.nspname, c.relname)
-			FROM pg_partition_tree($1::regclass) p
-			JOIN pg_class c ON c.oid = p.relid JOIN pg_namespace n ON n.oid = c.relnamespace
-			WHERE c.relreplident <> 'f'`, t.ident())
+			FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
+			WHERE c.relreplident <> 'f'
+			  AND (c.oid = $1::regclass OR c.oid IN (SELECT relid FROM pg_partition_tree($1::regclass)))
+			ORDER BY c.oid = $1::regclass DESC, 1`, t.ident())
 		if err != nil {
 			return changed, fmt.Errorf("replica identity of %s: %w", t, err)
 		}
@@ -159,8 +188,7 @@ func EnsurePublication(ctx context.Context, conn *pgx.Conn, name string, tables 
 		return nil, nil, fmt.Errorf("read publication %q: %w", name, err)
 	}
 	if allTables != nil && *allTables {
-		return nil, nil, fmt.Errorf("publication %q publishes all tables, which would include the audit schema: drop it (DROP PUBLICATION %s;) or set source.publication to another name",
-			name, pgx.Identifier{name}.Sanitize())
+		return nil, nil, errors.New(allTablesProblem(name))
 	}
 	want := make([]string, 0, len(tables))
 	idents := make([]string, 0, len(tables))
@@ -217,12 +245,15 @@ func PublishedTables(ctx context.Context, conn *pgx.Conn, name string) ([]string
 	return out, nil
 }
 
-// EnsureSlot creates the permanent pgoutput slot unless it exists. Creation
-// waits for every open transaction in the server to finish; after timeout it
-// fails with a message saying how to find the one in the way.
+// EnsureSlot creates the permanent pgoutput slot unless it exists in this
+// database. Creation waits for every transaction that holds an xid, in any
+// database of the server, to finish; after timeout (default 1m) the server
+// gives up waiting and EnsureSlot fails with a message saying how to find the
+// transactions in the way.
 func EnsureSlot(ctx context.Context, conn *pgx.Conn, slot string, timeout time.Duration) (created bool, err error) {
 	var exists bool
-	if err := conn.QueryRow(ctx, `SELECT EXISTS (SELECT 1 FROM pg_replication_slots WHERE slot_name = $1)`, slot).Scan(&exists); err != nil {
+	if err := conn.QueryRow(ctx, `SELECT EXISTS (SELECT 1 FROM pg_replication_slots WHERE slot_name = $1 AND database = current_database())`,
+		slot).Scan(&exists); err != nil {
 		return false, fmt.Errorf("read replication slots: %w", err)
 	}
 	if exists {
@@ -231,15 +262,27 @@ func EnsureSlot(ctx context.Context, conn *pgx.Conn, slot string, timeout time.D
 	if timeout <= 0 {
 		timeout = time.Minute
 	}
-	cctx, cancel := context.WithTimeout(ctx, timeout)
-	defer cancel()
-	_, err = conn.Exec(cctx, `SELECT pg_create_logical_replication_slot($1, 'pgoutput')`, slot)
+	// The timeout is the server's, not a cancelled context: a client that
+	// hangs up leaves the backend waiting, and it would create the slot
+	// after setup has reported failure.
+	tx, err := conn.Begin(ctx)
 	if err != nil {
-		if cctx.Err() != nil && ctx.Err() == nil {
+		return false, fmt.Errorf("create replication slot %q: %w", slot, err)
+	}
+	defer tx.Rollback(ctx)
+	if _, err := tx.Exec(ctx, `SELECT set_config('statement_timeout', $1, true)`, strconv.FormatInt(max(timeout.Milliseconds(), 1), 10)); err != nil {
+		return false, fmt.Errorf("create replication slot %q: %w", slot, err)
+	}
+	if _, err := tx.Exec(ctx, `SELECT pg_create_logical_replication_slot($1, 'pgoutput')`, slot); err != nil {
+		if SQLState(err) == "57014" && ctx.Err() == nil { // query_canceled: the statement timeout
 			return false, fmt.Errorf("create replication slot %q: still waiting after %s for open transactions to finish; find them with "+
-				"SELECT pid, state, xact_start, query FROM pg_stat_activity WHERE backend_xid IS NOT NULL OR backend_xmin IS NOT NULL ORDER BY xact_start; "+
-				"then end them (SELECT pg_terminate_backend(pid);) or wait, and run setup again", slot, timeout)
+				"SELECT pid, datname, usename, state, xact_start, query FROM pg_stat_activity WHERE backend_xid IS NOT NULL ORDER BY xact_start; "+
+				"(and prepared ones with SELECT gid, database, prepared FROM pg_prepared_xacts;) "+
+				"then end them (SELECT pg_terminate_backend(pid); or ROLLBACK PREPARED 'gid';) or wait, and run setup again (--slot-timeout waits longer)", slot, timeout)
 		}
+		return false, fmt.Errorf("create replication slot %q: %w", slot, err)
+	}
+	if err := tx.Commit(ctx); err != nil {
 		return false, fmt.Errorf("create replication slot %q: %w", slot, err)
 	}
 	return true, nil

@@ -24,7 +24,7 @@ var srv *pgtest.Server
 func TestMain(m *testing.M) { os.Exit(pgtest.Main(m, &srv, pgtest.Options{})) }
 
 type harness struct {
-	t      *testing.T
+	t      testing.TB
 	dsn    string
 	conn   *pgx.Conn
 	cfg    Config
@@ -38,7 +38,7 @@ type harness struct {
 
 // newHarness creates a database with the oracle, runs schema, and sets up
 // walscribe for tables (plus the marker table).
-func newHarness(t *testing.T, schema string, tables ...string) *harness {
+func newHarness(t testing.TB, schema string, tables ...string) *harness {
 	t.Helper()
 	dsn := srv.NewDB(t)
 	db := dsn[strings.LastIndex(dsn, "/")+1 : strings.Index(dsn, "?")]

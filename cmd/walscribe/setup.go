@@ -2,7 +2,6 @@ package main
 
 import (
 	"fmt"
-	"strings"
 	"time"
 
 	"github.com/jackc/pgx/v5"
@@ -44,7 +43,7 @@ the tracked tables.`,
 func setupConfig(c *config.Config) setup.Config {
 	tables := make([]cdc.Table, len(c.Tables))
 	for i, t := range c.Tables {
-		schema, name, _ := strings.Cut(t.Name, ".")
+		schema, name := t.Split()
 		tables[i] = cdc.Table{Schema: schema, Name: name, Key: fmt.Sprintf("tables[%d].name", i)}
 	}
 	return setup.Config{
