@@ -22,7 +22,8 @@ test-short:
 
 ## demo: a throwaway PostgreSQL, walscribe attached, sample traffic, the trail printed
 demo: build
-	$(GO) run ./internal/demo -bin $(BIN)
+	$(GO) build -o bin/walscribe-demo ./internal/demo
+	bin/walscribe-demo -bin $(BIN)
 
 vet:
 	$(GO) vet ./...

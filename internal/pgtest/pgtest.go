@@ -124,7 +124,7 @@ func (s *Server) initdb() error {
 	}
 	cmd := exec.Command(bin("initdb"), "-D", s.dataDir, "-U", "postgres", "--auth=trust",
 		"--encoding=UTF8", "--locale=C.UTF-8", "--no-sync")
-	cmd.SysProcAttr = &syscall.SysProcAttr{Credential: s.cred}
+	cmd.SysProcAttr = &syscall.SysProcAttr{Credential: s.cred, Setpgid: true} // a terminal Ctrl-C goes to the caller, not initdb
 	if out, err := cmd.CombinedOutput(); err != nil {
 		return fmt.Errorf("initdb: %w\n%s", err, out)
 	}
