@@ -43,6 +43,24 @@ func (c *Catalog) Close(ctx context.Context) error {
 	return err
 }
 
+// withConnLocked runs fn on the connection. When the connection turns out to
+// be broken (the server restarted, the backend was terminated) it runs fn
+// once more on a new one, so that a lost connection costs no wrong answer.
+func (c *Catalog) withConnLocked(ctx context.Context, fn func(*pgx.Conn) error) error {
+	conn, err := c.connLocked(ctx)
+	if err != nil {
+		return err
+	}
+	err = fn(conn)
+	if err == nil || !conn.IsClosed() || ctx.Err() != nil {
+		return err
+	}
+	if conn, err = c.connLocked(ctx); err != nil {
+		return err
+	}
+	return fn(conn)
+}
+
 func (c *Catalog) connLocked(ctx context.Context) (*pgx.Conn, error) {
 	if c.conn != nil && !c.conn.IsClosed() {
 		return c.conn, nil
@@ -74,10 +92,6 @@ func (c *Catalog) resolveLocked(ctx context.Context, oid uint32, depth int) (*de
 	if depth > 16 {
 		return nil, fmt.Errorf("catalog: type %d: nesting too deep", oid)
 	}
-	conn, err := c.connLocked(ctx)
-	if err != nil {
-		return nil, err
-	}
 	var (
 		typtype  string
 		base     uint32
@@ -85,8 +99,10 @@ func (c *Catalog) resolveLocked(ctx context.Context, oid uint32, depth int) (*de
 		delim    string
 		category string
 	)
-	err = conn.QueryRow(ctx, `SELECT typtype::text, typbasetype, typelem, typdelim::text, typcategory::text
-		FROM pg_type WHERE oid = $1`, oid).Scan(&typtype, &base, &elem, &delim, &category)
+	err := c.withConnLocked(ctx, func(conn *pgx.Conn) error {
+		return conn.QueryRow(ctx, `SELECT typtype::text, typbasetype, typelem, typdelim::text, typcategory::text
+			FROM pg_type WHERE oid = $1`, oid).Scan(&typtype, &base, &elem, &delim, &category)
+	})
 	if err != nil {
 		return nil, fmt.Errorf("catalog: type %d: %w", oid, err)
 	}
@@ -115,20 +131,20 @@ func (c *Catalog) resolveLocked(ctx context.Context, oid uint32, depth int) (*de
 func (c *Catalog) PrimaryKey(ctx context.Context, relOID uint32) ([]string, error) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	conn, err := c.connLocked(ctx)
-	if err != nil {
-		return nil, err
-	}
-	rows, err := conn.Query(ctx, `SELECT a.attname::text
-		FROM pg_index i
-		CROSS JOIN LATERAL unnest(i.indkey) WITH ORDINALITY AS k(attnum, ord)
-		JOIN pg_attribute a ON a.attrelid = i.indrelid AND a.attnum = k.attnum
-		WHERE i.indrelid = $1 AND i.indisprimary
-		ORDER BY k.ord`, relOID)
-	if err != nil {
-		return nil, fmt.Errorf("catalog: primary key of %d: %w", relOID, err)
-	}
-	keys, err := pgx.CollectRows(rows, pgx.RowTo[string])
+	var keys []string
+	err := c.withConnLocked(ctx, func(conn *pgx.Conn) error {
+		rows, err := conn.Query(ctx, `SELECT a.attname::text
+			FROM pg_index i
+			CROSS JOIN LATERAL unnest(i.indkey) WITH ORDINALITY AS k(attnum, ord)
+			JOIN pg_attribute a ON a.attrelid = i.indrelid AND a.attnum = k.attnum
+			WHERE i.indrelid = $1 AND i.indisprimary
+			ORDER BY k.ord`, relOID)
+		if err != nil {
+			return err
+		}
+		keys, err = pgx.CollectRows(rows, pgx.RowTo[string])
+		return err
+	})
 	if err != nil {
 		return nil, fmt.Errorf("catalog: primary key of %d: %w", relOID, err)
 	}

@@ -31,6 +31,7 @@ type Decoder struct {
 	// arena holds the JSON of the current transaction's entries, so that a
 	// row costs a few allocations per slab rather than three per entry.
 	arena   []byte
+	chunk   int // capacity of the arena's current slab; grows within a transaction
 	scratch []byte
 
 	// Fallbacks counts columns rendered as text because their type could
@@ -48,6 +49,8 @@ type relation struct {
 	table  string
 	cols   []column
 	pk     []int // indexes of the primary-key columns; every column when there is none
+	ident  []int // indexes of the replica identity columns
+	all    []int // 0..len(cols)-1
 }
 
 type column struct {
@@ -77,7 +80,7 @@ func (d *Decoder) Decode(ctx context.Context, data []byte) (*audit.Transaction, 
 	switch m := msg.(type) {
 	case *pglogrepl.BeginMessage:
 		d.tx = &audit.Transaction{Xid: m.Xid, CommitLSN: m.FinalLSN, CommittedAt: m.CommitTime}
-		d.arena = nil
+		d.arena, d.chunk = nil, 0
 	case *pglogrepl.CommitMessage:
 		tx := d.tx
 		if tx == nil {
@@ -94,28 +97,40 @@ func (d *Decoder) Decode(ctx context.Context, data []byte) (*audit.Transaction, 
 			return nil, err
 		}
 		e := d.entry(rel, audit.Insert)
-		e.New = d.row(rel, m.Tuple, nil)
-		e.PK = d.pk(rel, m.Tuple, nil)
+		e.New = d.object(rel, rel.all, m.Tuple, nil)
+		e.PK = d.object(rel, rel.pk, m.Tuple, nil)
 	case *pglogrepl.UpdateMessage:
 		rel, err := d.change(m.RelationID)
 		if err != nil {
 			return nil, err
 		}
 		e := d.entry(rel, audit.Update)
-		if m.OldTuple != nil {
-			e.Old = d.row(rel, m.OldTuple, nil)
-			e.Changed = changed(rel, m.OldTuple, m.NewTuple)
+		old := m.OldTuple
+		switch {
+		case m.OldTupleType == pglogrepl.UpdateMessageTupleTypeKey:
+			// Not REPLICA IDENTITY FULL and the key changed: the old tuple
+			// holds the key columns only, the others are "not sent", which
+			// is not NULL. Nothing to compare or fill unchanged values from.
+			e.Old = d.object(rel, rel.ident, old, nil)
+			old = nil
+		case old != nil:
+			e.Old = d.object(rel, rel.all, old, nil)
+			e.Changed = changed(rel, old, m.NewTuple)
 		}
-		e.New = d.row(rel, m.NewTuple, m.OldTuple)
-		e.PK = d.pk(rel, m.NewTuple, m.OldTuple)
+		e.New = d.object(rel, rel.all, m.NewTuple, old)
+		e.PK = d.object(rel, rel.pk, m.NewTuple, old)
 	case *pglogrepl.DeleteMessage:
 		rel, err := d.change(m.RelationID)
 		if err != nil {
 			return nil, err
 		}
 		e := d.entry(rel, audit.Delete)
-		e.Old = d.row(rel, m.OldTuple, nil)
-		e.PK = d.pk(rel, m.OldTuple, nil)
+		cols := rel.all
+		if m.OldTupleType == pglogrepl.DeleteMessageTupleTypeKey {
+			cols = rel.ident // the key only; the rest is "not sent", not NULL
+		}
+		e.Old = d.object(rel, cols, m.OldTuple, nil)
+		e.PK = d.object(rel, rel.pk, m.OldTuple, nil)
 	case *pglogrepl.TruncateMessage:
 		for _, id := range m.RelationIDs {
 			rel, err := d.change(id)
@@ -130,7 +145,7 @@ func (d *Decoder) Decode(ctx context.Context, data []byte) (*audit.Transaction, 
 }
 
 func (d *Decoder) relation(ctx context.Context, m *pglogrepl.RelationMessage) {
-	rel := &relation{schema: m.Namespace, table: m.RelationName, cols: make([]column, len(m.Columns))}
+	rel := &relation{schema: m.Namespace, table: m.RelationName, cols: make([]column, len(m.Columns)), all: make([]int, len(m.Columns))}
 	for i, c := range m.Columns {
 		t, ok := BuiltinType(c.DataType)
 		if !ok {
@@ -142,6 +157,10 @@ func (d *Decoder) relation(ctx context.Context, m *pglogrepl.RelationMessage) {
 		}
 		key := AppendString(nil, []byte(c.Name))
 		rel.cols[i] = column{name: c.Name, key: append(key, ':'), typ: t}
+		rel.all[i] = i
+		if c.Flags&1 != 0 {
+			rel.ident = append(rel.ident, i)
+		}
 	}
 	if keys, err := d.res.PrimaryKey(ctx, m.RelationID); err == nil {
 		for _, k := range keys {
@@ -155,16 +174,10 @@ func (d *Decoder) relation(ctx context.Context, m *pglogrepl.RelationMessage) {
 	if len(rel.pk) == 0 {
 		// No primary key (or it cannot be read): the replica identity
 		// columns, which under REPLICA IDENTITY FULL are all of them.
-		for i, c := range m.Columns {
-			if c.Flags&1 != 0 {
-				rel.pk = append(rel.pk, i)
-			}
-		}
+		rel.pk = rel.ident
 	}
 	if len(rel.pk) == 0 {
-		for i := range rel.cols {
-			rel.pk = append(rel.pk, i)
-		}
+		rel.pk = rel.all
 	}
 	d.rels[m.RelationID] = rel
 }
@@ -208,23 +221,11 @@ func value(t, old *pglogrepl.TupleData, i int) (*pglogrepl.TupleDataColumn, bool
 	return c, true
 }
 
-// row renders a tuple as a JSON object of every column.
-func (d *Decoder) row(rel *relation, t, old *pglogrepl.TupleData) []byte {
+// object renders the columns idx of a tuple as a JSON object.
+func (d *Decoder) object(rel *relation, idx []int, t, old *pglogrepl.TupleData) []byte {
 	buf := append(d.scratch[:0], '{')
 	first := true
-	for i := range rel.cols {
-		buf, first = appendColumn(buf, rel, i, t, old, first)
-	}
-	buf = append(buf, '}')
-	d.scratch = buf
-	return d.keep(buf)
-}
-
-// pk renders the primary-key columns of a tuple.
-func (d *Decoder) pk(rel *relation, t, old *pglogrepl.TupleData) []byte {
-	buf := append(d.scratch[:0], '{')
-	first := true
-	for _, i := range rel.pk {
+	for _, i := range idx {
 		buf, first = appendColumn(buf, rel, i, t, old, first)
 	}
 	buf = append(buf, '}')
@@ -256,7 +257,10 @@ func appendColumn(buf []byte, rel *relation, i int, t, old *pglogrepl.TupleData,
 // keep copies b into the transaction's arena.
 func (d *Decoder) keep(b []byte) []byte {
 	if len(d.arena)+len(b) > cap(d.arena) {
-		d.arena = make([]byte, 0, max(64<<10, len(b)))
+		// Slabs start small, so a one-row transaction costs little, and
+		// double up to 64 KiB, so a large one costs few allocations.
+		d.chunk = min(max(2*d.chunk, 1<<10), 64<<10)
+		d.arena = make([]byte, 0, max(d.chunk, len(b)))
 	}
 	start := len(d.arena)
 	d.arena = append(d.arena, b...)

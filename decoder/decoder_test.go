@@ -537,6 +537,26 @@ var decodeScenarios = []decodeScenario{
 		},
 	},
 	{
+		// Without REPLICA IDENTITY FULL an update that keeps the key has no
+		// old image, and one that changes the key, like a delete, carries
+		// the key only: the other columns are "not sent", never NULL.
+		name: "default replica identity",
+		setup: []string{`CREATE TABLE dflt (id int PRIMARY KEY, name text, note text)`},
+		run: func(s *source) {
+			s.tx(func(q *txq) {
+				q.insert("dflt", `INSERT INTO dflt VALUES (1, 'a', 'n') RETURNING to_jsonb(dflt)::text`, "id")
+			})
+			s.tx(func(q *txq) {
+				row := q.json(`UPDATE dflt SET name = 'b' RETURNING to_jsonb(dflt)::text`)
+				q.entries = append(q.entries, wantEntry{action: audit.Update, schema: "public", table: "dflt", pk: `{"id": 1}`, new: row})
+				row = q.json(`UPDATE dflt SET id = 2 RETURNING to_jsonb(dflt)::text`)
+				q.entries = append(q.entries, wantEntry{action: audit.Update, schema: "public", table: "dflt", pk: `{"id": 2}`, old: `{"id": 1}`, new: row})
+				q.exec(`DELETE FROM dflt`)
+				q.entries = append(q.entries, wantEntry{action: audit.Delete, schema: "public", table: "dflt", pk: `{"id": 2}`, old: `{"id": 2}`})
+			})
+		},
+	},
+	{
 		name: "table without primary key",
 		setup: []string{
 			`CREATE TABLE nokey (a int, b text, c jsonb)`,
