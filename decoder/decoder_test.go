@@ -540,7 +540,7 @@ var decodeScenarios = []decodeScenario{
 		// Without REPLICA IDENTITY FULL an update that keeps the key has no
 		// old image, and one that changes the key, like a delete, carries
 		// the key only: the other columns are "not sent", never NULL.
-		name: "default replica identity",
+		name:  "default replica identity",
 		setup: []string{`CREATE TABLE dflt (id int PRIMARY KEY, name text, note text)`},
 		run: func(s *source) {
 			s.tx(func(q *txq) {
