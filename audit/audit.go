@@ -3,6 +3,7 @@
 package audit
 
 import (
+	"net/netip"
 	"time"
 
 	"github.com/jackc/pglogrepl"
@@ -30,6 +31,27 @@ type Entry struct {
 	Old     []byte   // JSON object: the row before (update, delete)
 	New     []byte   // JSON object: the row after (insert, update); truncate options
 	Changed []string // columns whose value changed (update)
+	// Ctx is who acted and from where; nil when nothing is known. Entries
+	// of one transaction share it until the application changes it.
+	Ctx *Context
+}
+
+// Context is what the application said about who is acting (set through
+// session variables and carried by the context bridge), and what the
+// database itself saw. Empty strings and invalid addresses are unknown
+// (NULL).
+type Context struct {
+	ActorID         string
+	Actor           string
+	IP              netip.Prefix // the client as the application reports it
+	UserAgent       string
+	RequestID       string
+	DBUser          string       // current_user
+	ClientAddr      netip.Prefix // inet_client_addr()
+	ApplicationName string
+	// Extra is a JSON object of everything else: the application's own
+	// context, and what could not be read (invalid_context, invalid_ip).
+	Extra []byte
 }
 
 // Transaction is one committed source transaction and its entries, in WAL

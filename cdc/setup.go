@@ -22,7 +22,8 @@ type Table struct {
 
 func (t Table) String() string { return t.Schema + "." + t.Name }
 
-func (t Table) ident() string { return pgx.Identifier{t.Schema, t.Name}.Sanitize() }
+// Ident is the table's quoted, qualified name for SQL.
+func (t Table) Ident() string { return pgx.Identifier{t.Schema, t.Name}.Sanitize() }
 
 // SetupConfig is what preparing the source needs.
 type SetupConfig struct {
@@ -114,7 +115,7 @@ func Check(ctx context.Context, conn *pgx.Conn, cfg SetupConfig) error {
 		err := conn.QueryRow(ctx, `SELECT c.oid IS NOT NULL, coalesce(pg_has_role(c.relowner, 'USAGE'), false),
 				coalesce(o.rolname::text, ''), coalesce(o.rolsuper, false)
 			FROM (SELECT to_regclass($1) AS oid) r LEFT JOIN pg_class c ON c.oid = r.oid
-			LEFT JOIN pg_roles o ON o.oid = c.relowner`, t.ident()).Scan(&exists, &owner, &ownerName, &ownerSuper)
+			LEFT JOIN pg_roles o ON o.oid = c.relowner`, t.Ident()).Scan(&exists, &owner, &ownerName, &ownerSuper)
 		if err != nil {
 			return fmt.Errorf("look up table %s: %w", t, err)
 		}
@@ -124,7 +125,7 @@ func Check(ctx context.Context, conn *pgx.Conn, cfg SetupConfig) error {
 		case !owner && ownerSuper:
 			// Membership in a superuser role would let the role become one.
 			p = append(p, fmt.Sprintf("%s: role %q must own table %s to set REPLICA IDENTITY FULL and publish it, and its owner %q is a superuser: run ALTER TABLE %s OWNER TO %s; (or to a non-superuser role that %q is a member of), or run setup as a superuser",
-				t.Key, role, t, ownerName, t.ident(), pgx.Identifier{role}.Sanitize(), role))
+				t.Key, role, t, ownerName, t.Ident(), pgx.Identifier{role}.Sanitize(), role))
 		case !owner:
 			p = append(p, fmt.Sprintf("%s: role %q must own table %s (or be a member of its owner) to set REPLICA IDENTITY FULL and publish it: run GRANT %s TO %s;",
 				t.Key, role, t, pgx.Identifier{ownerName}.Sanitize(), pgx.Identifier{role}.Sanitize()))
@@ -159,7 +160,7 @@ func SetReplicaIdentityFull(ctx context.Context, conn *pgx.Conn, tables []Table)
 			FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
 			WHERE c.relreplident <> 'f'
 			  AND (c.oid = $1::regclass OR c.oid IN (SELECT relid FROM pg_partition_tree($1::regclass)))
-			ORDER BY c.oid = $1::regclass DESC, 1`, t.ident())
+			ORDER BY c.oid = $1::regclass DESC, 1`, t.Ident())
 		if err != nil {
 			return changed, fmt.Errorf("replica identity of %s: %w", t, err)
 		}
@@ -194,7 +195,7 @@ func EnsurePublication(ctx context.Context, conn *pgx.Conn, name string, tables 
 	idents := make([]string, 0, len(tables))
 	for _, t := range tables {
 		want = append(want, t.String())
-		idents = append(idents, t.ident())
+		idents = append(idents, t.Ident())
 	}
 	pub := pgx.Identifier{name}.Sanitize()
 	const opts = ` WITH (publish = 'insert, update, delete, truncate', publish_via_partition_root = true)`

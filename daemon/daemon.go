@@ -46,6 +46,7 @@ type Daemon struct {
 	queued  pglogrepl.LSN // end LSN of the last transaction handed to the sink (stream goroutine only)
 	walEnd  pglogrepl.LSN // the server's WAL end from the last keepalive (stream goroutine only)
 	idleAt  time.Time     // when the slot was last advanced while idle
+	invalid int           // decoder.InvalidContexts already logged
 }
 
 // New returns a daemon; it does no I/O until Run.
@@ -70,7 +71,8 @@ func (d *Daemon) Durable() pglogrepl.LSN { return pglogrepl.LSN(d.durable.Load()
 // acknowledges it, and returns nil. It returns an error when it cannot go on:
 // the slot or the audit schema is missing, or the sink rejects a write.
 func (d *Daemon) Run(ctx context.Context) error {
-	if err := d.sink.Open(ctx); err != nil {
+	slot, err := d.open(ctx)
+	if err != nil {
 		if ctx.Err() != nil {
 			return nil // stopped while starting: nothing received, nothing to store
 		}
@@ -80,13 +82,6 @@ func (d *Daemon) Run(ctx context.Context) error {
 	defer d.catalog.Close(context.WithoutCancel(ctx))
 
 	start, lastID := d.sink.Progress()
-	slot, err := d.readSlot(ctx)
-	if err != nil {
-		if ctx.Err() != nil {
-			return nil
-		}
-		return err
-	}
 	switch {
 	case start == 0:
 		start = slot.ConfirmedFlushLSN
@@ -123,6 +118,36 @@ func (d *Daemon) Run(ctx context.Context) error {
 	}
 	d.log.Info("stopped", zap.Stringer("lsn", d.Durable()))
 	return nil
+}
+
+// open connects the sink, loads the stored progress and reads the slot,
+// waiting with backoff while a database is unreachable (starting up,
+// restarting, the network down). Errors retrying cannot fix (no audit
+// schema, no slot, no rights) return at once.
+func (d *Daemon) open(ctx context.Context) (*cdc.Slot, error) {
+	backoff := time.Second
+	for attempt := 1; ; attempt++ {
+		err := d.sink.Open(ctx)
+		if err == nil {
+			var slot *cdc.Slot
+			if slot, err = d.readSlot(ctx); err == nil {
+				return slot, nil
+			}
+			d.sink.Close(context.WithoutCancel(ctx))
+		}
+		if !sink.Retryable(err) || ctx.Err() != nil {
+			return nil, err
+		}
+		if attempt == 1 || attempt%10 == 0 {
+			d.log.Warn("cannot start yet; retrying", zap.Error(err), zap.Int("attempt", attempt), zap.Duration("retry_in", backoff))
+		}
+		select {
+		case <-ctx.Done():
+			return nil, ctx.Err()
+		case <-time.After(backoff):
+		}
+		backoff = min(2*backoff, 30*time.Second)
+	}
 }
 
 func (d *Daemon) readSlot(ctx context.Context) (*cdc.Slot, error) {
@@ -235,12 +260,25 @@ func (d *Daemon) session(ctx context.Context, ch chan<- *audit.Transaction) (*cd
 		if err != nil {
 			return conn, progressed, &decodeError{err}
 		}
+		if n := d.dec.InvalidContexts; n != d.invalid {
+			d.logInvalid(n)
+		}
 		if tx != nil {
 			if err := d.queue(ctx, conn, ch, tx); err != nil {
 				return conn, progressed, err
 			}
 		}
 	}
+}
+
+// logInvalid reports context values that were kept as text because they
+// could not be stored as given: the first, then one line per 1,000.
+func (d *Daemon) logInvalid(n int) {
+	if d.invalid == 0 || n/1000 != d.invalid/1000 {
+		d.log.Warn("context kept as text: the application set a value that is not valid (the change is recorded; see invalid_context / invalid_ip in the entry's context)",
+			zap.Int("total", n), zap.String("last", d.dec.LastInvalid))
+	}
+	d.invalid = n
 }
 
 // queue hands a transaction to the sink. While the sink is busy it keeps

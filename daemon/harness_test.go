@@ -2,6 +2,7 @@ package daemon
 
 import (
 	"context"
+	"encoding/json"
 	"fmt"
 	"os"
 	"strings"
@@ -101,6 +102,7 @@ func (h *harness) stop() {
 		return
 	}
 	h.cancel()
+	h.cancel = nil
 	select {
 	case err := <-h.done:
 		if err != nil {
@@ -109,14 +111,16 @@ func (h *harness) stop() {
 	case <-time.After(30 * time.Second):
 		h.t.Fatal("daemon did not stop within 30s")
 	}
-	h.cancel = nil
 }
 
 func (h *harness) stopQuietly() {
 	if h.cancel != nil {
 		h.cancel()
-		<-h.done
 		h.cancel = nil
+		select {
+		case <-h.done:
+		case <-time.After(30 * time.Second):
+		}
 	}
 }
 
@@ -180,4 +184,16 @@ func deref(s *string) string {
 		return "(null)"
 	}
 	return *s
+}
+
+func jsonUnmarshal(s string, v any) error { return json.Unmarshal([]byte(s), v) }
+
+// pgtestExecQuiet runs sql on dsn, ignoring errors: for cleanup.
+func pgtestExecQuiet(dsn, sql string) {
+	conn, err := pgx.Connect(context.Background(), dsn)
+	if err != nil {
+		return
+	}
+	defer conn.Close(context.Background())
+	conn.Exec(context.Background(), sql)
 }

@@ -34,9 +34,15 @@ type Decoder struct {
 	chunk   int // capacity of the arena's current slab; grows within a transaction
 	scratch []byte
 
+	ctx *audit.Context // the context in force in the current transaction
+
 	// Fallbacks counts columns rendered as text because their type could
 	// not be resolved.
 	Fallbacks int
+	// InvalidContexts counts context values that could not be stored as
+	// given (kept as text instead); LastInvalid says what the last one was.
+	InvalidContexts int
+	LastInvalid     string
 }
 
 // New returns a Decoder that resolves unknown types and keys with res.
@@ -66,7 +72,7 @@ func (d *Decoder) InTransaction() bool { return d.tx != nil }
 // Reset forgets the partly received transaction and every relation, as a new
 // replication session must.
 func (d *Decoder) Reset() {
-	d.tx = nil
+	d.tx, d.ctx = nil, nil
 	d.rels = map[uint32]*relation{}
 }
 
@@ -80,14 +86,14 @@ func (d *Decoder) Decode(ctx context.Context, data []byte) (*audit.Transaction, 
 	switch m := msg.(type) {
 	case *pglogrepl.BeginMessage:
 		d.tx = &audit.Transaction{Xid: m.Xid, CommitLSN: m.FinalLSN, CommittedAt: m.CommitTime}
-		d.arena, d.chunk = nil, 0
+		d.arena, d.chunk, d.ctx = nil, 0, nil
 	case *pglogrepl.CommitMessage:
 		tx := d.tx
 		if tx == nil {
 			return nil, fmt.Errorf("commit at %s without begin", m.CommitLSN)
 		}
 		tx.CommitLSN, tx.EndLSN, tx.CommittedAt = m.CommitLSN, m.TransactionEndLSN, m.CommitTime
-		d.tx, d.arena = nil, nil
+		d.tx, d.arena, d.ctx = nil, nil, nil
 		return tx, nil
 	case *pglogrepl.RelationMessage:
 		d.relation(ctx, m)
@@ -139,8 +145,10 @@ func (d *Decoder) Decode(ctx context.Context, data []byte) (*audit.Transaction, 
 			}
 			d.entry(rel, audit.Truncate).New = truncateOptions[m.Option&3]
 		}
+	case *pglogrepl.LogicalDecodingMessage:
+		return d.message(m), nil
 	}
-	// Type, Origin and logical decoding messages carry nothing to record yet.
+	// Type and Origin messages carry nothing to record.
 	return nil, nil
 }
 
@@ -201,6 +209,7 @@ func (d *Decoder) entry(rel *relation, a audit.Action) *audit.Entry {
 		Schema: rel.schema,
 		Table:  rel.table,
 		Action: a,
+		Ctx:    d.ctx,
 	})
 	return &d.tx.Entries[len(d.tx.Entries)-1]
 }

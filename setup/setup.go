@@ -24,6 +24,9 @@ type Config struct {
 	Publication string
 	Tables      []cdc.Table
 	SlotTimeout time.Duration // how long slot creation may wait for open transactions
+	// ContextPrefix is the prefix of the session variables the context
+	// bridge reads (context.prefix), e.g. "audit" for audit.actor_id.
+	ContextPrefix string
 }
 
 // Run prepares the databases, telling say what it did. On an unprepared
@@ -75,6 +78,22 @@ func Run(ctx context.Context, cfg Config, say func(format string, args ...any)) 
 	for _, t := range changed {
 		say("replica identity full: %s", t)
 	}
+	if cfg.ContextPrefix == "" {
+		cfg.ContextPrefix = "audit"
+	}
+	bridged, unbridged, err := InstallBridge(ctx, src, cfg.SinkSchema, cfg.ContextPrefix, cfg.Tables)
+	if err != nil {
+		return err
+	}
+	for _, t := range bridged {
+		say("context trigger: installed on %s", t)
+	}
+	for _, t := range unbridged {
+		say("context trigger: removed from %s", t)
+	}
+	say("context bridge: %s.set_context(), %s.log_event(), variables %s.actor_id, .actor, .ip, .user_agent, .request_id, .context",
+		cfg.SinkSchema, cfg.SinkSchema, cfg.ContextPrefix)
+
 	added, removed, err := cdc.EnsurePublication(ctx, src, cfg.Publication, cfg.Tables)
 	if err != nil {
 		return err

@@ -202,6 +202,24 @@ func checkPrepared(t *testing.T, cfg Config) {
 		if len(notFull) > 0 {
 			t.Errorf("%s: replica identity is not FULL on %v", tb, notFull)
 		}
+		// The context trigger, enabled always, on every member too.
+		noBridge := queryStrings(t, conn, `SELECT c.oid::regclass::text FROM pg_class c
+			WHERE (c.oid = $1::regclass OR c.oid IN (SELECT relid FROM pg_partition_tree($1::regclass)))
+			  AND NOT EXISTS (SELECT 1 FROM pg_trigger g WHERE g.tgrelid = c.oid AND g.tgname = 'walscribe_context' AND g.tgenabled = 'A')`, tb.String())
+		if len(noBridge) > 0 {
+			t.Errorf("%s: no context trigger on %v", tb, noBridge)
+		}
+	}
+	// And on nothing else.
+	var tracked []string
+	for _, tb := range cfg.Tables {
+		tracked = append(tracked, tb.String())
+	}
+	extra := queryStrings(t, conn, `SELECT g.tgrelid::regclass::text FROM pg_trigger g
+		WHERE g.tgname = 'walscribe_context' AND NOT EXISTS (
+			SELECT 1 FROM unnest($1::text[]) tr WHERE g.tgrelid = tr::regclass OR g.tgrelid IN (SELECT relid FROM pg_partition_tree(tr::regclass)))`, tracked)
+	if len(extra) > 0 {
+		t.Errorf("context trigger left on untracked tables %v", extra)
 	}
 	got := queryStrings(t, conn, `SELECT schemaname || '.' || tablename FROM pg_publication_tables WHERE pubname = $1 ORDER BY 1`, cfg.Publication)
 	slices.Sort(want)
@@ -261,6 +279,7 @@ func TestRunPreparesSourceIdempotently(t *testing.T) {
 				"replica identity full: public.invoices",
 				"replica identity full: public.events_2025_b",
 				"replica identity full: sales.orders",
+				"context trigger: installed on public.events_2025_b",
 				`publication "walscribe": added public.events`,
 				"created",
 				"ready: 3 tables tracked",
@@ -275,7 +294,7 @@ func TestRunPreparesSourceIdempotently(t *testing.T) {
 				"exists",
 				"ready: 3 tables tracked",
 			},
-			unsaid:    []string{"applied", "replica identity full:", "added", "removed", "created"},
+			unsaid:    []string{"applied", "replica identity full:", "added", "removed", "created", "installed on"},
 			unchanged: true,
 		},
 		{
@@ -286,6 +305,8 @@ func TestRunPreparesSourceIdempotently(t *testing.T) {
 				"replica identity full: public.customers",
 				`publication "walscribe": added public.customers`,
 				`publication "walscribe": removed sales.orders`,
+				"context trigger: installed on public.customers",
+				"context trigger: removed from sales.orders",
 				"exists",
 			},
 			unsaid: []string{"applied", "added public.invoices", "removed public", "created"},

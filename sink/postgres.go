@@ -9,6 +9,7 @@ import (
 	"fmt"
 	"io"
 	"net"
+	"net/netip"
 	"time"
 
 	"github.com/jackc/pglogrepl"
@@ -192,12 +193,24 @@ func (p *Postgres) writeRetrying(ctx context.Context, batch []*audit.Transaction
 		select {
 		case <-time.After(backoff):
 		case <-ctx.Done():
-			// Shutting down: one last quick try is not worth blocking for.
-			return fmt.Errorf("sink unavailable at shutdown: %w", err)
+			// Shutting down: one last try, bounded, so that what was
+			// received is stored if the sink is back; if not, it is not
+			// acknowledged either, and the server sends it again.
+			fctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), finalAttempt)
+			defer cancel()
+			if ferr := p.connectIfNeeded(fctx); ferr == nil {
+				if ferr = p.Write(fctx, batch); ferr == nil {
+					return nil
+				}
+			}
+			return fmt.Errorf("sink unavailable at shutdown (what was not stored is not acknowledged, and is sent again on restart): %w", err)
 		}
 		backoff = min(backoff*2, 10*time.Second)
 	}
 }
+
+// finalAttempt bounds the last write tried at shutdown.
+const finalAttempt = 5 * time.Second
 
 func (p *Postgres) connectIfNeeded(ctx context.Context) error {
 	if p.conn != nil && !p.conn.IsClosed() {
@@ -289,7 +302,8 @@ func monthKey(t time.Time) int {
 }
 
 var copyColumns = []string{"id", "commit_lsn", "seq", "xid", "committed_at", "schema_name", "table_name",
-	"action", "pk", "old", "new", "changed", "retention_class"}
+	"action", "pk", "old", "new", "changed", "retention_class",
+	"actor_id", "actor", "ip", "user_agent", "request_id", "db_user", "client_addr", "application_name", "context"}
 
 // copySource feeds a batch's entries to COPY without building them all up
 // front.
@@ -321,7 +335,10 @@ func (s *copySource) Values() ([]any, error) {
 	s.nextID++
 	r[1] = lsnValue(tx.CommitLSN)
 	r[2] = e.Seq
-	r[3] = int64(tx.Xid)
+	r[3] = nil // an event kept outside any transaction
+	if tx.Xid != 0 {
+		r[3] = int64(tx.Xid)
+	}
 	r[4] = tx.CommittedAt
 	r[5] = e.Schema
 	r[6] = e.Table
@@ -335,7 +352,37 @@ func (s *copySource) Values() ([]any, error) {
 		r[11] = nil
 	}
 	r[12] = "default"
+	for i := 13; i < len(r); i++ {
+		r[i] = nil
+	}
+	if c := e.Ctx; c != nil {
+		r[13] = text(c.ActorID)
+		r[14] = text(c.Actor)
+		r[15] = inet(c.IP)
+		r[16] = text(c.UserAgent)
+		r[17] = text(c.RequestID)
+		r[18] = text(c.DBUser)
+		r[19] = inet(c.ClientAddr)
+		r[20] = text(c.ApplicationName)
+		r[21] = jsonValue(c.Extra)
+	}
 	return r, nil
+}
+
+// text is s, or NULL when s is empty.
+func text(s string) any {
+	if s == "" {
+		return nil
+	}
+	return s
+}
+
+// inet is p, or NULL when p is not valid.
+func inet(p netip.Prefix) any {
+	if !p.IsValid() {
+		return nil
+	}
+	return p
 }
 
 func (s *copySource) Err() error { return nil }

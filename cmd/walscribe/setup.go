@@ -47,12 +47,13 @@ func setupConfig(c *config.Config) setup.Config {
 		tables[i] = cdc.Table{Schema: schema, Name: name, Key: fmt.Sprintf("tables[%d].name", i)}
 	}
 	return setup.Config{
-		SourceDSN:   c.Source.DSN,
-		SinkDSN:     c.SinkDSN(),
-		SinkSchema:  c.Sink.Schema,
-		Slot:        c.Source.Slot,
-		Publication: c.Source.Publication,
-		Tables:      tables,
+		SourceDSN:     c.Source.DSN,
+		SinkDSN:       c.SinkDSN(),
+		SinkSchema:    c.Sink.Schema,
+		Slot:          c.Source.Slot,
+		Publication:   c.Source.Publication,
+		Tables:        tables,
+		ContextPrefix: c.Context.Prefix,
 	}
 }
 

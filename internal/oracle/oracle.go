@@ -21,13 +21,13 @@ CREATE TABLE IF NOT EXISTS oracle_shadow (
 	op  text NOT NULL,
 	old jsonb,
 	new jsonb);
-CREATE OR REPLACE FUNCTION oracle_row() RETURNS trigger LANGUAGE plpgsql AS $$
+CREATE OR REPLACE FUNCTION oracle_row() RETURNS trigger LANGUAGE plpgsql SECURITY DEFINER AS $$
 BEGIN
 	INSERT INTO oracle_shadow (xid, tbl, op, old, new) VALUES (txid_current() % 4294967296, TG_TABLE_NAME, lower(TG_OP),
 		CASE WHEN TG_OP <> 'INSERT' THEN to_jsonb(OLD) END, CASE WHEN TG_OP <> 'DELETE' THEN to_jsonb(NEW) END);
 	RETURN NULL;
 END $$;
-CREATE OR REPLACE FUNCTION oracle_truncate() RETURNS trigger LANGUAGE plpgsql AS $$
+CREATE OR REPLACE FUNCTION oracle_truncate() RETURNS trigger LANGUAGE plpgsql SECURITY DEFINER AS $$
 BEGIN
 	INSERT INTO oracle_shadow (xid, tbl, op) VALUES (txid_current() % 4294967296, TG_TABLE_NAME, 'truncate');
 	RETURN NULL;

@@ -1,0 +1,301 @@
+package daemon
+
+import (
+	"context"
+	"fmt"
+	"strings"
+	"sync"
+	"testing"
+
+	"github.com/jackc/pgx/v5"
+)
+
+// entryRow is what the context tests read back from audit.entries.
+type entryRow struct {
+	Action, Table                       string
+	New                                 *string
+	ActorID, Actor, IP, UA, Request     *string
+	DBUser, ClientAddr, App, Extra, Xid *string
+}
+
+func (h *harness) entries(where string, args ...any) []entryRow {
+	h.t.Helper()
+	rows, err := h.conn.Query(context.Background(), `SELECT action, table_name, new::text, actor_id, actor, ip::text, user_agent, request_id,
+		db_user, client_addr::text, application_name, context::text, xid::text
+		FROM audit.entries WHERE table_name <> 'marker' AND (`+where+`) ORDER BY id`, args...)
+	if err != nil {
+		h.t.Fatal(err)
+	}
+	out, err := pgx.CollectRows(rows, func(r pgx.CollectableRow) (entryRow, error) {
+		var e entryRow
+		err := r.Scan(&e.Action, &e.Table, &e.New, &e.ActorID, &e.Actor, &e.IP, &e.UA, &e.Request,
+			&e.DBUser, &e.ClientAddr, &e.App, &e.Extra, &e.Xid)
+		return e, err
+	})
+	if err != nil {
+		h.t.Fatal(err)
+	}
+	return out
+}
+
+func str(s *string) string {
+	if s == nil {
+		return "NULL"
+	}
+	return *s
+}
+
+// TestContextPerClient runs concurrent clients, each with its own actor,
+// IP and request ids: every entry must carry its own client's context,
+// never a neighbour's.
+func TestContextPerClient(t *testing.T) {
+	h := newHarness(t, `CREATE TABLE t (id serial PRIMARY KEY, who text, req text)`, "t")
+	h.start()
+	const clients, txs = 6, 25
+	var wg sync.WaitGroup
+	errs := make(chan error, clients)
+	for c := range clients {
+		wg.Go(func() {
+			ctx := context.Background()
+			conn, err := pgx.Connect(ctx, h.dsn)
+			if err != nil {
+				errs <- err
+				return
+			}
+			defer conn.Close(ctx)
+			for i := range txs {
+				who, req := fmt.Sprintf("user-%d", c), fmt.Sprintf("req-%d-%d", c, i)
+				tx, err := conn.Begin(ctx)
+				if err != nil {
+					errs <- err
+					return
+				}
+				_, err = tx.Exec(ctx, `SELECT audit.set_context(actor_id => $1, actor => $2, ip => $3, user_agent => 'agent/'||$1, request_id => $4)`,
+					who, "User "+who, fmt.Sprintf("10.0.0.%d", c+1), req)
+				for row := 0; err == nil && row <= i%3; row++ {
+					_, err = tx.Exec(ctx, `INSERT INTO t (who, req) VALUES ($1, $2)`, who, req)
+				}
+				if err == nil && i%5 == 4 {
+					_, err = tx.Exec(ctx, `UPDATE t SET who = who WHERE req = $1`, req)
+				}
+				if err == nil {
+					err = tx.Commit(ctx)
+				}
+				if err != nil {
+					errs <- err
+					return
+				}
+			}
+		})
+	}
+	wg.Wait()
+	close(errs)
+	for err := range errs {
+		t.Fatal(err)
+	}
+	h.sync()
+	got := h.entries(`true`)
+	want := h.count(`SELECT count(*) FROM t`) + h.count(`SELECT count(*) FROM t WHERE substr(req, length(req)) IN ('4', '9')`)
+	if len(got) != want {
+		t.Fatalf("%d entries, want %d", len(got), want)
+	}
+	for _, e := range got {
+		var row struct{ Who, Req string }
+		if err := jsonUnmarshal(str(e.New), &row); err != nil {
+			t.Fatal(err)
+		}
+		n := strings.TrimPrefix(row.Who, "user-")
+		var c int
+		fmt.Sscan(n, &c)
+		ok := str(e.ActorID) == row.Who && str(e.Actor) == "User "+row.Who && str(e.Request) == row.Req &&
+			str(e.IP) == fmt.Sprintf("10.0.0.%d/32", c+1) && str(e.UA) == "agent/"+row.Who &&
+			str(e.DBUser) == "postgres" && str(e.ClientAddr) == "127.0.0.1/32"
+		if !ok {
+			t.Errorf("entry for %s %s carries actor %s (%s), ip %s, ua %s, request %s, db_user %s, client %s",
+				row.Who, row.Req, str(e.ActorID), str(e.Actor), str(e.IP), str(e.UA), str(e.Request), str(e.DBUser), str(e.ClientAddr))
+		}
+	}
+	h.stop()
+}
+
+// TestContextWithinTransaction: a context changed mid-transaction applies
+// from that point on; one set inside a savepoint that is rolled back does
+// not apply; a session-level context applies to later transactions; a
+// change with no context at all carries what the database saw.
+func TestContextWithinTransaction(t *testing.T) {
+	h := newHarness(t, `CREATE TABLE t (id int PRIMARY KEY)`, "t")
+	h.start()
+	h.exec(`INSERT INTO t VALUES (1)`) // no context at all
+	h.exec(`BEGIN;
+		SET LOCAL audit.actor_id = 'a';
+		INSERT INTO t VALUES (2);
+		SET LOCAL audit.actor_id = 'b';
+		INSERT INTO t VALUES (3);
+		SAVEPOINT s;
+		SET LOCAL audit.actor_id = 'c';
+		INSERT INTO t VALUES (99);
+		ROLLBACK TO SAVEPOINT s;
+		INSERT INTO t VALUES (4);
+		SAVEPOINT s2;
+		SET LOCAL audit.actor_id = 'd';
+		INSERT INTO t VALUES (5);
+		RELEASE SAVEPOINT s2;
+		INSERT INTO t VALUES (6);
+		COMMIT`)
+	h.exec(`BEGIN;
+		SAVEPOINT s;
+		SET LOCAL audit.actor_id = 'e';
+		INSERT INTO t VALUES (98);
+		ROLLBACK TO SAVEPOINT s;
+		INSERT INTO t VALUES (7);
+		COMMIT`)
+	h.exec(`SET audit.actor_id = 'session-user'`)
+	h.exec(`INSERT INTO t VALUES (8)`)
+	h.exec(`INSERT INTO t VALUES (9)`)
+	h.exec(`RESET audit.actor_id`)
+	h.exec(`SET application_name = 'billing-job'`)
+	h.exec(`INSERT INTO t VALUES (10)`)
+	h.sync()
+	want := map[string]string{"1": "NULL", "2": "a", "3": "b", "4": "b", "5": "d", "6": "d", "7": "NULL", "8": "session-user", "9": "session-user", "10": "NULL"}
+	got := h.entries(`true`)
+	if len(got) != len(want) {
+		t.Fatalf("%d entries, want %d", len(got), len(want))
+	}
+	for _, e := range got {
+		var row struct{ ID int }
+		if err := jsonUnmarshal(str(e.New), &row); err != nil {
+			t.Fatal(err)
+		}
+		id := fmt.Sprint(row.ID)
+		if str(e.ActorID) != want[id] {
+			t.Errorf("row %s: actor_id %s, want %s", id, str(e.ActorID), want[id])
+		}
+		if str(e.DBUser) != "postgres" || str(e.ClientAddr) != "127.0.0.1/32" {
+			t.Errorf("row %s: db_user %s, client_addr %s: want what the database saw", id, str(e.DBUser), str(e.ClientAddr))
+		}
+		if id == "10" && str(e.App) != "billing-job" {
+			t.Errorf("row 10: application_name %s, want billing-job", str(e.App))
+		}
+	}
+	h.stop()
+}
+
+// TestContextFromApplicationRole: a role that may only write to a tracked
+// table (no rights on the audit tables) writes through the bridge, and the
+// entry says who it was.
+func TestContextFromApplicationRole(t *testing.T) {
+	h := newHarness(t, `CREATE TABLE t (id int PRIMARY KEY)`, "t")
+	role := "app_" + strings.ToLower(strings.ReplaceAll(t.Name(), "/", "_"))
+	h.exec(`DROP ROLE IF EXISTS ` + role)
+	h.exec(`CREATE ROLE ` + role + ` LOGIN`)
+	t.Cleanup(func() {
+		srv.DropDB(h.dsn[strings.LastIndex(h.dsn, "/")+1 : strings.Index(h.dsn, "?")])
+		pgtestExecQuiet(srv.DSN("postgres"), `DROP ROLE IF EXISTS `+role)
+	})
+	h.exec(`GRANT INSERT ON t TO ` + role)
+	h.start()
+	app, err := pgx.Connect(context.Background(), strings.Replace(h.dsn, "postgres://postgres@", "postgres://"+role+"@", 1))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer app.Close(context.Background())
+	if _, err := app.Exec(context.Background(), `BEGIN;
+		SELECT audit.set_context(actor_id => '42');
+		INSERT INTO t VALUES (1);
+		SELECT audit.log_event('exported', 'public.t', '1');
+		COMMIT`); err != nil {
+		t.Fatalf("the application role cannot write through the bridge: %v", err)
+	}
+	if _, err := app.Exec(context.Background(), `SELECT count(*) FROM audit.entries`); err == nil {
+		t.Error("the application role can read audit.entries")
+	}
+	h.sync()
+	if n := h.count(`SELECT count(*) FROM audit.entries WHERE table_name = 't' AND actor_id = '42' AND db_user = $1`, role); n != 2 {
+		t.Errorf("%d entries by %s with its actor, want 2", n, role)
+	}
+	h.stop()
+}
+
+// TestMalformedContext: values the application got wrong are kept as text,
+// and the change is recorded.
+func TestMalformedContext(t *testing.T) {
+	h := newHarness(t, `CREATE TABLE t (id int PRIMARY KEY)`, "t")
+	h.start()
+	h.exec(`BEGIN; SET LOCAL audit.context = '{"tenant": "acme", "reason": "ticket 12"}'; SET LOCAL audit.ip = '2001:db8::1'; INSERT INTO t VALUES (1); COMMIT`)
+	h.exec(`BEGIN; SET LOCAL audit.context = '{not json'; SET LOCAL audit.ip = 'not-an-ip'; INSERT INTO t VALUES (2); COMMIT`)
+	h.exec(`BEGIN; SET LOCAL audit.context = '[1, 2]'; SET LOCAL audit.ip = 'fe80::1%eth0'; INSERT INTO t VALUES (3); COMMIT`)
+	h.exec(`BEGIN; SET LOCAL audit.context = '{"a": "\u0000"}'; INSERT INTO t VALUES (4); COMMIT`)
+	h.sync()
+	want := []struct{ ip, extra string }{
+		{"2001:db8::1/128", `{"reason": "ticket 12", "tenant": "acme"}`},
+		{"NULL", `{"invalid_ip": "not-an-ip", "invalid_context": "{not json"}`},
+		{"NULL", `{"invalid_ip": "fe80::1%eth0", "invalid_context": "[1, 2]"}`},
+		{"NULL", `{"invalid_context": "{\"a\": \"\\u0000\"}"}`},
+	}
+	got := h.entries(`true`)
+	if len(got) != len(want) {
+		t.Fatalf("%d entries, want %d (every change recorded)", len(got), len(want))
+	}
+	for i, e := range got {
+		if str(e.IP) != want[i].ip || str(e.Extra) != want[i].extra {
+			t.Errorf("entry %d: ip %s context %s, want ip %s context %s", i+1, str(e.IP), str(e.Extra), want[i].ip, want[i].extra)
+		}
+	}
+	if h.d.dec.InvalidContexts == 0 {
+		t.Error("invalid context values were not counted")
+	}
+	h.stop()
+}
+
+// TestEvents: application events carry the context; transactional ones go
+// with a rollback, non-transactional ones are kept.
+func TestEvents(t *testing.T) {
+	h := newHarness(t, `CREATE TABLE t (id int PRIMARY KEY)`, "t")
+	h.start()
+	h.exec(`BEGIN;
+		SELECT audit.set_context(actor_id => '7', request_id => 'r-1');
+		INSERT INTO t VALUES (1);
+		SELECT audit.log_event('exported', 'public.t', '1', '{"format": "csv"}');
+		COMMIT`)
+	h.exec(`BEGIN;
+		SELECT audit.set_context(actor_id => '8', ip => '198.51.100.4');
+		SELECT audit.log_event('viewed', 'public.t', '1');
+		SELECT audit.log_event('login_failed', 'auth', 'alice', '{"reason": "bad password"}', transactional => false);
+		INSERT INTO t VALUES (2);
+		ROLLBACK`)
+	h.exec(`SELECT audit.log_event('logout', 'auth')`) // its own transaction, no context
+	for _, bad := range []string{`SELECT audit.log_event('', 'x')`, `SELECT audit.log_event('delete', 'public.t', '1')`} {
+		if _, err := h.conn.Exec(context.Background(), bad); err == nil || !strings.Contains(err.Error(), "walscribe: ") {
+			t.Errorf("%s: %v, want an error that says what to do", bad, err)
+		}
+	}
+	h.sync()
+	got := h.entries(`true`)
+	var lines []string
+	for _, e := range got {
+		lines = append(lines, fmt.Sprintf("%s %s new=%s actor=%s ip=%s request=%s xid_null=%v", e.Action, e.Table, str(e.New), str(e.ActorID), str(e.IP), str(e.Request), e.Xid == nil))
+	}
+	want := []string{
+		`insert t new={"id": 1} actor=7 ip=NULL request=r-1 xid_null=false`,
+		`exported t new={"format": "csv"} actor=7 ip=NULL request=r-1 xid_null=false`,
+		`login_failed auth new={"reason": "bad password"} actor=8 ip=198.51.100.4/32 request=NULL xid_null=true`,
+		`logout auth new=NULL actor=NULL ip=NULL request=NULL xid_null=false`,
+	}
+	if strings.Join(lines, "\n") != strings.Join(want, "\n") {
+		t.Errorf("entries:\n%s\nwant:\n%s", strings.Join(lines, "\n"), strings.Join(want, "\n"))
+	}
+	if n := h.count(`SELECT count(*) FROM audit.entries WHERE action = 'login_failed' AND pk = '{"id": "alice"}' AND schema_name = '' AND db_user = 'postgres'`); n != 1 {
+		t.Error("the non-transactional event lacks its key or what the database saw")
+	}
+	if n := h.count(`SELECT count(*) FROM audit.entries WHERE action = 'exported' AND schema_name = 'public' AND pk = '{"id": "1"}'`); n != 1 {
+		t.Error("the event's target and object id are not its schema, table and key")
+	}
+	// A restart replays nothing twice, events included.
+	h.stop()
+	h.start()
+	h.sync()
+	if n := h.count(`SELECT count(*) FROM audit.entries WHERE table_name <> 'marker'`); n != len(want) {
+		t.Errorf("after a restart: %d entries, want %d", n, len(want))
+	}
+	h.stop()
+}

@@ -1,0 +1,210 @@
+package decoder
+
+import (
+	"bytes"
+	"encoding/json"
+	"net/netip"
+	"strings"
+	"time"
+	"unicode/utf8"
+
+	"github.com/jackc/pglogrepl"
+
+	"github.com/walscribe/walscribe/audit"
+)
+
+// The prefixes of the logical messages walscribe reads. Every other message
+// in the database (they ignore the publication) is left alone.
+const (
+	// ContextPrefix marks the context bridge's transactional message: the
+	// context in force for the changes that follow in the transaction.
+	ContextPrefix = "walscribe.context"
+	// EventPrefix marks an application event (audit.log_event).
+	EventPrefix = "walscribe.event"
+)
+
+// wireContext is the bridge's JSON. Context is the text the application set
+// in <prefix>.context, not yet known to be JSON.
+type wireContext struct {
+	ActorID         string `json:"actor_id"`
+	Actor           string `json:"actor"`
+	IP              string `json:"ip"`
+	UserAgent       string `json:"user_agent"`
+	RequestID       string `json:"request_id"`
+	Context         string `json:"context"`
+	DBUser          string `json:"db_user"`
+	ClientAddr      string `json:"client_addr"`
+	ApplicationName string `json:"application_name"`
+}
+
+// wireEvent is audit.log_event's JSON.
+type wireEvent struct {
+	Action   string          `json:"action"`
+	Target   string          `json:"target"`
+	ObjectID *string         `json:"object_id"`
+	Data     json.RawMessage `json:"data"`
+	At       time.Time       `json:"at"`
+	Context  wireContext     `json:"context"`
+}
+
+// message handles a logical decoding message: a context for the current
+// transaction, or an event. A non-transactional event is a transaction of
+// its own, returned at once.
+func (d *Decoder) message(m *pglogrepl.LogicalDecodingMessage) *audit.Transaction {
+	switch m.Prefix {
+	case ContextPrefix:
+		if d.tx == nil || !m.Transactional {
+			return nil // a context outside a transaction applies to nothing
+		}
+		var w wireContext
+		if err := json.Unmarshal(m.Content, &w); err != nil {
+			d.invalid("context message is not JSON: " + err.Error())
+			w = wireContext{Context: string(m.Content)}
+		}
+		d.ctx = d.context(&w)
+	case EventPrefix:
+		var w wireEvent
+		if err := json.Unmarshal(m.Content, &w); err != nil {
+			d.invalid("event message is not JSON: " + err.Error())
+			w = wireEvent{Action: "event", Data: jsonString(m.Content)}
+		}
+		if m.Transactional && d.tx != nil {
+			d.event(&w)
+			return nil
+		}
+		// Kept even if its transaction rolls back. The position to
+		// acknowledge is just past the message: the server resends a
+		// message that starts exactly at the start position.
+		committed := w.At
+		if committed.IsZero() {
+			committed = time.Now()
+		}
+		outer := d.tx
+		d.tx = &audit.Transaction{CommitLSN: m.LSN, EndLSN: m.LSN + 1, CommittedAt: committed}
+		d.event(&w)
+		tx := d.tx
+		d.tx = outer
+		return tx
+	}
+	return nil
+}
+
+// event adds an application event to the current transaction.
+func (d *Decoder) event(w *wireEvent) {
+	action := strings.TrimSpace(w.Action)
+	if action == "" {
+		action = "event"
+	}
+	schema, table := "", w.Target
+	if s, t, ok := strings.Cut(w.Target, "."); ok {
+		schema, table = s, t
+	}
+	d.tx.Entries = append(d.tx.Entries, audit.Entry{
+		Seq:    int32(len(d.tx.Entries) + 1),
+		Schema: schema,
+		Table:  table,
+		Action: audit.Action(action),
+		Ctx:    d.context(&w.Context),
+	})
+	e := &d.tx.Entries[len(d.tx.Entries)-1]
+	if w.ObjectID != nil {
+		buf := AppendString(append(d.scratch[:0], `{"id":`...), []byte(*w.ObjectID))
+		buf = append(buf, '}')
+		d.scratch = buf
+		e.PK = d.keep(buf)
+	}
+	if len(w.Data) > 0 && !bytes.Equal(w.Data, []byte("null")) {
+		// Unmarshal checked it is JSON; jsonb also refuses \u0000.
+		if !utf8.Valid(w.Data) || hasNULEscape(w.Data) {
+			w.Data = jsonString(w.Data)
+		}
+		e.New = d.keep(w.Data)
+	}
+}
+
+// context turns the bridge's JSON into a Context. What cannot be stored as
+// given (malformed JSON in the application's context, an invalid IP) is kept
+// as text under invalid_context or invalid_ip, and counted: the change is
+// always recorded.
+func (d *Decoder) context(w *wireContext) *audit.Context {
+	c := &audit.Context{
+		ActorID:         w.ActorID,
+		Actor:           w.Actor,
+		UserAgent:       w.UserAgent,
+		RequestID:       w.RequestID,
+		DBUser:          w.DBUser,
+		ApplicationName: w.ApplicationName,
+	}
+	var bad map[string]string
+	if w.IP != "" {
+		var ok bool
+		if c.IP, ok = parseInet(w.IP); !ok {
+			bad = map[string]string{"invalid_ip": w.IP}
+			d.invalid("invalid ip: " + w.IP)
+		}
+	}
+	c.ClientAddr, _ = parseInet(w.ClientAddr)
+	if w.Context != "" {
+		raw := []byte(w.Context)
+		if isJSONObject(raw) {
+			c.Extra = raw
+		} else {
+			if bad == nil {
+				bad = map[string]string{}
+			}
+			bad["invalid_context"] = w.Context
+			d.invalid("context is not a JSON object: " + clip(w.Context, 80))
+		}
+	}
+	if bad != nil {
+		obj := map[string]any{}
+		if c.Extra != nil {
+			json.Unmarshal(c.Extra, &obj)
+		}
+		for k, v := range bad {
+			obj[k] = v
+		}
+		c.Extra, _ = json.Marshal(obj)
+	}
+	return c
+}
+
+func (d *Decoder) invalid(what string) {
+	d.InvalidContexts++
+	d.LastInvalid = what
+}
+
+// parseInet reads an address as PostgreSQL's inet does: an address with an
+// optional prefix length ("203.0.113.7", "10.1.2.3/8", "2001:db8::1").
+// Zones are not inet.
+func parseInet(s string) (netip.Prefix, bool) {
+	s = strings.TrimSpace(s)
+	if s == "" {
+		return netip.Prefix{}, false
+	}
+	if strings.Contains(s, "/") {
+		p, err := netip.ParsePrefix(s)
+		return p, err == nil
+	}
+	a, err := netip.ParseAddr(s)
+	if err != nil || a.Zone() != "" {
+		return netip.Prefix{}, false
+	}
+	return netip.PrefixFrom(a, a.BitLen()), true
+}
+
+// isJSONObject reports whether b is a JSON object that jsonb accepts.
+func isJSONObject(b []byte) bool {
+	b = bytes.TrimSpace(b)
+	return len(b) > 1 && b[0] == '{' && json.Valid(b) && utf8.Valid(b) && !hasNULEscape(b)
+}
+
+// jsonString is s as a JSON string.
+func jsonString(s []byte) []byte { return AppendString(nil, s) }
+
+func clip(s string, n int) string {
+	if len(s) <= n {
+		return s
+	}
+	return s[:n] + "…"
+}

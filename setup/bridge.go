@@ -1,0 +1,103 @@
+package setup
+
+import (
+	"context"
+	_ "embed"
+	"fmt"
+	"slices"
+	"strings"
+
+	"github.com/jackc/pgx/v5"
+
+	"github.com/walscribe/walscribe/cdc"
+)
+
+//go:embed bridge.sql
+var bridgeSQL string
+
+// bridgeTrigger is the name of the context trigger on each tracked table.
+const bridgeTrigger = "walscribe_context"
+
+// InstallBridge installs the context bridge in the source database: the
+// functions in schema (current_context, emit_context, set_context,
+// log_event) reading variables named prefix.*, and a statement-level
+// trigger on every tracked table and each of its partitions. Triggers of
+// the bridge on tables no longer tracked are dropped. It returns the tables
+// that got a trigger and those that lost one.
+func InstallBridge(ctx context.Context, conn *pgx.Conn, schema, prefix string, tables []cdc.Table) (added, removed []string, err error) {
+	key := contextKey(prefix)
+	sql := strings.NewReplacer("{{schema}}", pgx.Identifier{schema}.Sanitize(), "{{prefix}}", prefix, "{{key}}", key).Replace(bridgeSQL)
+	if _, err := conn.Exec(ctx, sql); err != nil {
+		return nil, nil, fmt.Errorf("install the context functions in schema %q: %w", schema, err)
+	}
+	fn := pgx.Identifier{schema, "emit_context"}.Sanitize()
+	var want []string
+	for _, t := range tables {
+		rows, err := conn.Query(ctx, `SELECT format('%I.%I', n.nspname, c.relname)
+			FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
+			WHERE c.oid = $1::regclass OR c.oid IN (SELECT relid FROM pg_partition_tree($1::regclass))
+			ORDER BY 1`, t.Ident())
+		if err != nil {
+			return nil, nil, fmt.Errorf("partitions of %s: %w", t, err)
+		}
+		names, err := pgx.CollectRows(rows, pgx.RowTo[string])
+		if err != nil {
+			return nil, nil, fmt.Errorf("partitions of %s: %w", t, err)
+		}
+		want = append(want, names...)
+	}
+	have, err := bridgedTables(ctx, conn)
+	if err != nil {
+		return nil, nil, err
+	}
+	for _, name := range want {
+		if slices.Contains(have, name) {
+			continue
+		}
+		_, err := conn.Exec(ctx, `CREATE OR REPLACE TRIGGER `+bridgeTrigger+` BEFORE INSERT OR UPDATE OR DELETE OR TRUNCATE ON `+name+`
+			FOR EACH STATEMENT WHEN (`+key+` IS DISTINCT FROM current_setting('walscribe.emitted_context', true))
+			EXECUTE FUNCTION `+fn+`();
+			ALTER TABLE `+name+` ENABLE ALWAYS TRIGGER `+bridgeTrigger)
+		if err != nil {
+			return added, nil, fmt.Errorf("install the context trigger on %s: %w", name, err)
+		}
+		added = append(added, name)
+	}
+	for _, name := range have {
+		if slices.Contains(want, name) {
+			continue
+		}
+		if _, err := conn.Exec(ctx, `DROP TRIGGER `+bridgeTrigger+` ON `+name); err != nil {
+			return added, removed, fmt.Errorf("remove the context trigger from %s: %w", name, err)
+		}
+		removed = append(removed, name)
+	}
+	return added, removed, nil
+}
+
+// contextKey is the SQL expression of the context's key: the raw settings
+// the bridge reads, joined. prefix is a plain identifier (config checks it).
+func contextKey(prefix string) string {
+	var parts []string
+	for _, v := range []string{"actor_id", "actor", "ip", "user_agent", "request_id", "context"} {
+		parts = append(parts, "current_setting('"+prefix+"."+v+"', true)")
+	}
+	parts = append(parts, "current_user", "current_setting('application_name', true)")
+	return "concat_ws(chr(31), " + strings.Join(parts, ", ") + ")"
+}
+
+// bridgedTables lists the tables that have the bridge's trigger, as
+// quoted schema.table names.
+func bridgedTables(ctx context.Context, conn *pgx.Conn) ([]string, error) {
+	rows, err := conn.Query(ctx, `SELECT format('%I.%I', n.nspname, c.relname)
+		FROM pg_trigger t JOIN pg_class c ON c.oid = t.tgrelid JOIN pg_namespace n ON n.oid = c.relnamespace
+		WHERE t.tgname = $1 AND NOT t.tgisinternal ORDER BY 1`, bridgeTrigger)
+	if err != nil {
+		return nil, fmt.Errorf("read context triggers: %w", err)
+	}
+	names, err := pgx.CollectRows(rows, pgx.RowTo[string])
+	if err != nil {
+		return nil, fmt.Errorf("read context triggers: %w", err)
+	}
+	return names, nil
+}
