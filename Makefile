@@ -4,7 +4,7 @@ BIN      := bin/walscribe
 VERSION  ?= $(shell git describe --tags --always --dirty 2>/dev/null || echo dev)
 LDFLAGS  := -s -w -X main.version=$(VERSION)
 
-.PHONY: all build test test-short demo vet fmt clean
+.PHONY: all build test test-short demo bench vet fmt clean
 
 all: build
 
@@ -24,6 +24,12 @@ test-short:
 demo: build
 	$(GO) build -o bin/walscribe-demo ./internal/demo
 	bin/walscribe-demo -bin $(BIN)
+
+## bench: figures measured on this machine, against a throwaway PostgreSQL
+bench:
+	$(GO) test -run '^$$' -bench 'Drain' -benchtime 5x ./daemon
+	$(GO) test -run '^$$' -bench 'BridgeOverhead' -benchtime 20x -count 3 ./daemon
+	$(GO) test -run '^$$' -bench . -benchmem ./decoder
 
 vet:
 	$(GO) vet ./...

@@ -8,6 +8,8 @@ import (
 	"testing"
 
 	"github.com/jackc/pgx/v5"
+
+	"github.com/walscribe/walscribe/auditctx"
 )
 
 // entryRow is what the context tests read back from audit.entries.
@@ -296,6 +298,56 @@ func TestEvents(t *testing.T) {
 	h.sync()
 	if n := h.count(`SELECT count(*) FROM audit.entries WHERE table_name <> 'marker'`); n != len(want) {
 		t.Errorf("after a restart: %d entries, want %d", n, len(want))
+	}
+	h.stop()
+}
+
+// TestContextFromGoPackage: an application using the auditctx package, the
+// way its documentation shows, gets its context on every entry.
+func TestContextFromGoPackage(t *testing.T) {
+	h := newHarness(t, `CREATE TABLE t (id int PRIMARY KEY, note text)`, "t")
+	h.start()
+	ctx := auditctx.NewContext(context.Background(), auditctx.Context{
+		ActorID: "u-17", Actor: "Ada", IP: "192.0.2.10", UserAgent: "curl/8", RequestID: "req-abc",
+		Extra: map[string]any{"tenant": "acme", "reason": "ticket \"12\""},
+	})
+	tx, err := auditctx.BeginTx(ctx, h.conn, pgx.TxOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := tx.Exec(ctx, `INSERT INTO t VALUES (1, 'a'), (2, 'b')`); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := tx.Exec(ctx, `UPDATE t SET note = 'c' WHERE id = 2`); err != nil {
+		t.Fatal(err)
+	}
+	if err := tx.Commit(ctx); err != nil {
+		t.Fatal(err)
+	}
+	// The next transaction, without a context, carries none of it.
+	tx, err = auditctx.BeginTx(context.Background(), h.conn, pgx.TxOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := tx.Exec(ctx, `DELETE FROM t WHERE id = 1`); err != nil {
+		t.Fatal(err)
+	}
+	if err := tx.Commit(ctx); err != nil {
+		t.Fatal(err)
+	}
+	h.sync()
+	got := h.entries(`true`)
+	if len(got) != 4 {
+		t.Fatalf("%d entries, want 4", len(got))
+	}
+	for i, e := range got[:3] {
+		line := strings.Join([]string{str(e.ActorID), str(e.Actor), str(e.IP), str(e.UA), str(e.Request), str(e.Extra)}, " | ")
+		if want := `u-17 | Ada | 192.0.2.10/32 | curl/8 | req-abc | {"reason": "ticket \"12\"", "tenant": "acme"}`; line != want {
+			t.Errorf("entry %d: %s\nwant:    %s", i+1, line, want)
+		}
+	}
+	if e := got[3]; e.ActorID != nil || e.Request != nil || e.Extra != nil || str(e.DBUser) != "postgres" {
+		t.Errorf("entry without context: actor %s request %s context %s db_user %s", str(e.ActorID), str(e.Request), str(e.Extra), str(e.DBUser))
 	}
 	h.stop()
 }

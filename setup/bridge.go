@@ -55,8 +55,7 @@ func InstallBridge(ctx context.Context, conn *pgx.Conn, schema, prefix string, t
 			continue
 		}
 		_, err := conn.Exec(ctx, `CREATE OR REPLACE TRIGGER `+bridgeTrigger+` BEFORE INSERT OR UPDATE OR DELETE OR TRUNCATE ON `+name+`
-			FOR EACH STATEMENT WHEN (`+key+` IS DISTINCT FROM current_setting('walscribe.emitted_context', true))
-			EXECUTE FUNCTION `+fn+`();
+			FOR EACH STATEMENT EXECUTE FUNCTION `+fn+`();
 			ALTER TABLE `+name+` ENABLE ALWAYS TRIGGER `+bridgeTrigger)
 		if err != nil {
 			return added, nil, fmt.Errorf("install the context trigger on %s: %w", name, err)
@@ -76,14 +75,15 @@ func InstallBridge(ctx context.Context, conn *pgx.Conn, schema, prefix string, t
 }
 
 // contextKey is the SQL expression of the context's key: the raw settings
-// the bridge reads, joined. prefix is a plain identifier (config checks it).
+// the bridge reads, each quoted, so that different contexts never share a
+// key. prefix is a plain identifier (config checks it).
 func contextKey(prefix string) string {
 	var parts []string
 	for _, v := range []string{"actor_id", "actor", "ip", "user_agent", "request_id", "context"} {
-		parts = append(parts, "current_setting('"+prefix+"."+v+"', true)")
+		parts = append(parts, "quote_nullable(current_setting('"+prefix+"."+v+"', true))")
 	}
-	parts = append(parts, "current_user", "current_setting('application_name', true)")
-	return "concat_ws(chr(31), " + strings.Join(parts, ", ") + ")"
+	parts = append(parts, "quote_nullable(current_user)", "quote_nullable(current_setting('application_name', true))")
+	return "concat(" + strings.Join(parts, ", ',', ") + ")"
 }
 
 // bridgedTables lists the tables that have the bridge's trigger, as

@@ -26,25 +26,23 @@ LANGUAGE sql STABLE PARALLEL SAFE AS $$
         'application_name', nullif(current_setting('application_name', true), '')))
 $$;
 
--- context_key is the context as one string of the raw settings: cheap to
--- compute and compare. The trigger's WHEN condition compares it with the
--- key of the context the transaction last wrote (a transaction-local
--- setting, which a rolled-back savepoint undoes together with the message
--- written inside it), so that the usual case, nothing changed, costs one
--- expression and no function call.
-CREATE OR REPLACE FUNCTION {{schema}}.context_key() RETURNS text
-LANGUAGE sql STABLE PARALLEL SAFE AS $$
-    SELECT {{key}}
-$$;
-
--- emit_context runs before a statement on a tracked table when the context
--- changed: it writes the context into the transaction's WAL as a logical
--- message, and remembers its key.
+-- emit_context runs before each statement on a tracked table. It writes the
+-- context into the transaction's WAL as a logical message only when it
+-- differs from the one the transaction last wrote. It compares a key of the
+-- raw settings with the key of the last message, kept in a
+-- transaction-local setting (which a rolled-back savepoint undoes together
+-- with the message written inside it): the usual case, nothing changed,
+-- builds no JSON and writes nothing. (A WHEN condition on the trigger would
+-- be re-read for every statement and costs more than this function.)
 CREATE OR REPLACE FUNCTION {{schema}}.emit_context() RETURNS trigger
 LANGUAGE plpgsql AS $$
+DECLARE
+    k text := {{key}};
 BEGIN
-    PERFORM pg_logical_emit_message(true, 'walscribe.context', {{schema}}.current_context()::text);
-    PERFORM set_config('walscribe.emitted_context', {{key}}, true);
+    IF k IS DISTINCT FROM current_setting('walscribe.emitted_context', true) THEN
+        PERFORM pg_logical_emit_message(true, 'walscribe.context', {{schema}}.current_context()::text);
+        PERFORM set_config('walscribe.emitted_context', k, true);
+    END IF;
     RETURN NULL;
 END
 $$;
