@@ -82,7 +82,7 @@ func (s *shop) pickKind() txKind {
 
 // actors are who the sample application says is acting, set per
 // transaction as an application would (SET LOCAL audit.actor_id = ...).
-var actors = [][2]string{{"17", "alice@shop.example"}, {"23", "bob@shop.example"}, {"svc-checkout", "checkout service"}}
+var actors = [][2]string{{"17", "alice"}, {"23", "bob"}, {"svc-checkout", "checkout job"}}
 
 // next runs one transaction and returns its line, such as
 // "tx 12: update orders set status='shipped' where id=3".
@@ -96,8 +96,11 @@ func (s *shop) next(ctx context.Context) (string, error) {
 	defer tx.Rollback(context.WithoutCancel(ctx))
 	actor := actors[s.rng.IntN(len(actors))]
 	var xid int64
-	if err := tx.QueryRow(ctx, `SELECT set_config('audit.actor_id', $1, true), set_config('audit.actor', $2, true),
-			pg_current_xact_id()::text::bigint % 4294967296`, actor[0], actor[1]).Scan(nil, nil, &xid); err != nil {
+	// One call per request, as an application does: who, from where, which
+	// request (audit.set_context, installed by walscribe setup).
+	if err := tx.QueryRow(ctx, `SELECT audit.set_context(actor_id => $1, actor => $2, ip => $3, user_agent => 'shop-web/1.4',
+			request_id => 'req-' || $4::int), pg_current_xact_id()::text::bigint % 4294967296`,
+		actor[0], actor[1], fmt.Sprintf("198.51.100.%d", 10+s.rng.IntN(40)), s.stats.txs).Scan(nil, &xid); err != nil {
 		return "", fmt.Errorf("%s: set the actor: %w", kind.name, err)
 	}
 	line, commit, err := kind.run(ctx, tx)

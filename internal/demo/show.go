@@ -41,6 +41,7 @@ type entry struct {
 	id          int64
 	committedAt time.Time
 	action      string
+	who         string // the actor the application named
 	table       string
 	pk          []byte
 	changed     []string
@@ -59,15 +60,15 @@ func (d *demo) showNew(ctx context.Context, limit int) error {
 		d.say("  ── audit.entries: nothing new ──")
 		return nil
 	}
-	rows, err := d.db.Query(ctx, `SELECT id, committed_at, action, table_name, pk, coalesce(changed, '{}'), new, old
+	rows, err := d.db.Query(ctx, `SELECT id, committed_at, action, coalesce(actor, actor_id, ''), table_name, pk, coalesce(changed, '{}'), new, old
 		FROM audit.entries WHERE id > $1 ORDER BY id DESC LIMIT $2`, d.shown, limit)
 	if err != nil {
 		return fmt.Errorf("read audit.entries: %w", err)
 	}
 	var entries []entry
 	var e entry
-	_, err = pgx.ForEachRow(rows, []any{&e.id, &e.committedAt, &e.action, &e.table, &e.pk, &e.changed, &e.new, &e.old}, func() error {
-		entries = append(entries, entry{e.id, e.committedAt, e.action, e.table,
+	_, err = pgx.ForEachRow(rows, []any{&e.id, &e.committedAt, &e.action, &e.who, &e.table, &e.pk, &e.changed, &e.new, &e.old}, func() error {
+		entries = append(entries, entry{e.id, e.committedAt, e.action, e.who, e.table,
 			slices.Clone(e.pk), slices.Clone(e.changed), slices.Clone(e.new), slices.Clone(e.old)})
 		return nil
 	})
@@ -98,14 +99,14 @@ func (d *demo) printEntries(entries []entry) {
 	if narrow {
 		timeW, timeFormat, pkW, changedW = 8, "15:04:05", 14, 0
 	}
-	const actionW, tableW = 8, 11
-	fixed := 2 + idW + 2 + timeW + 2 + actionW + 2 + tableW + 2 + pkW + 2
+	const actionW, whoW, tableW = 8, 12, 11
+	fixed := 2 + idW + 2 + timeW + 2 + actionW + 2 + whoW + 2 + tableW + 2 + pkW + 2
 	if !narrow {
 		fixed += changedW + 2
 	}
 	detailW := max(20, d.width()-fixed)
-	row := func(id, at, action, table, pk, changed, detail string) {
-		line := fmt.Sprintf("  %*s  %s  %s  %s  %s  ", idW, id, pad(at, timeW), pad(action, actionW), pad(table, tableW), pad(pk, pkW))
+	row := func(id, at, action, who, table, pk, changed, detail string) {
+		line := fmt.Sprintf("  %*s  %s  %s  %s  %s  %s  ", idW, id, pad(at, timeW), pad(action, actionW), pad(who, whoW), pad(table, tableW), pad(pk, pkW))
 		if !narrow {
 			line += pad(changed, changedW) + "  "
 		}
@@ -115,9 +116,9 @@ func (d *demo) printEntries(entries []entry) {
 	if narrow {
 		timeHead = "time"
 	}
-	row("id", timeHead, "action", "table", "pk", "changed", "new / old")
+	row("id", timeHead, "action", "who", "table", "pk", "changed", "new / old")
 	for _, e := range entries {
-		row(strconv.FormatInt(e.id, 10), e.committedAt.UTC().Format(timeFormat), e.action, e.table,
+		row(strconv.FormatInt(e.id, 10), e.committedAt.UTC().Format(timeFormat), e.action, e.who, e.table,
 			d.showPK(e), strings.Join(e.changed, ","), d.showDetail(e))
 	}
 }
