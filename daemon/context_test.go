@@ -351,3 +351,23 @@ func TestContextFromGoPackage(t *testing.T) {
 	}
 	h.stop()
 }
+
+// TestContextPrefix: with context.prefix set, the bridge reads the
+// application's own variables, and only those.
+func TestContextPrefix(t *testing.T) {
+	h := newHarness(t, `CREATE TABLE t (id int PRIMARY KEY)`, "t")
+	h.prefix = "myapp"
+	h.setup()
+	h.start()
+	h.exec(`BEGIN; SET LOCAL myapp.actor_id = 'mine'; SET LOCAL audit.actor_id = 'not mine'; INSERT INTO t VALUES (1); COMMIT`)
+	h.exec(`BEGIN; SELECT audit.set_context(actor_id => 'through the function', request_id => 'r'); INSERT INTO t VALUES (2); COMMIT`)
+	h.sync()
+	got := h.entries(`true`)
+	if len(got) != 2 || str(got[0].ActorID) != "mine" || str(got[1].ActorID) != "through the function" || str(got[1].Request) != "r" {
+		for _, e := range got {
+			t.Logf("entry: actor %s request %s", str(e.ActorID), str(e.Request))
+		}
+		t.Fatal("the bridge did not read the myapp.* variables")
+	}
+	h.stop()
+}

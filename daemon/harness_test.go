@@ -31,6 +31,7 @@ type harness struct {
 	cfg    Config
 	tables []cdc.Table
 	log    *zap.Logger
+	prefix string // context.prefix; "" is the default
 
 	cancel context.CancelFunc
 	done   chan error
@@ -73,7 +74,7 @@ func (h *harness) setup() {
 	h.t.Helper()
 	err := setup.Run(context.Background(), setup.Config{
 		SourceDSN: h.dsn, SinkSchema: "audit", Slot: h.cfg.Slot, Publication: h.cfg.Publication,
-		Tables: h.tables, SlotTimeout: 30 * time.Second,
+		Tables: h.tables, SlotTimeout: 30 * time.Second, ContextPrefix: h.prefix,
 	}, h.t.Logf)
 	if err != nil {
 		h.t.Fatalf("setup: %v", err)
