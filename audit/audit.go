@@ -62,4 +62,10 @@ type Transaction struct {
 	EndLSN      pglogrepl.LSN // the end of the commit record: the position to acknowledge
 	CommittedAt time.Time
 	Entries     []Entry
+	// Rules, when set, is a record of the rules in force from RulesFrom on
+	// (JSON), carried in order with the transactions; such an item has no
+	// entries and moves no progress.
+	Rules       []byte
+	RulesFrom   pglogrepl.LSN
+	RulesReason string
 }

@@ -20,6 +20,7 @@ import (
 	"github.com/walscribe/walscribe/catalog"
 	"github.com/walscribe/walscribe/cdc"
 	"github.com/walscribe/walscribe/decoder"
+	"github.com/walscribe/walscribe/rules"
 	"github.com/walscribe/walscribe/sink"
 )
 
@@ -32,6 +33,9 @@ type Config struct {
 	// often an idle slot is advanced.
 	StatusInterval time.Duration
 	Sink           sink.Config
+	// Rules say what is recorded of each table; nil records every change
+	// of every published table whole.
+	Rules *rules.Set
 }
 
 // Daemon streams one slot into one sink.
@@ -47,6 +51,7 @@ type Daemon struct {
 	walEnd  pglogrepl.LSN // the server's WAL end from the last keepalive (stream goroutine only)
 	idleAt  time.Time     // when the slot was last advanced while idle
 	invalid int           // decoder.InvalidContexts already logged
+	reload  chan *rules.Set
 }
 
 // New returns a daemon; it does no I/O until Run.
@@ -61,6 +66,25 @@ func New(cfg Config, log *zap.Logger) *Daemon {
 		sink:    sink.NewPostgres(cfg.Sink, log),
 		catalog: cat,
 		dec:     decoder.New(cat),
+		reload:  make(chan *rules.Set, 1),
+	}
+}
+
+// Reload makes rs the rules in force from the next transaction the stream
+// delivers; the change and its position are recorded in the audit schema.
+// It is safe to call from any goroutine; a reload not yet applied is
+// replaced by the newer one.
+func (d *Daemon) Reload(rs *rules.Set) {
+	for {
+		select {
+		case d.reload <- rs:
+			return
+		default:
+		}
+		select {
+		case <-d.reload:
+		default:
+		}
 	}
 }
 
@@ -91,6 +115,19 @@ func (d *Daemon) Run(ctx context.Context) error {
 	}
 	d.durable.Store(uint64(start))
 	d.queued = start
+	d.dec.SetRules(d.cfg.Rules)
+	if d.cfg.Rules != nil {
+		recorded, err := d.sink.RecordRules(ctx, start, d.cfg.Rules.Describe(), "start")
+		if err != nil {
+			if ctx.Err() != nil {
+				return nil
+			}
+			return err
+		}
+		if recorded {
+			d.log.Info("rules recorded", zap.Stringer("from_lsn", start))
+		}
+	}
 	d.log.Info("starting", zap.String("slot", d.cfg.Slot), zap.Stringer("lsn", start), zap.Int64("last_id", lastID))
 
 	ch := make(chan *audit.Transaction, 64)
@@ -251,10 +288,20 @@ func (d *Daemon) session(ctx context.Context, ch chan<- *audit.Transaction) (*cd
 			if msg.ReplyRequested {
 				nextStatus = time.Now()
 			}
+			if !d.dec.InTransaction() {
+				if err := d.applyReload(ctx, conn, ch); err != nil {
+					return conn, progressed, err
+				}
+			}
 			if err := d.advanceIdle(ctx, conn, ch); err != nil {
 				return conn, progressed, err
 			}
 			continue
+		}
+		if !d.dec.InTransaction() {
+			if err := d.applyReload(ctx, conn, ch); err != nil {
+				return conn, progressed, err
+			}
 		}
 		tx, err := d.dec.Decode(ctx, msg.Data)
 		if err != nil {
@@ -271,6 +318,25 @@ func (d *Daemon) session(ctx context.Context, ch chan<- *audit.Transaction) (*cd
 	}
 }
 
+// applyReload puts new rules in force between two transactions, and queues
+// their record: they apply to the transactions that end after everything
+// decoded so far.
+func (d *Daemon) applyReload(ctx context.Context, conn *cdc.Conn, ch chan<- *audit.Transaction) error {
+	var rs *rules.Set
+	select {
+	case rs = <-d.reload:
+	default:
+		return nil
+	}
+	d.dec.SetRules(rs)
+	d.cfg.Rules = rs
+	d.log.Info("rules reloaded", zap.Stringer("from_lsn", d.queued))
+	if rs == nil {
+		return nil
+	}
+	return d.queue(ctx, conn, ch, &audit.Transaction{Rules: rs.Describe(), RulesFrom: d.queued, RulesReason: "reload"})
+}
+
 // logInvalid reports context values that were kept as text because they
 // could not be stored as given: the first, then one line per 1,000.
 func (d *Daemon) logInvalid(n int) {
@@ -284,13 +350,13 @@ func (d *Daemon) logInvalid(n int) {
 // queue hands a transaction to the sink. While the sink is busy it keeps
 // the walsender informed, so a slow sink does not get the stream killed.
 func (d *Daemon) queue(ctx context.Context, conn *cdc.Conn, ch chan<- *audit.Transaction, tx *audit.Transaction) error {
-	if tx.EndLSN <= d.queued {
+	if tx.Rules == nil && tx.EndLSN <= d.queued {
 		return nil // replayed: already stored or on its way
 	}
 	for {
 		select {
 		case ch <- tx:
-			d.queued = tx.EndLSN
+			d.queued = max(d.queued, tx.EndLSN)
 			return nil
 		case <-ctx.Done():
 			return nil

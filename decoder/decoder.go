@@ -7,6 +7,7 @@ import (
 	"github.com/jackc/pglogrepl"
 
 	"github.com/walscribe/walscribe/audit"
+	"github.com/walscribe/walscribe/rules"
 )
 
 // Resolver answers what the stream does not carry: how to render a type that
@@ -33,8 +34,11 @@ type Decoder struct {
 	arena   []byte
 	chunk   int // capacity of the arena's current slab; grows within a transaction
 	scratch []byte
+	// changedIdx is reused for the changed columns of each update.
+	changedIdx []int
 
-	ctx *audit.Context // the context in force in the current transaction
+	ctx   *audit.Context // the context in force in the current transaction
+	rules *rules.Set     // nil: every table recorded whole
 
 	// Fallbacks counts columns rendered as text because their type could
 	// not be resolved.
@@ -57,12 +61,62 @@ type relation struct {
 	pk     []int // indexes of the primary-key columns; every column when there is none
 	ident  []int // indexes of the replica identity columns
 	all    []int // 0..len(cols)-1
+
+	// What the rules leave of the above: excluded columns removed.
+	rules      *rules.Table
+	skip       bool // the table is excluded: record nothing
+	rec        []int
+	pkRec      []int
+	identRec   []int
+	anyMasked  bool
+	anyExclude bool
+}
+
+// applyRules sets what the rules in force say of rel.
+func (d *Decoder) applyRules(rel *relation) {
+	t, ok := d.rules.For(rel.schema, rel.table)
+	rel.skip, rel.rules = !ok, t
+	if !ok {
+		return
+	}
+	rel.anyMasked, rel.anyExclude = false, false
+	for i := range rel.cols {
+		c := &rel.cols[i]
+		c.excluded = t.Exclude[c.name]
+		c.mask = t.Mask[c.name]
+		rel.anyMasked = rel.anyMasked || c.mask != rules.None
+		rel.anyExclude = rel.anyExclude || c.excluded
+	}
+	keep := func(idx []int) []int {
+		if !rel.anyExclude {
+			return idx
+		}
+		var out []int
+		for _, i := range idx {
+			if !rel.cols[i].excluded {
+				out = append(out, i)
+			}
+		}
+		return out
+	}
+	rel.rec, rel.pkRec, rel.identRec = keep(rel.all), keep(rel.pk), keep(rel.ident)
+}
+
+// SetRules makes rs the rules in force from the next change on, for the
+// relations already seen too. nil records every table whole.
+func (d *Decoder) SetRules(rs *rules.Set) {
+	d.rules = rs
+	for _, rel := range d.rels {
+		d.applyRules(rel)
+	}
 }
 
 type column struct {
-	name string
-	key  []byte // `"name":`, encoded once
-	typ  *Type
+	name     string
+	key      []byte // `"name":`, encoded once
+	typ      *Type
+	excluded bool        // never stored
+	mask     rules.Style // stored masked
 }
 
 // InTransaction reports whether a transaction has begun and not yet
@@ -98,52 +152,40 @@ func (d *Decoder) Decode(ctx context.Context, data []byte) (*audit.Transaction, 
 	case *pglogrepl.RelationMessage:
 		d.relation(ctx, m)
 	case *pglogrepl.InsertMessage:
-		rel, err := d.change(m.RelationID)
-		if err != nil {
+		rel, err := d.change(m.RelationID, audit.Insert)
+		if rel == nil {
 			return nil, err
 		}
 		e := d.entry(rel, audit.Insert)
-		e.New = d.object(rel, rel.all, m.Tuple, nil)
-		e.PK = d.object(rel, rel.pk, m.Tuple, nil)
+		e.New = d.object(rel, rel.rec, m.Tuple, nil)
+		e.PK = d.object(rel, rel.pkRec, m.Tuple, nil)
 	case *pglogrepl.UpdateMessage:
-		rel, err := d.change(m.RelationID)
-		if err != nil {
+		rel, err := d.change(m.RelationID, audit.Update)
+		if rel == nil {
 			return nil, err
 		}
-		e := d.entry(rel, audit.Update)
-		old := m.OldTuple
-		switch {
-		case m.OldTupleType == pglogrepl.UpdateMessageTupleTypeKey:
-			// Not REPLICA IDENTITY FULL and the key changed: the old tuple
-			// holds the key columns only, the others are "not sent", which
-			// is not NULL. Nothing to compare or fill unchanged values from.
-			e.Old = d.object(rel, rel.ident, old, nil)
-			old = nil
-		case old != nil:
-			e.Old = d.object(rel, rel.all, old, nil)
-			e.Changed = changed(rel, old, m.NewTuple)
-		}
-		e.New = d.object(rel, rel.all, m.NewTuple, old)
-		e.PK = d.object(rel, rel.pk, m.NewTuple, old)
+		d.update(rel, m)
 	case *pglogrepl.DeleteMessage:
-		rel, err := d.change(m.RelationID)
-		if err != nil {
+		rel, err := d.change(m.RelationID, audit.Delete)
+		if rel == nil {
 			return nil, err
 		}
 		e := d.entry(rel, audit.Delete)
-		cols := rel.all
+		cols := rel.rec
 		if m.OldTupleType == pglogrepl.DeleteMessageTupleTypeKey {
-			cols = rel.ident // the key only; the rest is "not sent", not NULL
+			cols = rel.identRec // the key only; the rest is "not sent", not NULL
 		}
 		e.Old = d.object(rel, cols, m.OldTuple, nil)
-		e.PK = d.object(rel, rel.pk, m.OldTuple, nil)
+		e.PK = d.object(rel, rel.pkRec, m.OldTuple, nil)
 	case *pglogrepl.TruncateMessage:
 		for _, id := range m.RelationIDs {
-			rel, err := d.change(id)
+			rel, err := d.change(id, audit.Truncate)
 			if err != nil {
 				return nil, err
 			}
-			d.entry(rel, audit.Truncate).New = truncateOptions[m.Option&3]
+			if rel != nil {
+				d.entry(rel, audit.Truncate).New = truncateOptions[m.Option&3]
+			}
 		}
 	case *pglogrepl.LogicalDecodingMessage:
 		return d.message(m), nil
@@ -187,12 +229,15 @@ func (d *Decoder) relation(ctx context.Context, m *pglogrepl.RelationMessage) {
 	if len(rel.pk) == 0 {
 		rel.pk = rel.all
 	}
+	d.applyRules(rel)
 	d.rels[m.RelationID] = rel
 }
 
 var stringType = Type{Kind: KindString}
 
-func (d *Decoder) change(relID uint32) (*relation, error) {
+// change returns the relation a change of action a applies to, or nil when
+// the rules record no such change (an excluded table, an action left out).
+func (d *Decoder) change(relID uint32, a audit.Action) (*relation, error) {
 	if d.tx == nil {
 		return nil, fmt.Errorf("change to relation %d outside a transaction", relID)
 	}
@@ -200,7 +245,50 @@ func (d *Decoder) change(relID uint32) (*relation, error) {
 	if !ok {
 		return nil, fmt.Errorf("change to relation %d before its Relation message", relID)
 	}
+	if rel.skip || !rel.rules.Actions.Has(a) {
+		return nil, nil
+	}
 	return rel, nil
+}
+
+// update records an update: both images (or only the changed columns, with
+// diff: changes), and nothing at all when no recorded column changed and
+// the rules skip such updates.
+func (d *Decoder) update(rel *relation, m *pglogrepl.UpdateMessage) {
+	old := m.OldTuple
+	if m.OldTupleType == pglogrepl.UpdateMessageTupleTypeKey {
+		// Not REPLICA IDENTITY FULL and the key changed: the old tuple
+		// holds the key columns only, the others are "not sent", which is
+		// not NULL. Nothing to compare or fill unchanged values from.
+		e := d.entry(rel, audit.Update)
+		e.Old = d.object(rel, rel.identRec, old, nil)
+		e.New = d.object(rel, rel.rec, m.NewTuple, nil)
+		e.PK = d.object(rel, rel.pkRec, m.NewTuple, nil)
+		return
+	}
+	if old == nil {
+		// No old image (not REPLICA IDENTITY FULL): what changed is unknown.
+		e := d.entry(rel, audit.Update)
+		e.New = d.object(rel, rel.rec, m.NewTuple, nil)
+		e.PK = d.object(rel, rel.pkRec, m.NewTuple, nil)
+		return
+	}
+	d.changedIdx = changedColumns(rel, old, m.NewTuple, d.changedIdx[:0])
+	if len(d.changedIdx) == 0 && rel.rules.SkipUnchangedUpdates {
+		return
+	}
+	e := d.entry(rel, audit.Update)
+	e.Changed = make([]string, len(d.changedIdx))
+	for i, c := range d.changedIdx {
+		e.Changed[i] = rel.cols[c].name
+	}
+	cols := rel.rec
+	if rel.rules.Diff == rules.Changes {
+		cols = d.changedIdx
+	}
+	e.Old = d.object(rel, cols, old, nil)
+	e.New = d.object(rel, cols, m.NewTuple, old)
+	e.PK = d.object(rel, rel.pkRec, m.NewTuple, old)
 }
 
 func (d *Decoder) entry(rel *relation, a audit.Action) *audit.Entry {
@@ -254,6 +342,10 @@ func appendColumn(buf []byte, rel *relation, i int, t, old *pglogrepl.TupleData,
 	buf = append(buf, col.key...)
 	switch c.DataType {
 	case pglogrepl.TupleDataTypeText:
+		if col.mask != rules.None {
+			buf = rel.rules.AppendMasked(buf, col.mask, c.Data)
+			break
+		}
 		buf = AppendValue(buf, col.typ, c.Data)
 	case pglogrepl.TupleDataTypeBinary:
 		buf = AppendString(buf, c.Data)
@@ -276,17 +368,17 @@ func (d *Decoder) keep(b []byte) []byte {
 	return d.arena[start:len(d.arena):len(d.arena)]
 }
 
-// changed lists the columns whose value differs between old and new.
-func changed(rel *relation, old, new *pglogrepl.TupleData) []string {
-	out := []string{}
-	for i := range rel.cols {
+// changedColumns appends to out the recorded columns whose value differs
+// between old and new.
+func changedColumns(rel *relation, old, new *pglogrepl.TupleData, out []int) []int {
+	for _, i := range rel.rec {
 		n, ok := value(new, old, i)
 		if !ok {
 			continue
 		}
 		o, ok := value(old, nil, i)
 		if !ok || o.DataType != n.DataType || string(o.Data) != string(n.Data) {
-			out = append(out, rel.cols[i].name)
+			out = append(out, i)
 		}
 	}
 	return out

@@ -224,22 +224,29 @@ func (p *Postgres) connectIfNeeded(ctx context.Context) error {
 // Write stores the transactions not yet stored, with their checkpoint, in one
 // database transaction.
 func (p *Postgres) Write(ctx context.Context, batch []*audit.Transaction) error {
-	start := 0
-	for start < len(batch) && batch[start].EndLSN <= p.lastEnd {
-		start++
-	}
-	batch = batch[start:]
-	if len(batch) == 0 {
-		return nil
-	}
-	last := batch[len(batch)-1]
+	var keep []*audit.Transaction
+	var rulesRecs []*audit.Transaction
+	end := p.lastEnd
 	committed := p.lastCommitted
 	n := 0
 	for _, tx := range batch {
+		if tx.Rules != nil {
+			rulesRecs = append(rulesRecs, tx)
+			continue
+		}
+		if tx.EndLSN <= p.lastEnd {
+			continue // stored already: replayed after a restart
+		}
+		keep = append(keep, tx)
+		end = max(end, tx.EndLSN)
 		n += len(tx.Entries)
 		if !tx.CommittedAt.IsZero() {
 			committed = tx.CommittedAt
 		}
+	}
+	batch = keep
+	if len(batch) == 0 && len(rulesRecs) == 0 {
+		return nil
 	}
 	// Writes go on even if ctx is cancelled: a batch is either committed or
 	// rolled back, never abandoned half-way because of shutdown.
@@ -262,21 +269,54 @@ func (p *Postgres) Write(ctx context.Context, batch []*audit.Transaction) error 
 			return fmt.Errorf("copy entries: wrote %d of %d", copied, n)
 		}
 	}
-	var committedArg any
-	if !committed.IsZero() {
-		committedArg = committed
+	for _, r := range rulesRecs {
+		if err := insertRules(wctx, dbtx, p.schema, p.cfg.Slot, r.RulesFrom, r.Rules, r.RulesReason); err != nil {
+			return err
+		}
 	}
-	if _, err := dbtx.Exec(wctx, `INSERT INTO `+p.schema+`.checkpoints (slot, end_lsn, last_id, committed_at, entries)
-		VALUES ($1, $2::text::pg_lsn, $3, $4, $5)`, p.cfg.Slot, last.EndLSN.String(), p.lastID+int64(n), committedArg, n); err != nil {
-		return fmt.Errorf("insert checkpoint: %w", err)
+	if end > p.lastEnd {
+		var committedArg any
+		if !committed.IsZero() {
+			committedArg = committed
+		}
+		if _, err := dbtx.Exec(wctx, `INSERT INTO `+p.schema+`.checkpoints (slot, end_lsn, last_id, committed_at, entries)
+			VALUES ($1, $2::text::pg_lsn, $3, $4, $5)`, p.cfg.Slot, end.String(), p.lastID+int64(n), committedArg, n); err != nil {
+			return fmt.Errorf("insert checkpoint: %w", err)
+		}
 	}
 	if err := dbtx.Commit(wctx); err != nil {
 		return fmt.Errorf("commit: %w", err)
 	}
-	p.lastEnd = last.EndLSN
+	p.lastEnd = end
 	p.lastID += int64(n)
 	p.lastCommitted = committed
 	return nil
+}
+
+func insertRules(ctx context.Context, q interface {
+	Exec(context.Context, string, ...any) (pgconn.CommandTag, error)
+}, schema, slot string, from pglogrepl.LSN, rules []byte, reason string) error {
+	if _, err := q.Exec(ctx, `INSERT INTO `+schema+`.rules (slot, from_lsn, rules, reason) VALUES ($1, $2::text::pg_lsn, $3, $4)`,
+		slot, from.String(), string(rules), reason); err != nil {
+		return fmt.Errorf("record the rules in force: %w", err)
+	}
+	return nil
+}
+
+// RecordRules records the rules in force from the position from on, unless
+// they are the last ones recorded for the slot. Call it after Open, before
+// Run.
+func (p *Postgres) RecordRules(ctx context.Context, from pglogrepl.LSN, rules []byte, reason string) (bool, error) {
+	var same bool
+	err := p.conn.QueryRow(ctx, `SELECT coalesce((SELECT rules = $2::jsonb FROM `+p.schema+`.rules
+		WHERE slot = $1 ORDER BY from_lsn DESC, recorded_at DESC LIMIT 1), false)`, p.cfg.Slot, string(rules)).Scan(&same)
+	if err != nil {
+		return false, fmt.Errorf("read the rules last recorded: %w", err)
+	}
+	if same {
+		return false, nil
+	}
+	return true, insertRules(ctx, p.conn, p.schema, p.cfg.Slot, from, rules, reason)
 }
 
 func (p *Postgres) ensureMonths(ctx context.Context, dbtx pgx.Tx, batch []*audit.Transaction) error {

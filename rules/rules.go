@@ -1,0 +1,354 @@
+// Package rules decides, per table, what the audit trail records: which
+// tables (names and glob patterns, with exclusions that always win), which
+// columns are left out or masked, whether updates keep full images or only
+// the changed columns, which actions are recorded. It is pure: the decoder
+// asks it once per table, when the table's Relation message arrives.
+package rules
+
+import (
+	"crypto/hmac"
+	"crypto/sha256"
+	"encoding/hex"
+	"encoding/json"
+	"fmt"
+	"path"
+	"slices"
+	"strings"
+
+	"github.com/walscribe/walscribe/audit"
+)
+
+// Style is how a masked column is stored.
+type Style uint8
+
+const (
+	// None: the column is stored as it is.
+	None Style = iota
+	// Hash stores the lowercase hex HMAC-SHA256 of the value's text, keyed
+	// by the masking secret: equal values stay comparable, and unreadable.
+	Hash
+	// Redact stores the fixed string Redacted.
+	Redact
+)
+
+// Redacted is what a redacted value is stored as.
+const Redacted = "[redacted]"
+
+// ParseStyle reads "hash" or "redact".
+func ParseStyle(s string) (Style, error) {
+	switch s {
+	case "hash", "":
+		return Hash, nil
+	case "redact":
+		return Redact, nil
+	}
+	return None, fmt.Errorf("mask style %q: want hash or redact", s)
+}
+
+func (s Style) String() string {
+	switch s {
+	case Hash:
+		return "hash"
+	case Redact:
+		return "redact"
+	}
+	return "none"
+}
+
+// Diff is what an update entry keeps of the row.
+type Diff uint8
+
+const (
+	// Full keeps the whole row before and after.
+	Full Diff = iota
+	// Changes keeps only the changed columns in old and new.
+	Changes
+)
+
+// ActionSet is a set of row actions.
+type ActionSet uint8
+
+// AllActions records every row action.
+const AllActions ActionSet = 1<<4 - 1
+
+func bit(a audit.Action) ActionSet {
+	switch a {
+	case audit.Insert:
+		return 1
+	case audit.Update:
+		return 2
+	case audit.Delete:
+		return 4
+	case audit.Truncate:
+		return 8
+	}
+	return 0
+}
+
+// Has reports whether a is in the set.
+func (s ActionSet) Has(a audit.Action) bool { return s&bit(a) != 0 }
+
+// Actions makes a set; none means every action.
+func Actions(as ...audit.Action) (ActionSet, error) {
+	if len(as) == 0 {
+		return AllActions, nil
+	}
+	var s ActionSet
+	for _, a := range as {
+		b := bit(a)
+		if b == 0 {
+			return 0, fmt.Errorf("action %q: want insert, update, delete or truncate", a)
+		}
+		s |= b
+	}
+	return s, nil
+}
+
+func (s ActionSet) list() []string {
+	var out []string
+	for _, a := range []audit.Action{audit.Insert, audit.Update, audit.Delete, audit.Truncate} {
+		if s.Has(a) {
+			out = append(out, string(a))
+		}
+	}
+	return out
+}
+
+// TableConfig is one tables entry.
+type TableConfig struct {
+	Name                 string           // schema.table, or glob patterns for either part
+	Exclude              []string         // columns never stored
+	Mask                 map[string]Style // columns stored masked
+	Diff                 Diff
+	Actions              ActionSet // 0 means AllActions
+	Retention            string
+	SkipUnchangedUpdates bool
+}
+
+// Config is what a Set is compiled from.
+type Config struct {
+	Tables        []TableConfig
+	ExcludeTables []string // names or patterns never audited
+	Secret        []byte   // keys Hash masking
+	// SkipUnchangedUpdates is for tables that no entry names.
+	SkipUnchangedUpdates bool
+}
+
+// Table is the rules in force for one table.
+type Table struct {
+	// Entry is the tables entry that matched ("public.*"); "" when no
+	// entry matched and the table is recorded with the defaults.
+	Entry                string
+	Exclude              map[string]bool
+	Mask                 map[string]Style
+	Diff                 Diff
+	Actions              ActionSet
+	Retention            string
+	SkipUnchangedUpdates bool
+	secret               []byte
+}
+
+// All is what every table gets without rules (a nil Set): every change,
+// whole.
+var All = &Table{Actions: AllActions}
+
+// Set is a compiled configuration.
+type Set struct {
+	cfg      Config
+	entries  []entry
+	exclude  []pattern
+	defaults *Table // for tables no entry names
+}
+
+type pattern struct {
+	schema, table string
+	literal       int  // characters that are not wildcards: more is more specific
+	exact         bool // no wildcard at all
+}
+
+type entry struct {
+	pattern
+	t *Table
+}
+
+func compile(name string) (pattern, error) {
+	schema, table, ok := strings.Cut(name, ".")
+	if !ok {
+		schema, table = "public", name
+	}
+	for _, p := range []string{schema, table} {
+		if _, err := path.Match(p, ""); err != nil {
+			return pattern{}, fmt.Errorf("%q: %w", name, err)
+		}
+	}
+	wild := func(s string) int { return strings.Count(s, "*") + strings.Count(s, "?") + strings.Count(s, "[") }
+	literal := len(schema) + len(table) - wild(schema) - wild(table)
+	return pattern{schema: schema, table: table, literal: literal, exact: wild(schema)+wild(table) == 0}, nil
+}
+
+func (p pattern) match(schema, table string) bool {
+	if p.exact {
+		return p.schema == schema && p.table == table
+	}
+	ms, _ := path.Match(p.schema, schema)
+	mt, _ := path.Match(p.table, table)
+	return ms && mt
+}
+
+// New compiles a configuration.
+func New(cfg Config) (*Set, error) {
+	s := &Set{cfg: cfg, defaults: &Table{Actions: AllActions, SkipUnchangedUpdates: cfg.SkipUnchangedUpdates}}
+	for _, tc := range cfg.Tables {
+		p, err := compile(tc.Name)
+		if err != nil {
+			return nil, err
+		}
+		t := &Table{
+			Entry:                tc.Name,
+			Exclude:              map[string]bool{},
+			Mask:                 map[string]Style{},
+			Diff:                 tc.Diff,
+			Actions:              tc.Actions,
+			Retention:            tc.Retention,
+			SkipUnchangedUpdates: tc.SkipUnchangedUpdates,
+			secret:               cfg.Secret,
+		}
+		if t.Actions == 0 {
+			t.Actions = AllActions
+		}
+		for _, c := range tc.Exclude {
+			t.Exclude[c] = true
+		}
+		for c, st := range tc.Mask {
+			if st == Hash && len(cfg.Secret) == 0 {
+				return nil, fmt.Errorf("%s: column %s is masked with a hash, which needs masking.secret", tc.Name, c)
+			}
+			t.Mask[c] = st
+		}
+		s.entries = append(s.entries, entry{p, t})
+	}
+	for _, name := range cfg.ExcludeTables {
+		p, err := compile(name)
+		if err != nil {
+			return nil, err
+		}
+		s.exclude = append(s.exclude, p)
+	}
+	return s, nil
+}
+
+// For returns the rules of a table, and false when the table is excluded
+// (exclude_tables). The most specific matching entry wins: an exact name
+// over any pattern, then the pattern with the most literal characters, then
+// the first listed. A table no entry matches gets every change, whole: a
+// table in the publication is recorded even if the configuration forgot
+// it. A nil Set gives All.
+func (s *Set) For(schema, table string) (*Table, bool) {
+	if s == nil {
+		return All, true
+	}
+	for _, p := range s.exclude {
+		if p.match(schema, table) {
+			return nil, false
+		}
+	}
+	var best *entry
+	for i := range s.entries {
+		e := &s.entries[i]
+		if !e.match(schema, table) {
+			continue
+		}
+		if best == nil || e.exact && !best.exact || e.exact == best.exact && e.literal > best.literal {
+			best = e
+		}
+	}
+	if best == nil {
+		return s.defaults, true
+	}
+	return best.t, true
+}
+
+// Tracked reports whether a table is audited: an entry matches it and no
+// exclusion does.
+func (s *Set) Tracked(schema, table string) bool {
+	t, ok := s.For(schema, table)
+	return ok && t.Entry != ""
+}
+
+// Patterns returns the tables entries and the exclusions as (schema,
+// table) glob pairs, for the database-side matcher of new tables.
+func (s *Set) Patterns() (include, exclude [][2]string) {
+	for _, e := range s.entries {
+		include = append(include, [2]string{e.schema, e.table})
+	}
+	for _, p := range s.exclude {
+		exclude = append(exclude, [2]string{p.schema, p.table})
+	}
+	return include, exclude
+}
+
+// AppendMasked appends the JSON of a masked value: the hex HMAC-SHA256 of
+// text for Hash, Redacted for Redact.
+func (t *Table) AppendMasked(dst []byte, st Style, text []byte) []byte {
+	if st == Redact {
+		return append(dst, `"`+Redacted+`"`...)
+	}
+	m := hmac.New(sha256.New, t.secret)
+	m.Write(text)
+	var sum [sha256.Size]byte
+	dst = append(dst, '"')
+	dst = hex.AppendEncode(dst, m.Sum(sum[:0]))
+	return append(dst, '"')
+}
+
+// HMAC is the hex HMAC-SHA256 of value under secret: what a Hash-masked
+// value is stored as.
+func HMAC(secret, value []byte) string {
+	m := hmac.New(sha256.New, secret)
+	m.Write(value)
+	return hex.EncodeToString(m.Sum(nil))
+}
+
+// Describe is the configuration as JSON, for the record of the rules in
+// force: every entry with its columns, styles, diff and actions; the secret
+// only as a key id (the first 8 bytes of its SHA-256), so that a change of
+// key shows without showing the key.
+func (s *Set) Describe() []byte {
+	type tableJSON struct {
+		Name      string            `json:"name"`
+		Exclude   []string          `json:"exclude,omitempty"`
+		Mask      map[string]string `json:"mask,omitempty"`
+		Diff      string            `json:"diff"`
+		Actions   []string          `json:"actions"`
+		Retention string            `json:"retention,omitempty"`
+		SkipSame  bool              `json:"skip_unchanged_updates"`
+	}
+	out := struct {
+		Tables        []tableJSON `json:"tables"`
+		ExcludeTables []string    `json:"exclude_tables,omitempty"`
+		KeyID         string      `json:"masking_key_id,omitempty"`
+	}{ExcludeTables: s.cfg.ExcludeTables}
+	for _, e := range s.entries {
+		tj := tableJSON{Name: e.t.Entry, Diff: "full", Actions: e.t.Actions.list(), Retention: e.t.Retention, SkipSame: e.t.SkipUnchangedUpdates}
+		if e.t.Diff == Changes {
+			tj.Diff = "changes"
+		}
+		for c := range e.t.Exclude {
+			tj.Exclude = append(tj.Exclude, c)
+		}
+		slices.Sort(tj.Exclude)
+		if len(e.t.Mask) > 0 {
+			tj.Mask = map[string]string{}
+			for c, st := range e.t.Mask {
+				tj.Mask[c] = st.String()
+			}
+		}
+		out.Tables = append(out.Tables, tj)
+	}
+	if len(s.cfg.Secret) > 0 {
+		sum := sha256.Sum256(s.cfg.Secret)
+		out.KeyID = hex.EncodeToString(sum[:8])
+	}
+	b, _ := json.Marshal(out)
+	return b
+}
