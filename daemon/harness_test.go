@@ -16,6 +16,7 @@ import (
 	"github.com/walscribe/walscribe/cdc"
 	"github.com/walscribe/walscribe/internal/oracle"
 	"github.com/walscribe/walscribe/internal/pgtest"
+	"github.com/walscribe/walscribe/rules"
 	"github.com/walscribe/walscribe/setup"
 	"github.com/walscribe/walscribe/sink"
 )
@@ -32,6 +33,9 @@ type harness struct {
 	tables []cdc.Table
 	log    *zap.Logger
 	prefix string // context.prefix; "" is the default
+	// setupRules, when set, make setup pick the tables from the rules'
+	// names and patterns, and install the capture of new tables.
+	setupRules *rules.Set
 
 	cancel context.CancelFunc
 	done   chan error
@@ -74,7 +78,7 @@ func (h *harness) setup() {
 	h.t.Helper()
 	err := setup.Run(context.Background(), setup.Config{
 		SourceDSN: h.dsn, SinkSchema: "audit", Slot: h.cfg.Slot, Publication: h.cfg.Publication,
-		Tables: h.tables, SlotTimeout: 30 * time.Second, ContextPrefix: h.prefix,
+		Tables: h.tables, SlotTimeout: 30 * time.Second, ContextPrefix: h.prefix, Rules: h.setupRules,
 	}, h.t.Logf)
 	if err != nil {
 		h.t.Fatalf("setup: %v", err)

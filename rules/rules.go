@@ -352,3 +352,61 @@ func (s *Set) Describe() []byte {
 	b, _ := json.Marshal(out)
 	return b
 }
+
+// EntryInfo describes one tables entry.
+type EntryInfo struct {
+	Name          string // as configured
+	Schema, Table string // the two parts, globs or names
+	Exact         bool   // no wildcard: names one table
+}
+
+// Entries lists the tables entries in configured order.
+func (s *Set) Entries() []EntryInfo {
+	var out []EntryInfo
+	for _, e := range s.entries {
+		out = append(out, EntryInfo{Name: e.t.Entry, Schema: e.schema, Table: e.table, Exact: e.exact})
+	}
+	return out
+}
+
+// GlobToRegexp turns one part of a glob (path.Match syntax: * ? [...] and
+// \ escapes) into an anchored POSIX regular expression, for matching in
+// the database.
+func GlobToRegexp(glob string) string {
+	var b strings.Builder
+	b.WriteByte('^')
+	for i := 0; i < len(glob); i++ {
+		c := glob[i]
+		switch c {
+		case '*':
+			b.WriteString(".*")
+		case '?':
+			b.WriteByte('.')
+		case '[':
+			j := strings.IndexByte(glob[i+1:], ']')
+			if j < 0 {
+				b.WriteString(`\[`)
+				continue
+			}
+			class := glob[i+1 : i+1+j]
+			if strings.HasPrefix(class, "^") || strings.HasPrefix(class, "!") {
+				class = "^" + class[1:]
+			}
+			b.WriteString("[" + class + "]")
+			i += j + 1
+		case '\\':
+			if i+1 < len(glob) {
+				i++
+				c = glob[i]
+			}
+			fallthrough
+		default:
+			if strings.IndexByte(`.+()|{}^$\[]*?`, c) >= 0 {
+				b.WriteByte('\\')
+			}
+			b.WriteByte(c)
+		}
+	}
+	b.WriteByte('$')
+	return b.String()
+}

@@ -13,6 +13,7 @@ import (
 
 	"github.com/walscribe/walscribe/cdc"
 	"github.com/walscribe/walscribe/migrations"
+	"github.com/walscribe/walscribe/rules"
 )
 
 // Config is what setup needs.
@@ -27,6 +28,10 @@ type Config struct {
 	// ContextPrefix is the prefix of the session variables the context
 	// bridge reads (context.prefix), e.g. "audit" for audit.actor_id.
 	ContextPrefix string
+	// Rules, when set, decide the tracked tables from the configured names
+	// and patterns (Tables is then ignored), and are installed for tables
+	// created later.
+	Rules *rules.Set
 }
 
 // Run prepares the databases, telling say what it did. On an unprepared
@@ -38,6 +43,20 @@ func Run(ctx context.Context, cfg Config, say func(format string, args ...any)) 
 	}
 	defer src.Close(ctx)
 	sameDB := cfg.SinkDSN == "" || cfg.SinkDSN == cfg.SourceDSN
+	skipSchema := ""
+	if sameDB {
+		skipSchema = cfg.SinkSchema
+	}
+	if cfg.Rules != nil {
+		tables, unmatched, err := ResolveTables(ctx, src, cfg.Rules, skipSchema)
+		if err != nil {
+			return err
+		}
+		for _, p := range unmatched {
+			say("warning: pattern %s matches no table yet", p)
+		}
+		cfg.Tables = tables
+	}
 	check := cdc.SetupConfig{Slot: cfg.Slot, Publication: cfg.Publication, Tables: cfg.Tables}
 	if sameDB {
 		check.SinkSchema = cfg.SinkSchema
@@ -93,6 +112,18 @@ func Run(ctx context.Context, cfg Config, say func(format string, args ...any)) 
 	}
 	say("context bridge: %s.set_context(), %s.log_event(), variables %s.actor_id, .actor, .ip, .user_agent, .request_id, .context",
 		cfg.SinkSchema, cfg.SinkSchema, cfg.ContextPrefix)
+
+	if cfg.Rules != nil {
+		installed, err := InstallCapture(ctx, src, cfg.SinkSchema, cfg.Publication, skipSchema, cfg.Rules)
+		if err != nil {
+			return err
+		}
+		if installed {
+			say("tables created later that match the patterns are captured from their first row (event trigger walscribe_capture)")
+		} else {
+			say("warning: tables created later are not captured until setup runs again: installing the event trigger that captures them needs a superuser (run setup once as one)")
+		}
+	}
 
 	added, removed, err := cdc.EnsurePublication(ctx, src, cfg.Publication, cfg.Tables)
 	if err != nil {

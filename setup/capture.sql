@@ -1,0 +1,94 @@
+-- Capture of tables created later, installed by walscribe setup when it
+-- runs as a superuser (event triggers need one). {{schema}}: the audit
+-- schema in the source database; {{publication}}: the publication (a
+-- literal); {{skip_schema}}: a schema never captured ('' for none).
+
+CREATE TABLE IF NOT EXISTS {{schema}}.capture_patterns (
+    schema_re text    NOT NULL, -- anchored regular expressions made from the configured globs
+    table_re  text    NOT NULL,
+    exclude   boolean NOT NULL, -- from exclude_tables: always wins
+    pattern   text    NOT NULL  -- the configured glob, for people
+);
+REVOKE ALL ON {{schema}}.capture_patterns FROM PUBLIC;
+
+-- capture_table adds a table that matches the configured patterns to the
+-- publication in the transaction that creates (or renames, or moves) it,
+-- with REPLICA IDENTITY FULL and the context trigger, so that its first
+-- rows are captured. A new partition of a published table gets the replica
+-- identity and the trigger (it is published through its root).
+CREATE OR REPLACE FUNCTION {{schema}}.capture_table(rel oid) RETURNS void
+LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog AS $$
+DECLARE
+    sch  text;
+    tbl  text;
+    kind "char";
+    persistence "char";
+    is_partition boolean;
+    published boolean;
+BEGIN
+    SELECT n.nspname, c.relname, c.relkind, c.relpersistence, c.relispartition
+      INTO sch, tbl, kind, persistence, is_partition
+      FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace WHERE c.oid = rel;
+    IF NOT FOUND OR kind NOT IN ('r', 'p') OR persistence <> 'p'
+       OR sch IN ('pg_catalog', 'information_schema', {{skip_schema}}) OR sch LIKE 'pg\_%'
+       OR (sch = {{schema_lit}} AND tbl = 'capture_patterns') THEN
+        RETURN;
+    END IF;
+    SELECT EXISTS (SELECT 1 FROM pg_publication_tables
+                    WHERE pubname = {{publication}} AND schemaname = sch AND tablename = tbl)
+        INTO published;
+    IF is_partition THEN
+        -- Published through its root, or not at all.
+        IF NOT EXISTS (SELECT 1 FROM pg_publication p JOIN pg_publication_rel pr ON pr.prpubid = p.oid
+                        WHERE p.pubname = {{publication}} AND pr.prrelid = pg_partition_root(rel)) THEN
+            RETURN;
+        END IF;
+    ELSIF NOT published THEN
+        IF NOT EXISTS (SELECT 1 FROM {{schema}}.capture_patterns
+                        WHERE NOT exclude AND sch ~ schema_re AND tbl ~ table_re)
+           OR EXISTS (SELECT 1 FROM {{schema}}.capture_patterns
+                       WHERE exclude AND sch ~ schema_re AND tbl ~ table_re) THEN
+            RETURN;
+        END IF;
+        EXECUTE format('ALTER PUBLICATION %I ADD TABLE %s', {{publication}}, rel::regclass);
+    END IF;
+    EXECUTE format('ALTER TABLE %s REPLICA IDENTITY FULL', rel::regclass);
+    EXECUTE format('CREATE OR REPLACE TRIGGER walscribe_context BEFORE INSERT OR UPDATE OR DELETE OR TRUNCATE ON %s
+        FOR EACH STATEMENT EXECUTE FUNCTION {{schema}}.emit_context()', rel::regclass);
+    EXECUTE format('ALTER TABLE %s ENABLE ALWAYS TRIGGER walscribe_context', rel::regclass);
+END
+$$;
+REVOKE ALL ON FUNCTION {{schema}}.capture_table(oid) FROM PUBLIC;
+
+CREATE OR REPLACE FUNCTION {{schema}}.capture_new_tables() RETURNS event_trigger
+LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog AS $$
+DECLARE
+    r record;
+BEGIN
+    -- The commands this runs fire the event trigger again: once is enough.
+    IF current_setting('walscribe.capturing', true) = 'on' THEN
+        RETURN;
+    END IF;
+    IF NOT EXISTS (SELECT 1 FROM pg_publication WHERE pubname = {{publication}}) THEN
+        RETURN; -- walscribe was removed from this database
+    END IF;
+    PERFORM set_config('walscribe.capturing', 'on', true);
+    FOR r IN SELECT DISTINCT objid FROM pg_event_trigger_ddl_commands()
+              WHERE classid = 'pg_class'::regclass AND object_type IN ('table', 'table column') LOOP
+        BEGIN
+            PERFORM {{schema}}.capture_table(r.objid);
+            -- A partition attached to a table: capture the partitions too.
+            PERFORM {{schema}}.capture_table(p.relid) FROM pg_partition_tree(r.objid) p WHERE p.relid <> r.objid;
+        EXCEPTION WHEN OTHERS THEN
+            -- The application's DDL goes on; the table is not audited.
+            RAISE WARNING 'walscribe: % is not audited: %; run walscribe setup to add it', r.objid::regclass, SQLERRM;
+        END;
+    END LOOP;
+    PERFORM set_config('walscribe.capturing', '', true);
+END
+$$;
+
+DROP EVENT TRIGGER IF EXISTS walscribe_capture;
+CREATE EVENT TRIGGER walscribe_capture ON ddl_command_end
+    WHEN TAG IN ('CREATE TABLE', 'CREATE TABLE AS', 'SELECT INTO', 'ALTER TABLE')
+    EXECUTE FUNCTION {{schema}}.capture_new_tables();
