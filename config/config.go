@@ -5,8 +5,10 @@
 // example WALSCRIBE_SOURCE_DSN for source.dsn and WALSCRIBE_SINK_BATCH_MAX_WAIT
 // for sink.batch_max_wait. The environment wins over the file. A variable that
 // is set but empty counts as set, so WALSCRIBE_HTTP_LISTEN= disables the HTTP
-// server. WALSCRIBE_TABLES takes comma-separated table names
-// ("public.orders,public.customers") and replaces the file's tables list.
+// server. WALSCRIBE_TABLES takes comma-separated table names or patterns
+// ("public.orders,billing.*") and replaces the file's tables list;
+// WALSCRIBE_EXCLUDE_TABLES does the same for exclude_tables. The masking
+// secret belongs in WALSCRIBE_MASKING_SECRET rather than in the file.
 //
 // Loading is strict: a key walscribe does not know is an error, so a typo
 // cannot silently fall back to a default. All problems are reported together,
@@ -34,9 +36,19 @@ type Config struct {
 	Source  Source  `mapstructure:"source"`
 	Sink    Sink    `mapstructure:"sink"`
 	Context Context `mapstructure:"context"`
-	Tables  []Table `mapstructure:"tables"`
-	HTTP    HTTP    `mapstructure:"http"`
-	Log     Log     `mapstructure:"log"`
+	Masking Masking `mapstructure:"masking"`
+	// ExcludeTables are table names or glob patterns never audited, even when
+	// a tables entry matches them (exclude_tables), in the syntax of
+	// tables[i].name. Load turns a name without a schema into
+	// "public.<name>". Default none.
+	ExcludeTables []string `mapstructure:"exclude_tables"`
+	// SkipUnchangedUpdates: an update whose changed columns are all excluded
+	// (or that changes nothing) produces no entry (skip_unchanged_updates).
+	// A tables entry may override it. Default true.
+	SkipUnchangedUpdates bool    `mapstructure:"skip_unchanged_updates"`
+	Tables               []Table `mapstructure:"tables"`
+	HTTP                 HTTP    `mapstructure:"http"`
+	Log                  Log     `mapstructure:"log"`
 }
 
 // Source is the database whose changes are audited, read through logical
@@ -81,12 +93,88 @@ type Context struct {
 	Prefix string `mapstructure:"prefix"`
 }
 
-// Table is one audited table.
+// Masking configures masked columns.
+type Masking struct {
+	// Secret keys the HMAC-SHA256 of masked values (masking.secret, also
+	// WALSCRIBE_MASKING_SECRET). Required when any column is masked with
+	// style hash; at least 16 bytes. Default "".
+	Secret string `mapstructure:"secret"`
+}
+
+// Table is one tables entry: the rules for the tables its name matches.
+// Load fills in the defaults of an entry (Diff, Actions, MaskStyle.Default
+// and SkipUnchangedUpdates); a Table built by hand may leave them zero, which
+// means the same.
 type Table struct {
 	// Name is "schema.table" (tables[i].name), in lowercase unquoted
-	// identifiers. Load turns a name without a schema into "public.<name>".
-	// Required, and listed once.
+	// identifiers, or a glob pattern such as public.*, billing.invoice_* or
+	// *.audit_log: path.Match syntax (* ? [a-z]) on each of the schema and
+	// the table part, split at the first dot. Load turns a name without a
+	// dot into "public.<name>". Required, and listed once.
 	Name string `mapstructure:"name"`
+	// Exclude lists columns never stored: absent from old, new, changed
+	// and pk (tables[i].exclude). Default none.
+	Exclude []string `mapstructure:"exclude"`
+	// Mask lists columns stored masked, in the style MaskStyle gives
+	// (tables[i].mask). Default none.
+	Mask []string `mapstructure:"mask"`
+	// MaskStyle is how the masked columns are stored (tables[i].mask_style).
+	// Default hash.
+	MaskStyle MaskStyle `mapstructure:"mask_style"`
+	// Diff is "full" to store whole rows in old and new for updates, or
+	// "changes" to store only the changed columns (tables[i].diff). Default
+	// "full"; "" means the same.
+	Diff string `mapstructure:"diff"`
+	// Actions are the actions recorded, a subset of insert, update, delete
+	// and truncate (tables[i].actions). Default all four; nil means the
+	// same.
+	Actions []string `mapstructure:"actions"`
+	// Retention is how long entries are kept (tables[i].retention): "" for
+	// the default class, or a whole number above 0 and a unit d (days), w
+	// (weeks), m (months) or y (years), e.g. 90d or 7y. Default "".
+	Retention string `mapstructure:"retention"`
+	// SkipUnchangedUpdates overrides the top-level skip_unchanged_updates
+	// for this entry (tables[i].skip_unchanged_updates). Load sets it to the
+	// top-level value when the entry does not; nil means the same.
+	SkipUnchangedUpdates *bool `mapstructure:"skip_unchanged_updates"`
+}
+
+// The mask styles and the diff kinds, as written in the file.
+const (
+	// StyleHash stores the hex HMAC-SHA256 of the value, keyed by
+	// masking.secret: equal values stay comparable.
+	StyleHash = "hash"
+	// StyleRedact stores a fixed "[redacted]".
+	StyleRedact = "redact"
+	// DiffFull stores whole rows in old and new.
+	DiffFull = "full"
+	// DiffChanges stores only the changed columns of updates.
+	DiffChanges = "changes"
+)
+
+// actions lists every action a tables entry can record, in order.
+func actions() []string { return []string{"insert", "update", "delete", "truncate"} }
+
+// MaskStyle is how masked columns are stored: "hash" (HMAC-SHA256, hex,
+// keyed by masking.secret: equal values stay comparable) or "redact" (a
+// fixed "[redacted]"). In YAML it is either one word for every masked column
+// of the entry (mask_style: redact) or a map of column to word
+// (mask_style: {card_number: redact}); columns not in the map use hash.
+// Default hash.
+type MaskStyle struct {
+	Default   string            // "hash" or "redact"; "" means hash
+	PerColumn map[string]string // column → "hash" or "redact"
+}
+
+// StyleOf returns the style of a masked column: "hash" or "redact".
+func (m MaskStyle) StyleOf(column string) string {
+	if s, ok := m.PerColumn[column]; ok {
+		return s
+	}
+	if m.Default == "" {
+		return StyleHash
+	}
+	return m.Default
 }
 
 // HTTP is the server for /metrics, /healthz and /readyz.
@@ -120,16 +208,19 @@ func Default() Config {
 			BatchMaxEntries: 5000,
 			BatchMaxWait:    100 * time.Millisecond,
 		},
-		Context: Context{Prefix: "audit"},
-		HTTP:    HTTP{Listen: "127.0.0.1:9187"},
-		Log:     Log{Level: "info", Format: "auto"},
+		Context:              Context{Prefix: "audit"},
+		SkipUnchangedUpdates: true,
+		HTTP:                 HTTP{Listen: "127.0.0.1:9187"},
+		Log:                  Log{Level: "info", Format: "auto"},
 	}
 }
 
-// envPrefix starts every environment variable; tablesEnv lists the tables.
+// envPrefix starts every environment variable; tablesEnv lists the tables
+// and excludeTablesEnv the tables never audited.
 const (
-	envPrefix = "WALSCRIBE"
-	tablesEnv = envPrefix + "_TABLES"
+	envPrefix        = "WALSCRIBE"
+	tablesEnv        = envPrefix + "_TABLES"
+	excludeTablesEnv = envPrefix + "_EXCLUDE_TABLES"
 )
 
 // envVar is the environment variable for a key: source.dsn is
@@ -178,11 +269,14 @@ func load(path string) (*Config, error) {
 	if names, ok := os.LookupEnv(tablesEnv); ok {
 		v.Set("tables", tablesFromEnv(names))
 	}
+	if names, ok := os.LookupEnv(excludeTablesEnv); ok {
+		v.Set("exclude_tables", splitList(names))
+	}
 
 	problems := unknownKeys("", v.AllSettings(), reflect.TypeFor[Config]())
 
 	var cfg Config
-	decodeErrs, failed := decodeProblems(v.Unmarshal(&cfg, viper.DecodeHook(mapstructure.ComposeDecodeHookFunc(durationHook, shapeHook))))
+	decodeErrs, failed := decodeProblems(v.Unmarshal(&cfg, viper.DecodeHook(mapstructure.ComposeDecodeHookFunc(durationHook, maskStyleHook, shapeHook))))
 	problems = append(problems, decodeErrs...)
 	for _, p := range cfg.problems() {
 		if !coveredBy(p.key, failed) {
@@ -213,29 +307,88 @@ func readError(err error) error {
 // of the file's tables list. Empty names between commas are dropped.
 func tablesFromEnv(names string) []any {
 	tables := []any{}
-	for name := range strings.SplitSeq(names, ",") {
-		if name = strings.TrimSpace(name); name != "" {
-			tables = append(tables, map[string]any{"name": name})
-		}
+	for _, name := range splitList(names) {
+		tables = append(tables, map[string]any{"name": name})
 	}
 	return tables
 }
 
-// normalize gives every table its schema: "orders" becomes "public.orders".
+// splitList splits a comma-separated environment variable, dropping spaces
+// around the items and empty items.
+func splitList(s string) []any {
+	items := []any{}
+	for item := range strings.SplitSeq(s, ",") {
+		if item = strings.TrimSpace(item); item != "" {
+			items = append(items, item)
+		}
+	}
+	return items
+}
+
+// normalize gives every table name and pattern its schema ("orders" becomes
+// "public.orders") and fills in the defaults of each tables entry, so that
+// users of a loaded Config need not know them.
 func (c *Config) normalize() {
-	for i, t := range c.Tables {
-		schema, table := t.Split()
-		c.Tables[i].Name = schema + "." + table
+	for i, name := range c.ExcludeTables {
+		c.ExcludeTables[i] = qualify(name)
+	}
+	for i := range c.Tables {
+		t := &c.Tables[i]
+		t.Name = qualify(t.Name)
+		if t.Diff == "" {
+			t.Diff = DiffFull
+		}
+		if t.Actions == nil {
+			t.Actions = actions()
+		}
+		if t.MaskStyle.Default == "" {
+			t.MaskStyle.Default = StyleHash
+		}
+		if len(t.MaskStyle.PerColumn) > 0 {
+			// The keys of a map come lowercased through viper: give them
+			// back the spelling of the mask list ("createdAt").
+			per := make(map[string]string, len(t.MaskStyle.PerColumn))
+			for col, style := range t.MaskStyle.PerColumn {
+				if masked, ok := maskedColumn(col, t.Mask); ok {
+					col = masked
+				}
+				per[col] = style
+			}
+			t.MaskStyle.PerColumn = per
+		}
+		if t.SkipUnchangedUpdates == nil {
+			skip := c.SkipUnchangedUpdates
+			t.SkipUnchangedUpdates = &skip
+		}
 	}
 }
 
-// Split returns the table's schema and name; a name without a schema is in
-// "public".
+// qualify turns a name or pattern without a dot into "public.<name>".
+func qualify(name string) string {
+	schema, table := Table{Name: name}.Split()
+	return schema + "." + table
+}
+
+// Split returns the schema and the table part of the entry's name or
+// pattern, split at the first dot; a name without a dot is in "public".
 func (t Table) Split() (schema, table string) {
 	if schema, table, ok := strings.Cut(t.Name, "."); ok {
 		return schema, table
 	}
 	return "public", t.Name
+}
+
+// HasHashMask reports whether any tables entry masks a column with style
+// hash, which needs masking.secret.
+func (c *Config) HasHashMask() bool {
+	for _, t := range c.Tables {
+		for _, col := range t.Mask {
+			if t.MaskStyle.StyleOf(col) == StyleHash {
+				return true
+			}
+		}
+	}
+	return false
 }
 
 // SinkDSN returns the connection string of the audit database: sink.dsn, or

@@ -57,6 +57,25 @@ tables:
 
 const testDSN = "postgres://walscribe@localhost:5432/app?sslmode=disable"
 
+// testSecret is a masking secret of a valid length.
+const testSecret = "0123456789abcdef0123456789abcdef"
+
+// loaded is a tables entry for name as Load returns it when the file gives
+// only the name: the documented defaults filled in.
+func loaded(name string) Table {
+	skip := true
+	return Table{
+		Name:                 name,
+		MaskStyle:            MaskStyle{Default: "hash"},
+		Diff:                 "full",
+		Actions:              []string{"insert", "update", "delete", "truncate"},
+		SkipUnchangedUpdates: &skip,
+	}
+}
+
+// ptr returns a pointer to v.
+func ptr[T any](v T) *T { return &v }
+
 func TestLoadDefaults(t *testing.T) {
 	// Every key but source.dsn and tables is absent, null or in an empty
 	// section: each must take its default.
@@ -65,9 +84,14 @@ func TestLoadDefaults(t *testing.T) {
 		yaml string
 	}{
 		{"keys absent", minimal},
-		{"empty sections", minimal + "sink: {}\ncontext: {}\nhttp: {}\nlog: {}\n"},
-		{"null sections", minimal + "sink:\ncontext:\nhttp:\nlog:\n"},
+		{"empty sections", minimal + "sink: {}\ncontext: {}\nmasking: {}\nhttp: {}\nlog: {}\n"},
+		{"null sections", minimal + "sink:\ncontext:\nmasking:\nexclude_tables:\nhttp:\nlog:\n"},
+		{"null entry keys", minimal + "    exclude:\n    mask:\n    mask_style:\n    diff:\n    actions:\n    retention:\n    skip_unchanged_updates:\n"},
 		{"null keys", minimal + `
+masking:
+  secret:
+exclude_tables:
+skip_unchanged_updates:
 sink:
   dsn:
   schema:
@@ -92,7 +116,7 @@ log:
 			}
 			want := Default()
 			want.Source.DSN = testDSN
-			want.Tables = []Table{{Name: "public.orders"}}
+			want.Tables = []Table{loaded("public.orders")}
 			if !reflect.DeepEqual(*cfg, want) {
 				t.Errorf("Load:\n got %+v\nwant %+v", *cfg, want)
 			}
@@ -112,7 +136,7 @@ func TestLoadNoFile(t *testing.T) {
 	}
 	want := Default()
 	want.Source.DSN = testDSN
-	want.Tables = []Table{{Name: "public.orders"}}
+	want.Tables = []Table{loaded("public.orders")}
 	if !reflect.DeepEqual(*cfg, want) {
 		t.Errorf("Load(\"\"):\n got %+v\nwant %+v", *cfg, want)
 	}
@@ -141,6 +165,17 @@ func TestTableNames(t *testing.T) {
 			yaml: "tables:\n  - name: ignored\n",
 			env:  "orders, billing.invoices",
 			want: []string{"public.orders", "billing.invoices"},
+		},
+		{
+			name: "patterns",
+			yaml: "tables:\n  - name: public.*\n  - name: billing.invoice_*\n  - name: \"*.audit_log\"\n  - name: invoice_[0-9][0-9]?\n  - name: app_[^t]*.log\n",
+			want: []string{"public.*", "billing.invoice_*", "*.audit_log", "public.invoice_[0-9][0-9]?", "app_[^t]*.log"},
+		},
+		{
+			name: "patterns from the environment",
+			yaml: "tables:\n  - name: ignored\n",
+			env:  "public.*, *.audit_log,invoice_*",
+			want: []string{"public.*", "*.audit_log", "public.invoice_*"},
 		},
 	}
 	for _, tt := range tests {
@@ -173,6 +208,12 @@ func TestSplit(t *testing.T) {
 		{"orders", "public", "orders"},
 		{"public.orders", "public", "orders"},
 		{"billing.invoices", "billing", "invoices"},
+		{"public.*", "public", "*"},
+		{"*", "public", "*"},
+		{"*.audit_log", "*", "audit_log"},
+		{"billing.invoice_[0-9]*", "billing", "invoice_[0-9]*"},
+		{"invoice_?", "public", "invoice_?"},
+		{"app.public.orders", "app", "public.orders"}, // at the first dot; Validate rejects it
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -224,8 +265,14 @@ source:
 sink:
   batch_max_entries: 100
   batch_max_wait: 200ms
+masking:
+  secret: file-secret-0123456789
+exclude_tables:
+  - public.from_file_tmp
+skip_unchanged_updates: false
 tables:
   - name: public.from_file
+    mask: [email]
 http:
   listen: 0.0.0.0:9187
 log:
@@ -274,10 +321,42 @@ log:
 		{
 			name:  "WALSCRIBE_TABLES replaces the list",
 			env:   map[string]string{"WALSCRIBE_TABLES": "public.orders, billing.invoices,,customers"},
-			got:   func(c *Config) any { return c.Tables },
-			want:  []Table{{Name: "public.orders"}, {Name: "billing.invoices"}, {Name: "public.customers"}},
+			got:   func(c *Config) any { return tableNames(c) },
+			want:  []string{"public.orders", "billing.invoices", "public.customers"},
 			other: func(c *Config) any { return c.Log.Level },
 			keeps: "warn",
+		},
+		{
+			name:  "WALSCRIBE_EXCLUDE_TABLES replaces the list",
+			env:   map[string]string{"WALSCRIBE_EXCLUDE_TABLES": "public.tmp_*, audit_log,,*.scratch"},
+			got:   func(c *Config) any { return c.ExcludeTables },
+			want:  []string{"public.tmp_*", "public.audit_log", "*.scratch"},
+			other: func(c *Config) any { return tableNames(c) },
+			keeps: []string{"public.from_file"},
+		},
+		{
+			name:  "empty WALSCRIBE_EXCLUDE_TABLES empties the list",
+			env:   map[string]string{"WALSCRIBE_EXCLUDE_TABLES": ""},
+			got:   func(c *Config) any { return len(c.ExcludeTables) },
+			want:  0,
+			other: func(c *Config) any { return c.SkipUnchangedUpdates },
+			keeps: false,
+		},
+		{
+			name:  "WALSCRIBE_SKIP_UNCHANGED_UPDATES",
+			env:   map[string]string{"WALSCRIBE_SKIP_UNCHANGED_UPDATES": "true"},
+			got:   func(c *Config) any { return c.SkipUnchangedUpdates },
+			want:  true,
+			other: func(c *Config) any { return c.ExcludeTables },
+			keeps: []string{"public.from_file_tmp"},
+		},
+		{
+			name:  "WALSCRIBE_MASKING_SECRET",
+			env:   map[string]string{"WALSCRIBE_MASKING_SECRET": testSecret},
+			got:   func(c *Config) any { return c.Masking.Secret },
+			want:  testSecret,
+			other: func(c *Config) any { return c.Tables[0].Mask },
+			keeps: []string{"email"},
 		},
 		{
 			name:  "empty WALSCRIBE_HTTP_LISTEN turns http off",
@@ -292,8 +371,8 @@ log:
 			env:   map[string]string{"WALSCRIBE_HTTP_LISTEN": ":0"},
 			got:   func(c *Config) any { return c.HTTP.Listen },
 			want:  ":0",
-			other: func(c *Config) any { return c.Tables },
-			keeps: []Table{{Name: "public.from_file"}},
+			other: func(c *Config) any { return tableNames(c) },
+			keeps: []string{"public.from_file"},
 		},
 		{
 			name:  "WALSCRIBE_LOG_LEVEL",
@@ -341,6 +420,15 @@ log:
 	}
 }
 
+// tableNames lists the names of the tables entries.
+func tableNames(c *Config) []string {
+	var names []string
+	for _, t := range c.Tables {
+		names = append(names, t.Name)
+	}
+	return names
+}
+
 func TestEnvVarNames(t *testing.T) {
 	// Every key is read from WALSCRIBE_<SECTION>_<KEY>: set each to a value
 	// that differs from its default and is valid, and see it arrive.
@@ -354,6 +442,8 @@ func TestEnvVarNames(t *testing.T) {
 		"sink.batch_max_entries": "123",
 		"sink.batch_max_wait":    "250ms",
 		"context.prefix":         "app",
+		"masking.secret":         testSecret,
+		"skip_unchanged_updates": "false",
 		"http.listen":            "[::1]:9999",
 		"log.level":              "error",
 		"log.format":             "console",
@@ -411,6 +501,12 @@ func sameValue(t *testing.T, field reflect.Value, text string) bool {
 			t.Fatalf("%q: %v", text, err)
 		}
 		return v == d
+	case bool:
+		b, err := strconv.ParseBool(text)
+		if err != nil {
+			t.Fatalf("%q: %v", text, err)
+		}
+		return v == b
 	case int:
 		n, err := strconv.Atoi(text)
 		if err != nil {
@@ -429,6 +525,7 @@ func TestLoadErrors(t *testing.T) {
 	const dsn = "source:\n  dsn: " + testDSN + "\n"
 	const tables = "tables:\n  - name: public.orders\n"
 	const valid = dsn + tables
+	const secret = "masking:\n  secret: " + testSecret + "\n"
 	tests := []struct {
 		name    string
 		yaml    string            // the file; nofile for a path that does not exist
@@ -446,7 +543,7 @@ func TestLoadErrors(t *testing.T) {
 		{
 			name: "unknown top-level key, nothing close",
 			yaml: valid + "colour: red\n",
-			want: []string{"colour: unknown key", "the keys here are source, sink, context, tables, http, log"},
+			want: []string{"colour: unknown key", "the keys here are source, sink, context, masking, exclude_tables, skip_unchanged_updates, tables, http, log"},
 		},
 		{
 			name: "unknown nested key",
@@ -455,8 +552,13 @@ func TestLoadErrors(t *testing.T) {
 		},
 		{
 			name: "unknown key in a table entry",
-			yaml: valid + "  - name: public.customers\n    exclude: [updated_at]\n",
-			want: []string{"tables[1].exclude: unknown key", "the keys here are name"},
+			yaml: valid + "  - name: public.customers\n    masks: [email]\n",
+			want: []string{"tables[1].masks: unknown key", "did you mean mask?"},
+		},
+		{
+			name: "unknown key in a table entry, nothing close",
+			yaml: valid + "  - name: public.customers\n    colour: red\n",
+			want: []string{"tables[1].colour: unknown key", "the keys here are name, exclude, mask, mask_style, diff, actions, retention, skip_unchanged_updates"},
 		},
 		{
 			name:  "misspelt name in a table entry",
@@ -654,6 +756,207 @@ func TestLoadErrors(t *testing.T) {
 			want: []string{"tables[0].name: required", "e.g. public.orders"},
 		},
 
+		// Table patterns and exclude_tables.
+		{
+			name: "pattern with an unclosed bracket",
+			yaml: dsn + "tables:\n  - name: billing.invoice_[0-9\n",
+			want: []string{"tables[0].name: \"billing.invoice_[0-9\" is not a valid pattern", "close every [ with ]"},
+		},
+		{
+			name: "pattern with an empty bracket",
+			yaml: dsn + "tables:\n  - name: public.a[]\n",
+			want: []string{"tables[0].name: \"public.a[]\" is not a valid pattern"},
+		},
+		{
+			name: "pattern with capitals",
+			yaml: dsn + "tables:\n  - name: public.Invoice_*\n",
+			want: []string{"tables[0].name: \"public.Invoice_*\" is not a table pattern", "capital letter", "e.g. public.*"},
+		},
+		{
+			name: "pattern with a dash",
+			yaml: dsn + "tables:\n  - name: public.invoice-*\n",
+			want: []string{"tables[0].name: \"public.invoice-*\" is not a table pattern", `has '-'`},
+		},
+		{
+			name: "pattern with an escape",
+			yaml: dsn + "tables:\n  - name: 'public.invoice\\*'\n",
+			want: []string{"tables[0].name: \"public.invoice\\\\*\" is not a table pattern"},
+		},
+		{
+			name: "pattern with three parts",
+			yaml: dsn + "tables:\n  - name: app.public.*\n",
+			want: []string{"tables[0].name: \"app.public.*\" is not a table pattern", "has a dot"},
+		},
+		{
+			name: "pattern without table part",
+			yaml: dsn + "tables:\n  - name: billing.\n",
+			want: []string{"tables[0].name: \"billing.\" is not a table name"},
+		},
+		{
+			name: "duplicate pattern, once without schema",
+			yaml: dsn + "tables:\n  - name: public.*\n  - name: public.orders\n  - name: \"*\"\n",
+			want: []string{"tables[2].name: public.* is listed twice (also tables[0])", "merge their rules"},
+		},
+		{
+			name: "unquoted pattern that starts with a star",
+			yaml: dsn + "tables:\n  - name: *.audit_log\n",
+			want: []string{"not valid YAML"},
+		},
+		{
+			name:  "exclude_tables entries",
+			yaml:  valid + "exclude_tables:\n  - public.Sessions\n  - tmp_[a\n  - \"\"\n  - public.tmp_*\n  - tmp_*\n",
+			want:  []string{"exclude_tables[0]: \"public.Sessions\" is not a table name", "exclude_tables[1]: \"tmp_[a\" is not a valid pattern", "exclude_tables[2]: empty", "exclude_tables[4]: public.tmp_* is listed twice (also exclude_tables[3])"},
+			count: 4,
+		},
+		{
+			name: "exclude_tables not a list",
+			yaml: valid + "exclude_tables: public.sessions\n",
+			want: []string{"exclude_tables: cannot use \"public.sessions\": want a list such as [a, b]"},
+		},
+		{
+			name: "bad pattern in WALSCRIBE_EXCLUDE_TABLES",
+			yaml: valid,
+			env:  map[string]string{"WALSCRIBE_EXCLUDE_TABLES": "public.ok,Bad"},
+			want: []string{"exclude_tables[1]: \"Bad\" is not a table name"},
+		},
+
+		// Columns.
+		{
+			name:  "empty and repeated column names",
+			yaml:  dsn + "tables:\n  - name: public.users\n    exclude: [\"\", a, a]\n    mask: [b, \" \"]\n    mask_style: redact\n",
+			want:  []string{"tables[0].exclude[0]: empty column name", "tables[0].exclude[2]: a is listed twice (also tables[0].exclude[1])", "tables[0].mask[1]: empty column name"},
+			count: 3,
+		},
+		{
+			name: "column excluded and masked",
+			yaml: dsn + "tables:\n  - name: public.users\n    exclude: [password_hash]\n    mask: [email, password_hash]\n    mask_style: redact\n",
+			want: []string{"tables[0].mask[1]: password_hash is also in tables[0].exclude", "remove it from one of the two lists"},
+		},
+		{
+			name: "exclude not a list",
+			yaml: dsn + "tables:\n  - name: public.users\n    exclude: password_hash\n",
+			want: []string{"tables[0].exclude: cannot use \"password_hash\": want a list such as [a, b]"},
+		},
+
+		// mask_style.
+		{
+			name: "mask_style misspelt",
+			yaml: dsn + "tables:\n  - name: public.users\n    mask: [email]\n    mask_style: redcat\n" + secret,
+			want: []string{"tables[0].mask_style: \"redcat\" is not allowed", "did you mean redact?"},
+		},
+		{
+			name: "mask_style nothing close",
+			yaml: dsn + "tables:\n  - name: public.users\n    mask: [email]\n    mask_style: encrypt\n" + secret,
+			want: []string{"tables[0].mask_style: \"encrypt\" is not allowed", "use one of hash, redact"},
+		},
+		{
+			name: "mask_style empty",
+			yaml: dsn + "tables:\n  - name: public.users\n    mask: [email]\n    mask_style: \"\"\n" + secret,
+			want: []string{"tables[0].mask_style: cannot use \"\"", "want hash or redact", "leave the key out for hash"},
+		},
+		{
+			name: "mask_style a list",
+			yaml: dsn + "tables:\n  - name: public.users\n    mask: [email]\n    mask_style: [redact]\n" + secret,
+			want: []string{"tables[0].mask_style: cannot use a list", "{card_number: redact}"},
+		},
+		{
+			name: "mask_style map word misspelt",
+			yaml: dsn + "tables:\n  - name: public.users\n    mask: [email, phone]\n    mask_style: {phone: hsah}\n" + secret,
+			want: []string{"tables[0].mask_style.phone: \"hsah\" is not allowed", "did you mean hash?"},
+		},
+		{
+			name: "mask_style map value not a word",
+			yaml: dsn + "tables:\n  - name: public.users\n    mask: [email, phone]\n    mask_style: {phone: [redact]}\n" + secret,
+			want: []string{"tables[0].mask_style: cannot use a list for column phone", "want hash or redact"},
+		},
+		{
+			name: "mask_style map value left out",
+			yaml: dsn + "tables:\n  - name: public.users\n    mask: [email, phone]\n    mask_style: {phone: }\n" + secret,
+			want: []string{"tables[0].mask_style: cannot use nothing for column phone: want hash or redact"},
+		},
+		{
+			name: "mask_style map names a column not masked",
+			yaml: dsn + "tables:\n  - name: public.users\n    mask: [email]\n    mask_style: {email: redact, phone: redact}\n" + secret,
+			want: []string{"tables[0].mask_style.phone: phone is not in tables[0].mask", "add it to mask, or remove it from mask_style"},
+		},
+
+		// diff, actions, retention, skip_unchanged_updates.
+		{
+			name: "diff misspelt",
+			yaml: dsn + "tables:\n  - name: public.users\n    diff: change\n",
+			want: []string{"tables[0].diff: \"change\" is not allowed", "did you mean changes?"},
+		},
+		{
+			name: "diff nothing close",
+			yaml: dsn + "tables:\n  - name: public.users\n    diff: none\n",
+			want: []string{"tables[0].diff: \"none\" is not allowed", "use one of full, changes"},
+		},
+		{
+			name:  "actions misspelt and repeated",
+			yaml:  dsn + "tables:\n  - name: public.users\n    actions: [insert, updte, Delete, insert, merge]\n",
+			want:  []string{"tables[0].actions[1]: \"updte\" is not allowed: did you mean update?", "tables[0].actions[2]: \"Delete\" is not allowed: did you mean delete?", "tables[0].actions[3]: insert is listed twice (also tables[0].actions[0])", "tables[0].actions[4]: \"merge\" is not allowed: use one of insert, update, delete, truncate"},
+			count: 4,
+		},
+		{
+			name: "actions empty",
+			yaml: dsn + "tables:\n  - name: public.users\n    actions: []\n",
+			want: []string{"tables[0].actions: empty, so nothing would be recorded", "leave the key out to record all four", "exclude_tables"},
+		},
+		{
+			name: "actions one word",
+			yaml: dsn + "tables:\n  - name: public.users\n    actions: insert\n",
+			want: []string{"tables[0].actions: cannot use \"insert\": want a list such as [a, b]"},
+		},
+		{
+			name:  "retention formats",
+			yaml:  dsn + "tables:\n  - name: public.a\n    retention: 90\n  - name: public.b\n    retention: 90 days\n  - name: public.c\n    retention: 0d\n  - name: public.d\n    retention: 1h\n  - name: public.e\n    retention: 7Y\n  - name: public.f\n    retention: 1.5y\n",
+			want:  []string{"tables[0].retention: \"90\" is not a retention period", "tables[1].retention: \"90 days\"", "tables[2].retention: \"0d\"", "tables[3].retention: \"1h\"", "tables[4].retention: \"7Y\"", "tables[5].retention: \"1.5y\"", "whole number above 0 and a unit d (days), w (weeks), m (months) or y (years), e.g. 90d or 7y"},
+			count: 6,
+		},
+		{
+			name:  "skip_unchanged_updates not true or false",
+			yaml:  dsn + "tables:\n  - name: public.users\n    skip_unchanged_updates: 2\nskip_unchanged_updates: maybe\n",
+			want:  []string{"tables[0].skip_unchanged_updates: cannot use 2: want true or false", "skip_unchanged_updates: cannot use \"maybe\": want true or false"},
+			count: 2,
+		},
+		{
+			name: "WALSCRIBE_SKIP_UNCHANGED_UPDATES not true or false",
+			yaml: valid,
+			env:  map[string]string{"WALSCRIBE_SKIP_UNCHANGED_UPDATES": "yes"},
+			want: []string{"skip_unchanged_updates: cannot use \"yes\": want true or false"},
+		},
+
+		// masking.secret.
+		{
+			name: "hash mask without secret",
+			yaml: dsn + "tables:\n  - name: public.orders\n  - name: public.users\n    mask: [phone, email]\n    mask_style: {phone: redact}\n",
+			want: []string{"masking.secret: required because tables[1].mask masks email with style hash", "WALSCRIBE_MASKING_SECRET", "openssl rand -hex 32", "mask_style: redact"},
+		},
+		{
+			name: "hash mask with an empty secret from the environment",
+			yaml: dsn + "tables:\n  - name: public.users\n    mask: [email]\nmasking:\n  secret: " + testSecret + "\n",
+			env:  map[string]string{"WALSCRIBE_MASKING_SECRET": ""},
+			want: []string{"masking.secret: required because tables[0].mask masks email with style hash"},
+		},
+		{
+			name:    "secret too short",
+			yaml:    valid + "masking:\n  secret: sh0rt-s3cret\n",
+			want:    []string{"masking.secret: 12 bytes is too short", "at least 16", "openssl rand -hex 32"},
+			notWant: []string{"sh0rt-s3cret"},
+		},
+		{
+			name:    "secret too short from the environment",
+			yaml:    dsn + "tables:\n  - name: public.users\n    mask: [email]\n",
+			env:     map[string]string{"WALSCRIBE_MASKING_SECRET": "sh0rt-s3cret"},
+			want:    []string{"masking.secret: 12 bytes is too short"},
+			notWant: []string{"sh0rt-s3cret"},
+		},
+		{
+			name: "masking not a section",
+			yaml: valid + "masking: " + testSecret + "\n",
+			want: []string{"masking: cannot use \"" + testSecret + "\": want a section of keys"},
+		},
+
 		// http and log.
 		{
 			name: "listen without port",
@@ -834,6 +1137,18 @@ func TestValidate(t *testing.T) {
 		{"no tables", func(c *Config) { c.Tables = nil }, "tables: no tables to audit"},
 		{"http off", func(c *Config) { c.HTTP.Listen = "" }, ""},
 		{"status interval too long", func(c *Config) { c.Source.StatusInterval = 2 * time.Minute }, "source.status_interval: 2m0s is out of range"},
+		// A Table built by hand may leave the defaults zero.
+		{"entry with zero defaults", func(c *Config) {
+			c.Tables = []Table{{Name: "public.orders", Mask: []string{"email"}, MaskStyle: MaskStyle{PerColumn: map[string]string{"email": "redact"}}}}
+		}, ""},
+		{"hash mask added", func(c *Config) { c.Tables[0].Mask = []string{"email"} }, "masking.secret: required because tables[0].mask masks email with style hash"},
+		{"hash mask added with a secret", func(c *Config) { c.Tables[0].Mask = []string{"email"}; c.Masking.Secret = testSecret }, ""},
+		{"redact mask added", func(c *Config) { c.Tables[0].Mask = []string{"email"}; c.Tables[0].MaskStyle.Default = "redact" }, ""},
+		{"actions emptied", func(c *Config) { c.Tables[0].Actions = []string{} }, "tables[0].actions: empty"},
+		{"actions nil", func(c *Config) { c.Tables[0].Actions = nil }, ""},
+		{"diff emptied", func(c *Config) { c.Tables[0].Diff = "" }, ""},
+		{"pattern", func(c *Config) { c.Tables[0].Name = "*.audit_log" }, ""},
+		{"exclude_tables bad", func(c *Config) { c.ExcludeTables = []string{"public.[x"} }, "exclude_tables[0]: \"public.[x\" is not a valid pattern"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {

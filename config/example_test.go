@@ -5,6 +5,7 @@ import (
 	"net/url"
 	"os"
 	"reflect"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -15,12 +16,17 @@ import (
 // examplePath is the example configuration shipped with walscribe.
 const examplePath = "../deploy/walscribe.example.yaml"
 
+// exampleEnv is what a deployment of the example sets in the environment:
+// the masking secret, which the example keeps out of the file.
+var exampleEnv = map[string]string{"WALSCRIBE_MASKING_SECRET": testSecret}
+
 // TestExampleConfig loads the shipped example and checks it against the
 // file as a plain YAML parser reads it: every key is there, documented with
 // its default and its environment variable, and arrives in the Config with
-// the value written.
+// the value written (or, for the secret, the value of its variable).
 func TestExampleConfig(t *testing.T) {
 	isolateEnv(t)
+	setEnv(t, exampleEnv)
 	cfg, err := Load(examplePath)
 	if err != nil {
 		t.Fatalf("the example config does not load: %v", err)
@@ -65,8 +71,15 @@ func TestExampleConfig(t *testing.T) {
 			if value.Kind != yaml.ScalarNode {
 				t.Fatalf("%s is not a single value in the example", l.key)
 			}
-			if got := fieldByKey(t, reflect.ValueOf(*cfg), l.key); !sameValue(t, got, value.Value) {
-				t.Errorf("%s: the example says %q, Load gives %v", l.key, value.Value, got.Interface())
+			want := value.Value
+			if env, ok := exampleEnv[envVar(l.key)]; ok {
+				if value.Value != "" {
+					t.Errorf("%s: the example writes %q into the file, want \"\" and the secret in %s", l.key, value.Value, envVar(l.key))
+				}
+				want = env
+			}
+			if got := fieldByKey(t, reflect.ValueOf(*cfg), l.key); !sameValue(t, got, want) {
+				t.Errorf("%s: the example says %q, Load gives %v", l.key, want, got.Interface())
 			}
 		})
 	}
@@ -81,22 +94,100 @@ func TestExampleConfig(t *testing.T) {
 				t.Errorf("the comment on tables does not say %q:\n%s", w, key.HeadComment)
 			}
 		}
+		// Every key of an entry is explained in the comment.
+		for i := range reflect.TypeFor[Table]().NumField() {
+			name := tag(reflect.TypeFor[Table]().Field(i))
+			if !strings.Contains(key.HeadComment, name) {
+				t.Errorf("the comment on tables does not explain %s", name)
+			}
+		}
+
+		// Each entry as a plain YAML parser reads it, with the documented
+		// defaults for what it leaves out.
 		var want []Table
+		shows := map[string]bool{}
 		for _, entry := range value.Content {
-			var tb struct{ Name string }
-			if err := entry.Decode(&tb); err != nil {
+			var e struct {
+				Name                 string    `yaml:"name"`
+				Exclude              []string  `yaml:"exclude"`
+				Mask                 []string  `yaml:"mask"`
+				MaskStyle            yaml.Node `yaml:"mask_style"`
+				Diff                 string    `yaml:"diff"`
+				Actions              []string  `yaml:"actions"`
+				Retention            string    `yaml:"retention"`
+				SkipUnchangedUpdates *bool     `yaml:"skip_unchanged_updates"`
+			}
+			if err := entry.Decode(&e); err != nil {
 				t.Fatal(err)
 			}
-			if !strings.Contains(tb.Name, ".") {
-				tb.Name = "public." + tb.Name
+			tb := loaded(e.Name)
+			if !strings.Contains(e.Name, ".") {
+				tb.Name = "public." + e.Name
 			}
-			want = append(want, Table{Name: tb.Name})
+			tb.Exclude, tb.Mask, tb.Retention = e.Exclude, e.Mask, e.Retention
+			if e.Diff != "" {
+				tb.Diff = e.Diff
+			}
+			if e.Actions != nil {
+				tb.Actions = e.Actions
+			}
+			if e.SkipUnchangedUpdates != nil {
+				tb.SkipUnchangedUpdates = e.SkipUnchangedUpdates
+			} else {
+				tb.SkipUnchangedUpdates = ptr(cfg.SkipUnchangedUpdates)
+			}
+			switch e.MaskStyle.Kind {
+			case yaml.ScalarNode:
+				tb.MaskStyle.Default = e.MaskStyle.Value
+				shows["mask_style word"] = true
+			case yaml.MappingNode:
+				if err := e.MaskStyle.Decode(&tb.MaskStyle.PerColumn); err != nil {
+					t.Fatal(err)
+				}
+				shows["mask_style map"] = true
+			}
+			want = append(want, tb)
+
+			shows["pattern"] = shows["pattern"] || strings.ContainsAny(e.Name, "*?[")
+			shows["exclude"] = shows["exclude"] || len(e.Exclude) > 0
+			shows["mask"] = shows["mask"] || len(e.Mask) > 0
+			shows["diff: changes"] = shows["diff: changes"] || e.Diff == "changes"
+			shows["actions"] = shows["actions"] || len(e.Actions) > 0
+			shows["retention"] = shows["retention"] || e.Retention != ""
+			shows["skip_unchanged_updates"] = shows["skip_unchanged_updates"] || e.SkipUnchangedUpdates != nil
 		}
-		if len(want) < 2 {
-			t.Errorf("the example lists %d tables, want a few to show the list", len(want))
+		for _, feature := range []string{"pattern", "exclude", "mask", "mask_style word", "mask_style map", "diff: changes", "actions", "retention", "skip_unchanged_updates"} {
+			if !shows[feature] {
+				t.Errorf("no entry of the example shows %s", feature)
+			}
 		}
 		if !reflect.DeepEqual(cfg.Tables, want) {
-			t.Errorf("tables: the example says %v, Load gives %v", want, cfg.Tables)
+			t.Errorf("tables: the example says%s\nLoad gives%s", showTables(want), showTables(cfg.Tables))
+		}
+		if !cfg.HasHashMask() {
+			t.Errorf("the example hashes no column, so it does not show why masking.secret is needed")
+		}
+	})
+
+	t.Run("exclude_tables", func(t *testing.T) {
+		key, value := lookup(root, "exclude_tables")
+		if key == nil || value.Kind != yaml.SequenceNode {
+			t.Fatal("the example has no exclude_tables list")
+		}
+		for _, w := range []string{excludeTablesEnv, "Default: none"} {
+			if !strings.Contains(key.HeadComment, w) {
+				t.Errorf("the comment on exclude_tables does not say %q:\n%s", w, key.HeadComment)
+			}
+		}
+		var names []string
+		if err := value.Decode(&names); err != nil {
+			t.Fatal(err)
+		}
+		if len(names) == 0 || !slices.ContainsFunc(names, func(n string) bool { return strings.ContainsAny(n, "*?[") }) {
+			t.Errorf("exclude_tables %q: want a few entries, one of them a pattern", names)
+		}
+		if !reflect.DeepEqual(cfg.ExcludeTables, names) {
+			t.Errorf("exclude_tables: the example says %q, Load gives %q", names, cfg.ExcludeTables)
 		}
 	})
 
@@ -114,12 +205,33 @@ func TestExampleConfig(t *testing.T) {
 	})
 }
 
+// TestExampleConfigNeedsSecret loads the example as it is shipped, with
+// nothing in the environment: the one thing missing is the masking secret,
+// and the error says where to put it.
+func TestExampleConfigNeedsSecret(t *testing.T) {
+	isolateEnv(t)
+	_, err := Load(examplePath)
+	if err == nil {
+		t.Fatal("the example loads without a masking secret, though it hashes columns")
+	}
+	msg := err.Error()
+	for _, w := range []string{"masking.secret: required", "WALSCRIBE_MASKING_SECRET", "openssl rand -hex 32"} {
+		if !strings.Contains(msg, w) {
+			t.Errorf("error lacks %q:\n%s", w, msg)
+		}
+	}
+	if strings.Contains(msg, " problems:\n") {
+		t.Errorf("want only the secret missing, got:\n%s", msg)
+	}
+}
+
 // TestExampleConfigWithEnvironment loads the example as a deployment would,
 // with secrets and overrides in the environment.
 func TestExampleConfigWithEnvironment(t *testing.T) {
 	isolateEnv(t)
 	const dsn = "postgres://walscribe:s3cret@db.internal:5432/app?sslmode=verify-full"
 	t.Setenv("WALSCRIBE_SOURCE_DSN", dsn)
+	t.Setenv("WALSCRIBE_MASKING_SECRET", "s3cret-masking-key-0123456789")
 	t.Setenv("WALSCRIBE_HTTP_LISTEN", ":9187")
 	cfg, err := Load(examplePath)
 	if err != nil {
@@ -132,7 +244,7 @@ func TestExampleConfigWithEnvironment(t *testing.T) {
 		t.Errorf("http.listen = %q, want :9187", cfg.HTTP.Listen)
 	}
 	if strings.Contains(fmt.Sprint(cfg.Redacted()), "s3cret") {
-		t.Errorf("Redacted() shows the password: %v", cfg.Redacted())
+		t.Errorf("Redacted() shows a secret: %v", cfg.Redacted())
 	}
 }
 

@@ -78,6 +78,10 @@ func unknownKeys(prefix string, value any, t reflect.Type) []error {
 	var problems []error
 	switch t.Kind() {
 	case reflect.Struct:
+		if t == maskStyleType {
+			// A map of mask_style holds column names, not keys.
+			return nil
+		}
 		settings, ok := value.(map[string]any)
 		if !ok {
 			return nil
@@ -181,9 +185,46 @@ func durationHook(from, to reflect.Type, data any) (any, error) {
 	return d, nil
 }
 
+var maskStyleType = reflect.TypeFor[MaskStyle]()
+
+// maskStyleHook decodes mask_style from one word for every masked column
+// (redact) or a map of column to word ({card_number: redact}), where the
+// columns the map leaves out use hash. Validate checks the words.
+func maskStyleHook(from, to reflect.Type, data any) (any, error) {
+	if to != maskStyleType || from == maskStyleType {
+		return data, nil
+	}
+	const how = "want hash or redact, or a map of column to style such as {card_number: redact}"
+	switch v := data.(type) {
+	case nil:
+		return MaskStyle{}, nil
+	case string:
+		if v == "" {
+			return nil, fmt.Errorf("cannot use \"\": %s; leave the key out for hash", how)
+		}
+		return MaskStyle{Default: v}, nil
+	case map[string]any:
+		style := MaskStyle{Default: StyleHash}
+		for _, col := range slices.Sorted(maps.Keys(v)) {
+			word, ok := v[col].(string)
+			if !ok {
+				return nil, fmt.Errorf("cannot use %s for column %s: want hash or redact", describe(v[col]), col)
+			}
+			if style.PerColumn == nil {
+				style.PerColumn = make(map[string]string, len(v))
+			}
+			style.PerColumn[col] = word
+		}
+		return style, nil
+	default:
+		return nil, fmt.Errorf("cannot use %s: %s", describe(data), how)
+	}
+}
+
 // shapeHook rejects values that the decoder would otherwise change without
 // a word: a fraction or true/false where a whole number belongs (5000.5 would
-// become 5000, true would become 1), and a single value where a section or a
+// become 5000, true would become 1), a number where true or false belongs (2
+// would become true), and a single value where a section or a
 // list belongs (tables: public.orders would become one entry that cannot be
 // read).
 func shapeHook(from, to reflect.Type, data any) (any, error) {
@@ -200,6 +241,11 @@ func shapeHook(from, to reflect.Type, data any) (any, error) {
 			wrong = v != math.Trunc(v)
 		case float32:
 			wrong = float64(v) != math.Trunc(float64(v))
+		}
+	case reflect.Bool:
+		switch data.(type) {
+		case int, int8, int16, int32, int64, uint, uint8, uint16, uint32, uint64, float32, float64:
+			wrong = true
 		}
 	case reflect.Struct:
 		wrong = from.Kind() != reflect.Map && from.Kind() != reflect.Struct
@@ -264,6 +310,8 @@ func decodeMessage(err error) string {
 // describe shows a value from the file or the environment in a message.
 func describe(v any) string {
 	switch v := v.(type) {
+	case nil:
+		return "nothing"
 	case string:
 		return strconv.Quote(v)
 	case map[string]any:
@@ -284,8 +332,17 @@ func want(t reflect.Type) string {
 		return "an entry like `name: public.orders`"
 	case t == reflect.TypeFor[[]Table]():
 		return "a list of entries like `- name: public.orders`"
+	case t == maskStyleType:
+		return "hash or redact, or a map of column to style such as {card_number: redact}"
+	case t == reflect.TypeFor[[]string]():
+		return "a list such as [a, b]"
+	}
+	if t.Kind() == reflect.Pointer {
+		t = t.Elem()
 	}
 	switch t.Kind() {
+	case reflect.Bool:
+		return "true or false"
 	case reflect.Int, reflect.Int8, reflect.Int16, reflect.Int32, reflect.Int64:
 		return "a whole number"
 	case reflect.String:

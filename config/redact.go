@@ -3,16 +3,49 @@ package config
 import (
 	"net/url"
 	"regexp"
+	"slices"
 	"strings"
 )
 
 // Redacted returns the configuration as nested maps keyed like the file, with
-// passwords in connection strings replaced by "xxxxx", for logging at
-// startup. Durations are strings such as "100ms".
+// passwords in connection strings and the masking secret replaced by "xxxxx"
+// (the secret is "" when not set), for logging at startup. Durations are
+// strings such as "100ms". Each tables entry shows the rules in force for it,
+// with the defaults filled in and mask_style as a map of every masked column
+// to its style.
 func (c *Config) Redacted() map[string]any {
-	tables := make([]string, len(c.Tables))
+	tables := make([]map[string]any, len(c.Tables))
 	for i, t := range c.Tables {
-		tables[i] = t.Name
+		styles := make(map[string]string, len(t.Mask))
+		for _, col := range t.Mask {
+			styles[col] = t.MaskStyle.StyleOf(col)
+		}
+		diff := t.Diff
+		if diff == "" {
+			diff = DiffFull
+		}
+		acts := t.Actions
+		if acts == nil {
+			acts = actions()
+		}
+		skip := c.SkipUnchangedUpdates
+		if t.SkipUnchangedUpdates != nil {
+			skip = *t.SkipUnchangedUpdates
+		}
+		tables[i] = map[string]any{
+			"name":                   t.Name,
+			"exclude":                orEmpty(t.Exclude),
+			"mask":                   orEmpty(t.Mask),
+			"mask_style":             styles,
+			"diff":                   diff,
+			"actions":                slices.Clone(acts),
+			"retention":              t.Retention,
+			"skip_unchanged_updates": skip,
+		}
+	}
+	secret := ""
+	if c.Masking.Secret != "" {
+		secret = redactedPassword
 	}
 	return map[string]any{
 		"source": map[string]any{
@@ -27,11 +60,20 @@ func (c *Config) Redacted() map[string]any {
 			"batch_max_entries": c.Sink.BatchMaxEntries,
 			"batch_max_wait":    c.Sink.BatchMaxWait.String(),
 		},
-		"context": map[string]any{"prefix": c.Context.Prefix},
-		"tables":  tables,
-		"http":    map[string]any{"listen": c.HTTP.Listen},
-		"log":     map[string]any{"level": c.Log.Level, "format": c.Log.Format},
+		"context":                map[string]any{"prefix": c.Context.Prefix},
+		"masking":                map[string]any{"secret": secret},
+		"exclude_tables":         orEmpty(c.ExcludeTables),
+		"skip_unchanged_updates": c.SkipUnchangedUpdates,
+		"tables":                 tables,
+		"http":                   map[string]any{"listen": c.HTTP.Listen},
+		"log":                    map[string]any{"level": c.Log.Level, "format": c.Log.Format},
 	}
+}
+
+// orEmpty copies a list, as an empty list rather than nil when it has
+// nothing, so that logs show [] rather than null.
+func orEmpty(list []string) []string {
+	return append([]string{}, list...)
 }
 
 // redactedPassword replaces passwords in connection strings.

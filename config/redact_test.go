@@ -86,15 +86,36 @@ func TestRedacted(t *testing.T) {
 	c := Default()
 	c.Source.DSN = "postgres://walscribe:s3cret@db.internal:5432/app"
 	c.Sink.BatchMaxWait = 250 * time.Millisecond
-	c.Tables = []Table{{Name: "public.orders"}, {Name: "billing.invoices"}}
+	c.Masking.Secret = "s3cret-masking-key-0123456789"
+	c.ExcludeTables = []string{"public.sessions"}
+	c.SkipUnchangedUpdates = false
+	c.Tables = []Table{
+		{Name: "public.orders"},
+		{
+			Name:                 "billing.invoice_*",
+			Exclude:              []string{"notes"},
+			Mask:                 []string{"card_number", "email"},
+			MaskStyle:            MaskStyle{PerColumn: map[string]string{"card_number": "redact"}},
+			Diff:                 "changes",
+			Actions:              []string{"insert", "update"},
+			Retention:            "7y",
+			SkipUnchangedUpdates: ptr(true),
+		},
+	}
 	r := c.Redacted()
 
 	if s := fmt.Sprint(r); strings.Contains(s, "s3cret") {
-		t.Errorf("Redacted() shows the password: %s", s)
+		t.Errorf("Redacted() shows a secret: %s", s)
 	}
 	// Every key of the file is in the map, under the same name.
 	for _, l := range leaves("", reflect.ValueOf(c)) {
-		section, key, _ := strings.Cut(l.key, ".")
+		section, key, nested := strings.Cut(l.key, ".")
+		if !nested {
+			if _, ok := r[section]; !ok {
+				t.Errorf("Redacted() has no %s", l.key)
+			}
+			continue
+		}
 		m, ok := r[section].(map[string]any)
 		if !ok {
 			t.Errorf("Redacted() has no section %s", section)
@@ -102,6 +123,19 @@ func TestRedacted(t *testing.T) {
 		}
 		if _, ok := m[key]; !ok {
 			t.Errorf("Redacted() has no %s", l.key)
+		}
+	}
+	tables, ok := r["tables"].([]map[string]any)
+	if !ok || len(tables) != 2 {
+		t.Fatalf("Redacted() tables = %#v, want two entries", r["tables"])
+	}
+	// Every key of a tables entry is there, under the same name.
+	for i := range reflect.TypeFor[Table]().NumField() {
+		key := tag(reflect.TypeFor[Table]().Field(i))
+		for j, entry := range tables {
+			if _, ok := entry[key]; !ok {
+				t.Errorf("Redacted() tables[%d] has no %s", j, key)
+			}
 		}
 	}
 	tests := []struct {
@@ -112,7 +146,22 @@ func TestRedacted(t *testing.T) {
 		{"sink.batch_max_wait", r["sink"].(map[string]any)["batch_max_wait"], "250ms"},
 		{"source.status_interval", r["source"].(map[string]any)["status_interval"], "10s"},
 		{"sink.dsn", r["sink"].(map[string]any)["dsn"], ""},
-		{"tables", r["tables"], []string{"public.orders", "billing.invoices"}},
+		{"masking.secret", r["masking"].(map[string]any)["secret"], "xxxxx"},
+		{"exclude_tables", r["exclude_tables"], []string{"public.sessions"}},
+		{"skip_unchanged_updates", r["skip_unchanged_updates"], false},
+		// An entry built by hand shows the defaults in force.
+		{"tables[0]", tables[0], map[string]any{
+			"name": "public.orders", "exclude": []string{}, "mask": []string{},
+			"mask_style": map[string]string{}, "diff": "full",
+			"actions":   []string{"insert", "update", "delete", "truncate"},
+			"retention": "", "skip_unchanged_updates": false,
+		}},
+		// mask_style shows the style of every masked column.
+		{"tables[1]", tables[1], map[string]any{
+			"name": "billing.invoice_*", "exclude": []string{"notes"}, "mask": []string{"card_number", "email"},
+			"mask_style": map[string]string{"card_number": "redact", "email": "hash"}, "diff": "changes",
+			"actions": []string{"insert", "update"}, "retention": "7y", "skip_unchanged_updates": true,
+		}},
 	}
 	for _, tt := range tests {
 		t.Run(tt.key, func(t *testing.T) {
@@ -121,4 +170,19 @@ func TestRedacted(t *testing.T) {
 			}
 		})
 	}
+
+	t.Run("no secret", func(t *testing.T) {
+		c.Masking.Secret = ""
+		if got := c.Redacted()["masking"].(map[string]any)["secret"]; got != "" {
+			t.Errorf("Redacted() masking.secret = %#v without a secret, want \"\"", got)
+		}
+	})
+	t.Run("a copy", func(t *testing.T) {
+		// Changing the map for a log must not change the Config.
+		r["exclude_tables"].([]string)[0] = "changed"
+		tables[1]["actions"].([]string)[0] = "changed"
+		if c.ExcludeTables[0] != "public.sessions" || c.Tables[1].Actions[0] != "insert" {
+			t.Errorf("changing Redacted() changed the Config: %v, %v", c.ExcludeTables, c.Tables[1].Actions)
+		}
+	})
 }

@@ -55,24 +55,7 @@ func (c *Config) problems() []problem {
 
 	check("context.prefix", checkIdent(c.Context.Prefix, "audit"))
 
-	if len(c.Tables) == 0 {
-		check("tables", "no tables to audit: add at least one entry like `- name: public.orders` (or set "+tablesEnv+"=public.orders)")
-	}
-	seen := make(map[string]int, len(c.Tables)) // schema.table → index
-	for i, t := range c.Tables {
-		key := fmt.Sprintf("tables[%d].name", i)
-		if msg := checkTableName(t.Name); msg != "" {
-			check(key, msg)
-			continue
-		}
-		schema, table := t.Split()
-		qualified := schema + "." + table
-		if first, dup := seen[qualified]; dup {
-			check(key, fmt.Sprintf("%s is listed twice (also tables[%d]): remove one of them", qualified, first))
-			continue
-		}
-		seen[qualified] = i
-	}
+	c.tableProblems(check)
 
 	if c.HTTP.Listen != "" {
 		check("http.listen", checkListen(c.HTTP.Listen))
@@ -115,21 +98,6 @@ func checkIdent(s, example string) string {
 func checkDuration(d, least, most time.Duration, allowed string) string {
 	if d < least || d > most {
 		return fmt.Sprintf("%s is out of range: use a duration %s", d, allowed)
-	}
-	return ""
-}
-
-func checkTableName(name string) string {
-	if name == "" {
-		return "required: name the table as schema.table, e.g. public.orders"
-	}
-	parts := strings.Split(name, ".")
-	valid := len(parts) <= 2
-	for _, p := range parts {
-		valid = valid && plainIdent.MatchString(p)
-	}
-	if !valid {
-		return fmt.Sprintf("%q is not a table name: write schema.table (or table, meaning public.table) in lowercase unquoted identifiers, e.g. public.orders", name)
 	}
 	return ""
 }

@@ -388,11 +388,8 @@ func GlobToRegexp(glob string) string {
 				b.WriteString(`\[`)
 				continue
 			}
-			class := glob[i+1 : i+1+j]
-			if strings.HasPrefix(class, "^") || strings.HasPrefix(class, "!") {
-				class = "^" + class[1:]
-			}
-			b.WriteString("[" + class + "]")
+			// path.Match classes: [abc], [a-z], [^abc]; POSIX reads them alike.
+			b.WriteString("[" + glob[i+1:i+1+j] + "]")
 			i += j + 1
 		case '\\':
 			if i+1 < len(glob) {

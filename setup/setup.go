@@ -144,6 +144,15 @@ func Run(ctx context.Context, cfg Config, say func(format string, args ...any)) 
 	} else {
 		say("replication slot %q: exists", cfg.Slot)
 	}
+	if cfg.Rules != nil {
+		rep, err := Inspect(ctx, src, cfg.Rules, cfg.Publication, skipSchema)
+		if err != nil {
+			return err
+		}
+		for _, p := range rep.Problems {
+			say("warning: %s", p)
+		}
+	}
 	say("ready: %d tables tracked; start the daemon with `walscribe run`", len(cfg.Tables))
 	return nil
 }

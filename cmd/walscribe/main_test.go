@@ -245,3 +245,5 @@ func TestUserErrors(t *testing.T) {
 		})
 	}
 }
+
+func writeFile(path, content string) error { return os.WriteFile(path, []byte(content), 0o600) }

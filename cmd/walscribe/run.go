@@ -1,6 +1,12 @@
 package main
 
 import (
+	"context"
+	"os"
+	"os/signal"
+	"syscall"
+	"time"
+
 	"github.com/spf13/cobra"
 	"go.uber.org/zap"
 
@@ -12,7 +18,16 @@ import (
 func newRunCmd(g *globals) *cobra.Command {
 	return &cobra.Command{
 		Use:   "run",
-		Short: "Stream changes into the audit trail until stopped (SIGINT/SIGTERM drain and exit)",
+		Short: "Stream changes into the audit trail until stopped (SIGINT/SIGTERM drain and exit; SIGHUP reloads the rules)",
+		Long: `run streams the replication slot into the audit schema until SIGINT or SIGTERM,
+which store what was received, acknowledge it and exit.
+
+SIGHUP reloads the configuration file's per-table rules (columns excluded and
+masked, diff, actions, the masking secret) without a restart: they apply from the
+next transaction, and the rules in force are recorded in the audit schema's rules
+table with the position they apply from. A file with errors is refused, and the
+rules in force stay. Tables to add to or remove from the publication need
+` + "`walscribe setup`" + ` (tables created later that match a pattern are added by itself).`,
 		RunE: func(cmd *cobra.Command, args []string) error {
 			c, err := g.load()
 			if err != nil {
@@ -23,9 +38,53 @@ func newRunCmd(g *globals) *cobra.Command {
 				return err
 			}
 			defer log.Sync()
+			rs, err := rulesFromConfig(c)
+			if err != nil {
+				return err
+			}
 			log.Info("walscribe starting", zap.String("version", version), zap.Any("config", c.Redacted()))
-			return daemon.New(daemonConfig(c), log).Run(cmd.Context())
+			// The checks of config check, as warnings: the daemon runs
+			// anyway, and records what it can.
+			ictx, cancel := context.WithTimeout(cmd.Context(), 10*time.Second)
+			if rep, err := inspect(ictx, c); err == nil {
+				for _, p := range rep.Problems {
+					log.Warn("configuration: " + p)
+				}
+			}
+			cancel()
+			cfg := daemonConfig(c)
+			cfg.Rules = rs
+			d := daemon.New(cfg, log)
+			ctx, stop := context.WithCancel(cmd.Context())
+			defer stop()
+			hup := make(chan os.Signal, 1)
+			signal.Notify(hup, syscall.SIGHUP)
+			defer signal.Stop(hup)
+			go reloadOnHangup(ctx, hup, g, d, log)
+			return d.Run(ctx)
 		},
+	}
+}
+
+// reloadOnHangup reloads the rules on each SIGHUP until ctx is done.
+func reloadOnHangup(ctx context.Context, hup <-chan os.Signal, g *globals, d *daemon.Daemon, log *zap.Logger) {
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-hup:
+		}
+		c, err := g.load()
+		if err == nil {
+			rs, rerr := rulesFromConfig(c)
+			if rerr == nil {
+				d.Reload(rs)
+				log.Info("configuration reloaded: the new rules apply from the next transaction")
+				continue
+			}
+			err = rerr
+		}
+		log.Error("configuration not reloaded: the rules in force stay", zap.Error(err))
 	}
 }
 

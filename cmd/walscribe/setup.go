@@ -31,6 +31,9 @@ the tracked tables.`,
 			}
 			cfg := setupConfig(c)
 			cfg.SlotTimeout = slotTimeout
+			if cfg.Rules, err = rulesFromConfig(c); err != nil {
+				return err
+			}
 			return setup.Run(cmd.Context(), cfg, func(format string, a ...any) {
 				fmt.Fprintf(cmd.OutOrStdout(), format+"\n", a...)
 			})

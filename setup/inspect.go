@@ -1,0 +1,182 @@
+package setup
+
+import (
+	"context"
+	"fmt"
+	"maps"
+	"slices"
+	"strings"
+
+	"github.com/jackc/pgx/v5"
+
+	"github.com/walscribe/walscribe/audit"
+	"github.com/walscribe/walscribe/rules"
+)
+
+// TableReport is what walscribe will record of one table, and the table's
+// state in the database.
+type TableReport struct {
+	Table           string            // schema.table
+	Entry           string            // the tables entry that governs it
+	Actions         []string          // recorded actions
+	Exclude         []string          // columns left out
+	Mask            map[string]string // column → hash or redact
+	Diff            string            // full or changes
+	Retention       string            // "" for the default class
+	ReplicaIdentity string            // full, default, index or nothing
+	Published       bool              // in the publication
+	ContextTrigger  bool              // the context bridge's trigger is on it
+}
+
+// Report is the outcome of Inspect.
+type Report struct {
+	Tables []TableReport
+	// Problems say what is wrong and what to do, each starting with the
+	// config key or the table it concerns.
+	Problems []string
+	// CaptureInstalled: tables created later that match are captured.
+	CaptureInstalled bool
+}
+
+// Inspect compares the rules with the database: which tables they track and
+// how, and every problem found — a pattern that matches nothing, a named
+// table that does not exist, an excluded or masked column that no governed
+// table has, a tracked table that is not published or not REPLICA IDENTITY
+// FULL or lacks the context trigger, a published table no entry tracks.
+func Inspect(ctx context.Context, conn *pgx.Conn, rs *rules.Set, publication, skipSchema string) (*Report, error) {
+	tables, unmatched, err := ResolveTables(ctx, conn, rs, skipSchema)
+	if err != nil {
+		return nil, err
+	}
+	r := &Report{}
+	entries := rs.Entries()
+	keyOf := map[string]string{}
+	for i, e := range entries {
+		keyOf[e.Name] = fmt.Sprintf("tables[%d]", i)
+	}
+	for _, p := range unmatched {
+		r.Problems = append(r.Problems, fmt.Sprintf("%s.name: %s matches no table (tables created later that match it are captured)", keyOf[p], p))
+	}
+	published, err := publishedSet(ctx, conn, publication)
+	if err != nil {
+		return nil, err
+	}
+	// Columns that each entry names, and whether a governed table has them.
+	seenCol := map[string]map[string]bool{} // entry → column → found
+	for _, t := range tables {
+		var oid *uint32
+		var ident *string
+		var trig bool
+		err := conn.QueryRow(ctx, `SELECT c.oid, CASE c.relreplident WHEN 'f' THEN 'full' WHEN 'd' THEN 'default' WHEN 'i' THEN 'index' ELSE 'nothing' END,
+				EXISTS (SELECT 1 FROM pg_trigger g WHERE g.tgrelid = c.oid AND g.tgname = 'walscribe_context')
+			FROM pg_class c WHERE c.oid = to_regclass($1)`, t.Ident()).Scan(&oid, &ident, &trig)
+		if err != nil && err != pgx.ErrNoRows {
+			return nil, fmt.Errorf("inspect %s: %w", t, err)
+		}
+		if oid == nil {
+			r.Problems = append(r.Problems, fmt.Sprintf("%s: table %s does not exist: create it, or fix or remove this entry", t.Key, t))
+			continue
+		}
+		tr, _ := rs.For(t.Schema, t.Name)
+		rep := TableReport{
+			Table: t.String(), Entry: tr.Entry, Actions: actionList(tr.Actions), Diff: "full", Retention: tr.Retention,
+			ReplicaIdentity: *ident, Published: published[t.String()], ContextTrigger: trig,
+			Exclude: slices.Sorted(maps.Keys(tr.Exclude)), Mask: map[string]string{},
+		}
+		if tr.Diff == rules.Changes {
+			rep.Diff = "changes"
+		}
+		for c, st := range tr.Mask {
+			rep.Mask[c] = st.String()
+		}
+		r.Tables = append(r.Tables, rep)
+		cols, err := columnsOf(ctx, conn, *oid)
+		if err != nil {
+			return nil, err
+		}
+		if seenCol[tr.Entry] == nil {
+			seenCol[tr.Entry] = map[string]bool{}
+		}
+		for c := range tr.Exclude {
+			seenCol[tr.Entry][c] = seenCol[tr.Entry][c] || slices.Contains(cols, c)
+		}
+		for c := range tr.Mask {
+			seenCol[tr.Entry][c] = seenCol[tr.Entry][c] || slices.Contains(cols, c)
+		}
+		fix := "run walscribe setup"
+		if *ident != "full" {
+			r.Problems = append(r.Problems, fmt.Sprintf("%s: REPLICA IDENTITY is %s, so updates and deletes lack the old row: %s (or ALTER TABLE %s REPLICA IDENTITY FULL;)", t, strings.ToUpper(*ident), fix, t.Ident()))
+		}
+		if !rep.Published {
+			r.Problems = append(r.Problems, fmt.Sprintf("%s: not in publication %q, so nothing of it is captured: %s", t, publication, fix))
+		}
+		if !trig {
+			r.Problems = append(r.Problems, fmt.Sprintf("%s: no context trigger, so its changes may lack who made them: %s", t, fix))
+		}
+	}
+	for _, e := range entries {
+		cols := seenCol[e.Name]
+		for _, c := range slices.Sorted(maps.Keys(cols)) {
+			if !cols[c] {
+				r.Problems = append(r.Problems, fmt.Sprintf("%s: column %s is in no table this entry governs: check its spelling", keyOf[e.Name], c))
+			}
+		}
+	}
+	tracked := map[string]bool{}
+	for _, t := range tables {
+		tracked[t.String()] = true
+	}
+	for _, p := range slices.Sorted(maps.Keys(published)) {
+		if !tracked[p] {
+			r.Problems = append(r.Problems, fmt.Sprintf("%s: in publication %q but no entry tracks it (or an exclusion names it): run walscribe setup to remove it", p, publication))
+		}
+	}
+	var n int
+	if err := conn.QueryRow(ctx, `SELECT count(*) FROM pg_event_trigger WHERE evtname = 'walscribe_capture' AND evtenabled <> 'D'`).Scan(&n); err != nil {
+		return nil, fmt.Errorf("read event triggers: %w", err)
+	}
+	r.CaptureInstalled = n > 0
+	hasPattern := slices.ContainsFunc(entries, func(e rules.EntryInfo) bool { return !e.Exact })
+	if hasPattern && !r.CaptureInstalled {
+		r.Problems = append(r.Problems, "tables created later are not captured: the event trigger walscribe_capture is missing; run walscribe setup as a superuser once")
+	}
+	return r, nil
+}
+
+func actionList(s rules.ActionSet) []string {
+	var out []string
+	for _, a := range []string{"insert", "update", "delete", "truncate"} {
+		if s.Has(auditAction(a)) {
+			out = append(out, a)
+		}
+	}
+	return out
+}
+
+func columnsOf(ctx context.Context, conn *pgx.Conn, oid uint32) ([]string, error) {
+	rows, err := conn.Query(ctx, `SELECT attname::text FROM pg_attribute WHERE attrelid = $1 AND attnum > 0 AND NOT attisdropped`, oid)
+	if err != nil {
+		return nil, fmt.Errorf("read columns: %w", err)
+	}
+	return pgx.CollectRows(rows, pgx.RowTo[string])
+}
+
+func publishedSet(ctx context.Context, conn *pgx.Conn, publication string) (map[string]bool, error) {
+	rows, err := conn.Query(ctx, `SELECT n.nspname || '.' || c.relname FROM pg_publication p
+		JOIN pg_publication_rel pr ON pr.prpubid = p.oid JOIN pg_class c ON c.oid = pr.prrelid
+		JOIN pg_namespace n ON n.oid = c.relnamespace WHERE p.pubname = $1`, publication)
+	if err != nil {
+		return nil, fmt.Errorf("read publication: %w", err)
+	}
+	names, err := pgx.CollectRows(rows, pgx.RowTo[string])
+	if err != nil {
+		return nil, fmt.Errorf("read publication: %w", err)
+	}
+	out := map[string]bool{}
+	for _, n := range names {
+		out[n] = true
+	}
+	return out, nil
+}
+
+func auditAction(a string) audit.Action { return audit.Action(a) }
