@@ -10,6 +10,7 @@ import (
 	"github.com/walscribe/walscribe/catalog"
 	"github.com/walscribe/walscribe/decoder"
 	"github.com/walscribe/walscribe/internal/pgtest"
+	"github.com/walscribe/walscribe/rules"
 )
 
 // benchMessages are real pgoutput messages for a typical row: one
@@ -90,8 +91,24 @@ func BenchmarkDecode(b *testing.B) {
 			b.Fatal(err)
 		}
 	}
+	// Typical rules: a pattern entry, an excluded column, two masked ones
+	// (one hashed), the unchanged-update check.
+	rs, err := rules.New(rules.Config{
+		Secret:        []byte("a secret of at least sixteen bytes"),
+		ExcludeTables: []string{"public.tmp_*"},
+		Tables: []rules.TableConfig{
+			{Name: "public.*"},
+			{Name: "public.ord*", Exclude: []string{"updated_at"},
+				Mask: map[string]rules.Style{"email": rules.Hash, "customer": rules.Redact}, SkipUnchangedUpdates: true},
+		},
+	})
+	if err != nil {
+		b.Fatal(err)
+	}
+	var set *rules.Set
 	newDecoder := func(b *testing.B) *decoder.Decoder {
 		d := decoder.New(cat)
+		d.SetRules(set)
 		decode(b, d, m.begin)
 		decode(b, d, m.relation)
 		return d
@@ -99,10 +116,14 @@ func BenchmarkDecode(b *testing.B) {
 	for _, bc := range []struct {
 		name   string
 		change []byte
+		rules  *rules.Set
 	}{
-		{"insert", m.insert},
-		{"update", m.update},
+		{"insert", m.insert, nil},
+		{"update", m.update, nil},
+		{"insert_with_rules", m.insert, rs},
+		{"update_with_rules", m.update, rs},
 	} {
+		set = bc.rules
 		b.Run(bc.name, func(b *testing.B) {
 			d := newDecoder(b)
 			// One decode outside the timer checks the rendering is whole.

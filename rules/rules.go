@@ -11,6 +11,7 @@ import (
 	"encoding/hex"
 	"encoding/json"
 	"fmt"
+	"hash"
 	"path"
 	"slices"
 	"strings"
@@ -146,6 +147,8 @@ type Table struct {
 	Retention            string
 	SkipUnchangedUpdates bool
 	secret               []byte
+	mac                  hash.Hash // reused: a Table is used by one decoder at a time
+	sum                  [sha256.Size]byte
 }
 
 // All is what every table gets without rules (a nil Set): every change,
@@ -288,16 +291,18 @@ func (s *Set) Patterns() (include, exclude [][2]string) {
 }
 
 // AppendMasked appends the JSON of a masked value: the hex HMAC-SHA256 of
-// text for Hash, Redacted for Redact.
+// text for Hash, Redacted for Redact. It is not safe for concurrent use.
 func (t *Table) AppendMasked(dst []byte, st Style, text []byte) []byte {
 	if st == Redact {
 		return append(dst, `"`+Redacted+`"`...)
 	}
-	m := hmac.New(sha256.New, t.secret)
-	m.Write(text)
-	var sum [sha256.Size]byte
+	if t.mac == nil {
+		t.mac = hmac.New(sha256.New, t.secret)
+	}
+	t.mac.Reset()
+	t.mac.Write(text)
 	dst = append(dst, '"')
-	dst = hex.AppendEncode(dst, m.Sum(sum[:0]))
+	dst = hex.AppendEncode(dst, t.mac.Sum(t.sum[:0]))
 	return append(dst, '"')
 }
 
