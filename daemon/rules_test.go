@@ -219,6 +219,8 @@ func TestNewTableCapturedFromFirstRow(t *testing.T) {
 	h.exec(`CREATE TABLE parted_us PARTITION OF parted FOR VALUES IN ('us')`)
 	h.exec(`INSERT INTO parted VALUES (2, 'us')`)
 	h.exec(`DELETE FROM parted`)
+	h.exec(`CREATE TABLE ctas AS SELECT 1 AS id`)
+	h.exec(`INSERT INTO ctas VALUES (2)`)
 	h.exec(`CREATE TABLE later_renamed (id int)`)
 	h.exec(`ALTER TABLE later_renamed RENAME TO skip_renamed`)
 	h.exec(`INSERT INTO skip_renamed VALUES (1)`)
@@ -235,6 +237,9 @@ func TestNewTableCapturedFromFirstRow(t *testing.T) {
 		`parted insert actor=NULL new={"id": 2, "region": "us"}`,
 		`parted delete actor=NULL new=NULL`,
 		`parted delete actor=NULL new=NULL`,
+		// The rows CREATE TABLE AS writes come before the table joins the
+		// publication, at the end of the command; rows after it are captured.
+		`ctas insert actor=NULL new={"id": 2}`,
 	}
 	// A table renamed into an exclusion is still published (it was
 	// captured under its first name) but the exclusion wins: nothing of it
