@@ -62,10 +62,34 @@ type Transaction struct {
 	EndLSN      pglogrepl.LSN // the end of the commit record: the position to acknowledge
 	CommittedAt time.Time
 	Entries     []Entry
+	// Spilled, when set, holds the entries instead of Entries: a
+	// transaction too large to keep in memory, read back from a file.
+	Spilled EntryReader
+	// Count is the number of entries, in Entries or Spilled.
+	Count int
 	// Rules, when set, is a record of the rules in force from RulesFrom on
 	// (JSON), carried in order with the transactions; such an item has no
 	// entries and moves no progress.
 	Rules       []byte
 	RulesFrom   pglogrepl.LSN
 	RulesReason string
+}
+
+// EntryReader reads the entries of a transaction kept out of memory.
+type EntryReader interface {
+	// Next returns the next entry, valid until the next call; nil at the
+	// end.
+	Next() (*Entry, error)
+	// Rewind starts again from the first entry.
+	Rewind() error
+	// Close releases what holds the entries.
+	Close() error
+}
+
+// Len is the number of entries of the transaction.
+func (t *Transaction) Len() int {
+	if t.Spilled != nil {
+		return t.Count
+	}
+	return len(t.Entries)
 }

@@ -69,7 +69,8 @@ func Dial(ctx context.Context, dsn string) (*Conn, error) {
 func (c *Conn) Start(ctx context.Context, slot, publication string, start pglogrepl.LSN) error {
 	err := pglogrepl.StartReplication(ctx, c.conn, slot, start, pglogrepl.StartReplicationOptions{
 		PluginArgs: []string{
-			"proto_version '1'",
+			"proto_version '2'",
+			"streaming 'on'",
 			fmt.Sprintf("publication_names '%s'", quoteLiteralIdent(publication)),
 			"messages 'true'",
 		},

@@ -22,6 +22,7 @@ import (
 	"github.com/walscribe/walscribe/decoder"
 	"github.com/walscribe/walscribe/rules"
 	"github.com/walscribe/walscribe/sink"
+	"github.com/walscribe/walscribe/spool"
 )
 
 // Config is what the daemon needs.
@@ -36,6 +37,8 @@ type Config struct {
 	// Rules say what is recorded of each table; nil records every change
 	// of every published table whole.
 	Rules *rules.Set
+	// Spool says where transactions too large for memory go.
+	Spool spool.Config
 }
 
 // Daemon streams one slot into one sink.
@@ -52,7 +55,11 @@ type Daemon struct {
 	idleAt  time.Time     // when the slot was last advanced while idle
 	invalid int           // decoder.InvalidContexts already logged
 	reload  chan *rules.Set
+	spool   *spool.Spool
 }
+
+// Spool returns the daemon's spool, for its counters.
+func (d *Daemon) Spool() *spool.Spool { return d.spool }
 
 // New returns a daemon; it does no I/O until Run.
 func New(cfg Config, log *zap.Logger) *Daemon {
@@ -60,12 +67,17 @@ func New(cfg Config, log *zap.Logger) *Daemon {
 		cfg.StatusInterval = 10 * time.Second
 	}
 	cat := catalog.New(cfg.SourceDSN)
+	if cfg.Spool.Prefix == "" {
+		cfg.Spool.Prefix = "walscribe-" + cfg.Slot
+	}
+	sp := spool.New(cfg.Spool)
 	return &Daemon{
+		spool:   sp,
 		cfg:     cfg,
 		log:     log,
 		sink:    sink.NewPostgres(cfg.Sink, log),
 		catalog: cat,
-		dec:     decoder.New(cat),
+		dec:     decoder.New(cat, sp),
 		reload:  make(chan *rules.Set, 1),
 	}
 }
@@ -95,6 +107,10 @@ func (d *Daemon) Durable() pglogrepl.LSN { return pglogrepl.LSN(d.durable.Load()
 // acknowledges it, and returns nil. It returns an error when it cannot go on:
 // the slot or the audit schema is missing, or the sink rejects a write.
 func (d *Daemon) Run(ctx context.Context) error {
+	// Files a killed predecessor left behind.
+	if err := d.spool.Clean(); err != nil {
+		d.log.Warn("cannot remove old spill files", zap.Error(err))
+	}
 	slot, err := d.open(ctx)
 	if err != nil {
 		if ctx.Err() != nil {
@@ -288,7 +304,7 @@ func (d *Daemon) session(ctx context.Context, ch chan<- *audit.Transaction) (*cd
 			if msg.ReplyRequested {
 				nextStatus = time.Now()
 			}
-			if !d.dec.InTransaction() {
+			if !d.dec.Busy() {
 				if err := d.applyReload(ctx, conn, ch); err != nil {
 					return conn, progressed, err
 				}
@@ -298,7 +314,7 @@ func (d *Daemon) session(ctx context.Context, ch chan<- *audit.Transaction) (*cd
 			}
 			continue
 		}
-		if !d.dec.InTransaction() {
+		if !d.dec.Busy() {
 			if err := d.applyReload(ctx, conn, ch); err != nil {
 				return conn, progressed, err
 			}

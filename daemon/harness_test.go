@@ -23,7 +23,12 @@ import (
 
 var srv *pgtest.Server
 
-func TestMain(m *testing.M) { os.Exit(pgtest.Main(m, &srv, pgtest.Options{})) }
+// A small logical_decoding_work_mem makes the server stream every
+// transaction above 64 kB while it is in progress: the tests exercise
+// protocol v2 streaming, interleaving and subtransaction aborts.
+func TestMain(m *testing.M) {
+	os.Exit(pgtest.Main(m, &srv, pgtest.Options{Settings: map[string]string{"logical_decoding_work_mem": "64kB"}}))
+}
 
 type harness struct {
 	t      testing.TB
@@ -201,4 +206,21 @@ func pgtestExecQuiet(dsn, sql string) {
 	}
 	defer conn.Close(context.Background())
 	conn.Exec(context.Background(), sql)
+}
+
+func pgtestConnect(t *testing.T, dsn string) *pgx.Conn {
+	t.Helper()
+	conn, err := pgx.Connect(context.Background(), dsn)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { conn.Close(context.Background()) })
+	return conn
+}
+
+func mustExec(t *testing.T, conn *pgx.Conn, sql string) {
+	t.Helper()
+	if _, err := conn.Exec(context.Background(), sql); err != nil {
+		t.Fatalf("%s: %v", sql, err)
+	}
 }

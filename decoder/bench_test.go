@@ -107,7 +107,7 @@ func BenchmarkDecode(b *testing.B) {
 	}
 	var set *rules.Set
 	newDecoder := func(b *testing.B) *decoder.Decoder {
-		d := decoder.New(cat)
+		d := decoder.New(cat, nil)
 		d.SetRules(set)
 		decode(b, d, m.begin)
 		decode(b, d, m.relation)

@@ -11,6 +11,7 @@ import (
 	"github.com/jackc/pglogrepl"
 
 	"github.com/walscribe/walscribe/audit"
+	"github.com/walscribe/walscribe/spool"
 )
 
 // The prefixes of the logical messages walscribe reads. Every other message
@@ -47,30 +48,34 @@ type wireEvent struct {
 	Context  wireContext     `json:"context"`
 }
 
-// message handles a logical decoding message: a context for the current
+// message handles a logical decoding message of (sub)transaction xid (0
+// outside a stream): a context for the changes that follow in its
 // transaction, or an event. A non-transactional event is a transaction of
 // its own, returned at once.
-func (d *Decoder) message(m *pglogrepl.LogicalDecodingMessage) *audit.Transaction {
+func (d *Decoder) message(m *pglogrepl.LogicalDecodingMessage, xid uint32) (*audit.Transaction, error) {
 	switch m.Prefix {
 	case ContextPrefix:
-		if d.tx == nil || !m.Transactional {
-			return nil // a context outside a transaction applies to nothing
+		if !m.Transactional || d.target(xid) != nil {
+			return nil, nil // a context outside a transaction applies to nothing
 		}
 		var w wireContext
 		if err := json.Unmarshal(m.Content, &w); err != nil {
 			d.invalid("context message is not JSON: " + err.Error())
 			w = wireContext{Context: string(m.Content)}
 		}
-		d.ctx = d.context(&w)
+		return nil, d.addMessage(spool.Record{Ctx: d.context(&w)}, xid)
 	case EventPrefix:
 		var w wireEvent
 		if err := json.Unmarshal(m.Content, &w); err != nil {
 			d.invalid("event message is not JSON: " + err.Error())
 			w = wireEvent{Action: "event", Data: jsonString(m.Content)}
 		}
-		if m.Transactional && d.tx != nil {
-			d.event(&w)
-			return nil
+		e := d.event(&w)
+		if m.Transactional {
+			if d.target(xid) != nil {
+				return nil, nil
+			}
+			return nil, d.addMessage(spool.Record{Entry: e}, xid)
 		}
 		// Kept even if its transaction rolls back. The position to
 		// acknowledge is just past the message: the server resends a
@@ -79,18 +84,14 @@ func (d *Decoder) message(m *pglogrepl.LogicalDecodingMessage) *audit.Transactio
 		if committed.IsZero() {
 			committed = time.Now()
 		}
-		outer := d.tx
-		d.tx = &audit.Transaction{CommitLSN: m.LSN, EndLSN: m.LSN + 1, CommittedAt: committed}
-		d.event(&w)
-		tx := d.tx
-		d.tx = outer
-		return tx
+		e.Seq = 1
+		return &audit.Transaction{CommitLSN: m.LSN, EndLSN: m.LSN + 1, CommittedAt: committed, Entries: []audit.Entry{e}, Count: 1}, nil
 	}
-	return nil
+	return nil, nil
 }
 
-// event adds an application event to the current transaction.
-func (d *Decoder) event(w *wireEvent) {
+// event is the entry of an application event.
+func (d *Decoder) event(w *wireEvent) audit.Entry {
 	action := strings.TrimSpace(w.Action)
 	if action == "" {
 		action = "event"
@@ -99,14 +100,7 @@ func (d *Decoder) event(w *wireEvent) {
 	if s, t, ok := strings.Cut(w.Target, "."); ok {
 		schema, table = s, t
 	}
-	d.tx.Entries = append(d.tx.Entries, audit.Entry{
-		Seq:    int32(len(d.tx.Entries) + 1),
-		Schema: schema,
-		Table:  table,
-		Action: audit.Action(action),
-		Ctx:    d.context(&w.Context),
-	})
-	e := &d.tx.Entries[len(d.tx.Entries)-1]
+	e := audit.Entry{Schema: schema, Table: table, Action: audit.Action(action), Ctx: d.context(&w.Context)}
 	if w.ObjectID != nil {
 		buf := AppendString(append(d.scratch[:0], `{"id":`...), []byte(*w.ObjectID))
 		buf = append(buf, '}')
@@ -120,6 +114,7 @@ func (d *Decoder) event(w *wireEvent) {
 		}
 		e.New = d.keep(w.Data)
 	}
+	return e
 }
 
 // context turns the bridge's JSON into a Context. What cannot be stored as

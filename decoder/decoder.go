@@ -2,12 +2,14 @@ package decoder
 
 import (
 	"context"
+	"errors"
 	"fmt"
 
 	"github.com/jackc/pglogrepl"
 
 	"github.com/walscribe/walscribe/audit"
 	"github.com/walscribe/walscribe/rules"
+	"github.com/walscribe/walscribe/spool"
 )
 
 // Resolver answers what the stream does not carry: how to render a type that
@@ -37,8 +39,19 @@ type Decoder struct {
 	// changedIdx is reused for the changed columns of each update.
 	changedIdx []int
 
-	ctx   *audit.Context // the context in force in the current transaction
-	rules *rules.Set     // nil: every table recorded whole
+	rules *rules.Set // nil: every table recorded whole
+
+	spool *spool.Spool
+	txn   *spool.Txn // the records of the current (not streamed) transaction
+	// Streamed transactions (protocol v2): their chunks arrive between
+	// Stream Start and Stop, interleaved with other transactions, until
+	// Stream Commit or Abort.
+	inStream  bool
+	streamXid uint32
+	streams   map[uint32]*stream
+	// cur is where the change being decoded goes.
+	cur    *spool.Txn
+	curSub uint32
 
 	// Fallbacks counts columns rendered as text because their type could
 	// not be resolved.
@@ -49,9 +62,26 @@ type Decoder struct {
 	LastInvalid     string
 }
 
-// New returns a Decoder that resolves unknown types and keys with res.
-func New(res Resolver) *Decoder {
-	return &Decoder{res: res, rels: map[uint32]*relation{}}
+// stream is an in-progress streamed transaction.
+type stream struct {
+	txn  *spool.Txn
+	rels map[uint32]*relation // relations sent inside it: its own until it commits
+	// pending are context and event records waiting for the next change:
+	// in a stream the server tags logical messages with the top-level
+	// transaction, not the subtransaction that wrote them, and a context
+	// message is written just before the changes of its statement, in the
+	// same subtransaction. They take that change's subtransaction, so that
+	// they go with it if it is rolled back.
+	pending []spool.Record
+}
+
+// New returns a Decoder that resolves unknown types and keys with res and
+// keeps transactions in sp (nil: a spool with the defaults).
+func New(res Resolver, sp *spool.Spool) *Decoder {
+	if sp == nil {
+		sp = spool.New(spool.Config{})
+	}
+	return &Decoder{res: res, rels: map[uint32]*relation{}, spool: sp, streams: map[uint32]*stream{}}
 }
 
 type relation struct {
@@ -123,78 +153,210 @@ type column struct {
 // committed.
 func (d *Decoder) InTransaction() bool { return d.tx != nil }
 
-// Reset forgets the partly received transaction and every relation, as a new
-// replication session must.
+// Busy reports whether any transaction, streamed ones included, is in
+// progress.
+func (d *Decoder) Busy() bool { return d.tx != nil || d.inStream || len(d.streams) > 0 }
+
+// Reset forgets the partly received transactions (streamed ones too) and
+// every relation, as a new replication session must.
 func (d *Decoder) Reset() {
-	d.tx, d.ctx = nil, nil
+	if d.txn != nil {
+		d.txn.Discard()
+	}
+	for _, st := range d.streams {
+		st.txn.Discard()
+	}
+	d.tx, d.txn, d.inStream = nil, nil, false
+	d.streams = map[uint32]*stream{}
 	d.rels = map[uint32]*relation{}
 }
 
-// Decode handles one pgoutput message. It returns the transaction when the
-// message is its Commit, otherwise nil.
-func (d *Decoder) Decode(ctx context.Context, data []byte) (*audit.Transaction, error) {
-	msg, err := pglogrepl.Parse(data)
+// target points cur at the transaction a change with (sub)transaction id
+// xid (0 outside a stream) belongs to.
+func (d *Decoder) target(xid uint32) error {
+	if d.inStream {
+		st := d.streams[d.streamXid]
+		if st == nil {
+			return fmt.Errorf("change inside stream %d without its start", d.streamXid)
+		}
+		d.cur, d.curSub = st.txn, xid
+		return nil
+	}
+	if d.tx == nil {
+		return errors.New("change outside a transaction")
+	}
+	d.cur, d.curSub = d.txn, d.tx.Xid
+	return nil
+}
+
+// add appends an entry to the current transaction.
+func (d *Decoder) add(e audit.Entry) error {
+	if err := d.flushPending(d.curSub); err != nil {
+		return err
+	}
+	return d.cur.Add(spool.Record{Subxid: d.curSub, Entry: e})
+}
+
+// addMessage appends a context or event record of (sub)transaction xid. In
+// a stream, a record tagged with the top-level transaction waits for the
+// next change to learn its subtransaction.
+func (d *Decoder) addMessage(r spool.Record, xid uint32) error {
+	if d.inStream && xid == d.streamXid {
+		st := d.streams[d.streamXid]
+		st.pending = append(st.pending, r)
+		return nil
+	}
+	r.Subxid = d.curSub
+	return d.cur.Add(r)
+}
+
+func (d *Decoder) flushPending(subxid uint32) error {
+	if !d.inStream {
+		return nil
+	}
+	st := d.streams[d.streamXid]
+	for _, r := range st.pending {
+		r.Subxid = subxid
+		if err := st.txn.Add(r); err != nil {
+			return err
+		}
+	}
+	st.pending = st.pending[:0]
+	return nil
+}
+
+// finish ends a transaction's records into tx.
+func finish(txn *spool.Txn, tx *audit.Transaction) error {
+	tx.Count = txn.Count()
+	entries, spilled, err := txn.Finish()
 	if err != nil {
-		return nil, fmt.Errorf("parse pgoutput message: %w", err)
+		return err
+	}
+	tx.Entries, tx.Spilled = entries, spilled
+	return nil
+}
+
+// Decode handles one pgoutput message (protocol version 1 or 2). It
+// returns a transaction when the message ends one (Commit, Stream Commit) or
+// is an event kept outside any transaction; otherwise nil.
+func (d *Decoder) Decode(ctx context.Context, data []byte) (*audit.Transaction, error) {
+	if len(data) == 0 {
+		return nil, errors.New("empty pgoutput message")
+	}
+	msg, err := pglogrepl.ParseV2(data, d.inStream)
+	if err != nil {
+		return nil, fmt.Errorf("parse pgoutput message %q: %w", data[0], err)
 	}
 	switch m := msg.(type) {
 	case *pglogrepl.BeginMessage:
 		d.tx = &audit.Transaction{Xid: m.Xid, CommitLSN: m.FinalLSN, CommittedAt: m.CommitTime}
-		d.arena, d.chunk, d.ctx = nil, 0, nil
+		d.txn = d.spool.Begin()
+		d.arena, d.chunk = nil, 0
 	case *pglogrepl.CommitMessage:
 		tx := d.tx
 		if tx == nil {
 			return nil, fmt.Errorf("commit at %s without begin", m.CommitLSN)
 		}
 		tx.CommitLSN, tx.EndLSN, tx.CommittedAt = m.CommitLSN, m.TransactionEndLSN, m.CommitTime
-		d.tx, d.arena, d.ctx = nil, nil, nil
+		err := finish(d.txn, tx)
+		d.tx, d.txn, d.arena = nil, nil, nil
+		if err != nil {
+			return nil, err
+		}
 		return tx, nil
-	case *pglogrepl.RelationMessage:
-		d.relation(ctx, m)
-	case *pglogrepl.InsertMessage:
-		rel, err := d.change(m.RelationID, audit.Insert)
+	case *pglogrepl.StreamStartMessageV2:
+		d.inStream, d.streamXid = true, m.Xid
+		if d.streams[m.Xid] == nil {
+			d.streams[m.Xid] = &stream{txn: d.spool.Begin(), rels: map[uint32]*relation{}}
+		}
+	case *pglogrepl.StreamStopMessageV2:
+		d.inStream = false
+	case *pglogrepl.StreamAbortMessageV2:
+		st := d.streams[m.Xid]
+		if st == nil {
+			return nil, nil // nothing of it was streamed here
+		}
+		if m.SubXid == m.Xid || m.SubXid == 0 {
+			st.txn.Discard()
+			delete(d.streams, m.Xid)
+			return nil, nil
+		}
+		st.txn.Abort(m.SubXid)
+	case *pglogrepl.StreamCommitMessageV2:
+		st := d.streams[m.Xid]
+		if st == nil {
+			return nil, fmt.Errorf("stream commit of transaction %d without its start", m.Xid)
+		}
+		delete(d.streams, m.Xid)
+		for _, r := range st.pending {
+			r.Subxid = m.Xid
+			if err := st.txn.Add(r); err != nil {
+				return nil, err
+			}
+		}
+		// What was sent inside it now holds for everyone.
+		for id, rel := range st.rels {
+			d.rels[id] = rel
+		}
+		tx := &audit.Transaction{Xid: m.Xid, CommitLSN: m.CommitLSN, EndLSN: m.TransactionEndLSN, CommittedAt: m.CommitTime}
+		if err := finish(st.txn, tx); err != nil {
+			return nil, err
+		}
+		return tx, nil
+	case *pglogrepl.RelationMessageV2:
+		rel := d.relation(ctx, &m.RelationMessage)
+		if st := d.streams[d.streamXid]; d.inStream && st != nil {
+			st.rels[m.RelationID] = rel
+		} else {
+			d.rels[m.RelationID] = rel
+		}
+	case *pglogrepl.InsertMessageV2:
+		rel, err := d.change(m.RelationID, m.Xid, audit.Insert)
 		if rel == nil {
 			return nil, err
 		}
-		e := d.entry(rel, audit.Insert)
-		e.New = d.object(rel, rel.rec, m.Tuple, nil)
-		e.PK = d.object(rel, rel.pkRec, m.Tuple, nil)
-	case *pglogrepl.UpdateMessage:
-		rel, err := d.change(m.RelationID, audit.Update)
+		return nil, d.add(audit.Entry{Schema: rel.schema, Table: rel.table, Action: audit.Insert,
+			New: d.object(rel, rel.rec, m.Tuple, nil),
+			PK:  d.object(rel, rel.pkRec, m.Tuple, nil)})
+	case *pglogrepl.UpdateMessageV2:
+		rel, err := d.change(m.RelationID, m.Xid, audit.Update)
 		if rel == nil {
 			return nil, err
 		}
-		d.update(rel, m)
-	case *pglogrepl.DeleteMessage:
-		rel, err := d.change(m.RelationID, audit.Delete)
+		return nil, d.update(rel, &m.UpdateMessage)
+	case *pglogrepl.DeleteMessageV2:
+		rel, err := d.change(m.RelationID, m.Xid, audit.Delete)
 		if rel == nil {
 			return nil, err
 		}
-		e := d.entry(rel, audit.Delete)
 		cols := rel.rec
 		if m.OldTupleType == pglogrepl.DeleteMessageTupleTypeKey {
 			cols = rel.identRec // the key only; the rest is "not sent", not NULL
 		}
-		e.Old = d.object(rel, cols, m.OldTuple, nil)
-		e.PK = d.object(rel, rel.pkRec, m.OldTuple, nil)
-	case *pglogrepl.TruncateMessage:
+		return nil, d.add(audit.Entry{Schema: rel.schema, Table: rel.table, Action: audit.Delete,
+			Old: d.object(rel, cols, m.OldTuple, nil),
+			PK:  d.object(rel, rel.pkRec, m.OldTuple, nil)})
+	case *pglogrepl.TruncateMessageV2:
 		for _, id := range m.RelationIDs {
-			rel, err := d.change(id, audit.Truncate)
+			rel, err := d.change(id, m.Xid, audit.Truncate)
 			if err != nil {
 				return nil, err
 			}
 			if rel != nil {
-				d.entry(rel, audit.Truncate).New = truncateOptions[m.Option&3]
+				err := d.add(audit.Entry{Schema: rel.schema, Table: rel.table, Action: audit.Truncate, New: truncateOptions[m.Option&3]})
+				if err != nil {
+					return nil, err
+				}
 			}
 		}
-	case *pglogrepl.LogicalDecodingMessage:
-		return d.message(m), nil
+	case *pglogrepl.LogicalDecodingMessageV2:
+		return d.message(&m.LogicalDecodingMessage, m.Xid)
 	}
 	// Type and Origin messages carry nothing to record.
 	return nil, nil
 }
 
-func (d *Decoder) relation(ctx context.Context, m *pglogrepl.RelationMessage) {
+func (d *Decoder) relation(ctx context.Context, m *pglogrepl.RelationMessage) *relation {
 	rel := &relation{schema: m.Namespace, table: m.RelationName, cols: make([]column, len(m.Columns)), all: make([]int, len(m.Columns))}
 	for i, c := range m.Columns {
 		t, ok := BuiltinType(c.DataType)
@@ -230,18 +392,25 @@ func (d *Decoder) relation(ctx context.Context, m *pglogrepl.RelationMessage) {
 		rel.pk = rel.all
 	}
 	d.applyRules(rel)
-	d.rels[m.RelationID] = rel
+	return rel
 }
 
 var stringType = Type{Kind: KindString}
 
-// change returns the relation a change of action a applies to, or nil when
-// the rules record no such change (an excluded table, an action left out).
-func (d *Decoder) change(relID uint32, a audit.Action) (*relation, error) {
-	if d.tx == nil {
-		return nil, fmt.Errorf("change to relation %d outside a transaction", relID)
+// change returns the relation a change of action a applies to, and points
+// the decoder at the transaction it belongs to; nil when the rules record no
+// such change (an excluded table, an action left out).
+func (d *Decoder) change(relID, xid uint32, a audit.Action) (*relation, error) {
+	if err := d.target(xid); err != nil {
+		return nil, fmt.Errorf("relation %d: %w", relID, err)
 	}
-	rel, ok := d.rels[relID]
+	rel, ok := (*relation)(nil), false
+	if st := d.streams[d.streamXid]; d.inStream && st != nil {
+		rel, ok = st.rels[relID]
+	}
+	if !ok {
+		rel, ok = d.rels[relID]
+	}
 	if !ok {
 		return nil, fmt.Errorf("change to relation %d before its Relation message", relID)
 	}
@@ -254,52 +423,39 @@ func (d *Decoder) change(relID uint32, a audit.Action) (*relation, error) {
 // update records an update: both images (or only the changed columns, with
 // diff: changes), and nothing at all when no recorded column changed and
 // the rules skip such updates.
-func (d *Decoder) update(rel *relation, m *pglogrepl.UpdateMessage) {
+func (d *Decoder) update(rel *relation, m *pglogrepl.UpdateMessage) error {
+	e := audit.Entry{Schema: rel.schema, Table: rel.table, Action: audit.Update}
 	old := m.OldTuple
-	if m.OldTupleType == pglogrepl.UpdateMessageTupleTypeKey {
+	switch {
+	case m.OldTupleType == pglogrepl.UpdateMessageTupleTypeKey:
 		// Not REPLICA IDENTITY FULL and the key changed: the old tuple
 		// holds the key columns only, the others are "not sent", which is
 		// not NULL. Nothing to compare or fill unchanged values from.
-		e := d.entry(rel, audit.Update)
 		e.Old = d.object(rel, rel.identRec, old, nil)
 		e.New = d.object(rel, rel.rec, m.NewTuple, nil)
 		e.PK = d.object(rel, rel.pkRec, m.NewTuple, nil)
-		return
-	}
-	if old == nil {
+	case old == nil:
 		// No old image (not REPLICA IDENTITY FULL): what changed is unknown.
-		e := d.entry(rel, audit.Update)
 		e.New = d.object(rel, rel.rec, m.NewTuple, nil)
 		e.PK = d.object(rel, rel.pkRec, m.NewTuple, nil)
-		return
+	default:
+		d.changedIdx = changedColumns(rel, old, m.NewTuple, d.changedIdx[:0])
+		if len(d.changedIdx) == 0 && rel.rules.SkipUnchangedUpdates {
+			return nil
+		}
+		e.Changed = make([]string, len(d.changedIdx))
+		for i, c := range d.changedIdx {
+			e.Changed[i] = rel.cols[c].name
+		}
+		cols := rel.rec
+		if rel.rules.Diff == rules.Changes {
+			cols = d.changedIdx
+		}
+		e.Old = d.object(rel, cols, old, nil)
+		e.New = d.object(rel, cols, m.NewTuple, old)
+		e.PK = d.object(rel, rel.pkRec, m.NewTuple, old)
 	}
-	d.changedIdx = changedColumns(rel, old, m.NewTuple, d.changedIdx[:0])
-	if len(d.changedIdx) == 0 && rel.rules.SkipUnchangedUpdates {
-		return
-	}
-	e := d.entry(rel, audit.Update)
-	e.Changed = make([]string, len(d.changedIdx))
-	for i, c := range d.changedIdx {
-		e.Changed[i] = rel.cols[c].name
-	}
-	cols := rel.rec
-	if rel.rules.Diff == rules.Changes {
-		cols = d.changedIdx
-	}
-	e.Old = d.object(rel, cols, old, nil)
-	e.New = d.object(rel, cols, m.NewTuple, old)
-	e.PK = d.object(rel, rel.pkRec, m.NewTuple, old)
-}
-
-func (d *Decoder) entry(rel *relation, a audit.Action) *audit.Entry {
-	d.tx.Entries = append(d.tx.Entries, audit.Entry{
-		Seq:    int32(len(d.tx.Entries) + 1),
-		Schema: rel.schema,
-		Table:  rel.table,
-		Action: a,
-		Ctx:    d.ctx,
-	})
-	return &d.tx.Entries[len(d.tx.Entries)-1]
+	return d.add(e)
 }
 
 // value returns column i of t, taking an unchanged TOASTed value ('u') from

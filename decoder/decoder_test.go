@@ -205,7 +205,7 @@ func (s *source) decode(msgs [][]byte) []*audit.Transaction {
 	ctx := context.Background()
 	cat := catalog.New(s.dsn)
 	s.t.Cleanup(func() { cat.Close(ctx) })
-	d := decoder.New(cat)
+	d := decoder.New(cat, nil)
 	var txs []*audit.Transaction
 	for i, m := range msgs {
 		tx, err := d.Decode(ctx, m)

@@ -134,13 +134,25 @@ func (p *Postgres) Run(ctx context.Context, in <-chan *audit.Transaction, durabl
 		var open bool
 		batch, open = p.collect(in, batch[:0])
 		if len(batch) > 0 {
-			if err := p.writeRetrying(ctx, batch); err != nil {
+			err := p.writeRetrying(ctx, batch)
+			release(batch)
+			if err != nil {
 				return err
 			}
 			durable(p.lastEnd)
 		}
 		if !open {
 			return nil
+		}
+	}
+}
+
+// release closes the files of spilled transactions once their batch is
+// written (or abandoned).
+func release(batch []*audit.Transaction) {
+	for _, tx := range batch {
+		if tx.Spilled != nil {
+			tx.Spilled.Close()
 		}
 	}
 }
@@ -157,7 +169,7 @@ func (p *Postgres) collect(in <-chan *audit.Transaction, batch []*audit.Transact
 				return batch, false
 			}
 			batch = append(batch, tx)
-			n += len(tx.Entries)
+			n += tx.Len()
 			if n >= p.cfg.BatchMaxEntries {
 				return batch, true
 			}
@@ -239,7 +251,13 @@ func (p *Postgres) Write(ctx context.Context, batch []*audit.Transaction) error 
 		}
 		keep = append(keep, tx)
 		end = max(end, tx.EndLSN)
-		n += len(tx.Entries)
+		n += tx.Len()
+		if tx.Spilled != nil {
+			// A retry reads the file again from the start.
+			if err := tx.Spilled.Rewind(); err != nil {
+				return err
+			}
+		}
 		if !tx.CommittedAt.IsZero() {
 			committed = tx.CommittedAt
 		}
@@ -321,7 +339,7 @@ func (p *Postgres) RecordRules(ctx context.Context, from pglogrepl.LSN, rules []
 
 func (p *Postgres) ensureMonths(ctx context.Context, dbtx pgx.Tx, batch []*audit.Transaction) error {
 	for _, tx := range batch {
-		if len(tx.Entries) == 0 {
+		if tx.Len() == 0 {
 			continue
 		}
 		k := monthKey(tx.CommittedAt)
@@ -353,12 +371,24 @@ type copySource struct {
 	nextID int64
 	row    []any
 	cur    *audit.Entry
+	err    error
 }
 
 func (s *copySource) Next() bool {
 	for s.tx < len(s.batch) {
-		if s.e < len(s.batch[s.tx].Entries) {
-			s.cur = &s.batch[s.tx].Entries[s.e]
+		tx := s.batch[s.tx]
+		if tx.Spilled != nil {
+			e, err := tx.Spilled.Next()
+			if err != nil {
+				s.err = err
+				return false
+			}
+			if e != nil {
+				s.cur = e
+				return true
+			}
+		} else if s.e < len(tx.Entries) {
+			s.cur = &tx.Entries[s.e]
 			s.e++
 			return true
 		}
@@ -425,7 +455,7 @@ func inet(p netip.Prefix) any {
 	return p
 }
 
-func (s *copySource) Err() error { return nil }
+func (s *copySource) Err() error { return s.err }
 
 func jsonValue(b []byte) any {
 	if b == nil {
