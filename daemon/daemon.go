@@ -146,7 +146,14 @@ func (d *Daemon) Run(ctx context.Context) error {
 	}
 	d.log.Info("starting", zap.String("slot", d.cfg.Slot), zap.Stringer("lsn", start), zap.Int64("last_id", lastID))
 
-	ch := make(chan *audit.Transaction, 64)
+	// The queue holds decoded transactions the sink has not taken yet: each
+	// at most a spool's worth of memory (larger ones are files), so its
+	// length bounds the memory it holds, about 64 MiB.
+	txnMemory := d.cfg.Spool.TxnMemory
+	if txnMemory <= 0 {
+		txnMemory = 8 << 20
+	}
+	ch := make(chan *audit.Transaction, max(4, min(64, int((64<<20)/txnMemory))))
 	g, gctx := errgroup.WithContext(ctx)
 	g.Go(func() error {
 		return d.sink.Run(gctx, ch, func(lsn pglogrepl.LSN) { d.durable.Store(uint64(lsn)) })
@@ -232,7 +239,12 @@ func (d *Daemon) stream(ctx context.Context, ch chan<- *audit.Transaction) (*cdc
 			backoff, attempt = time.Second, 1
 		}
 		if cdc.SQLState(err) == "55006" {
-			d.log.Info("the slot is in use by another process; waiting", zap.String("slot", d.cfg.Slot), zap.Duration("retry_in", backoff))
+			// Another walscribe streams this slot: stand by, and take over
+			// within a couple of seconds of it going away.
+			if attempt == 1 || attempt%30 == 0 {
+				d.log.Info("the slot is in use by another process; standing by", zap.String("slot", d.cfg.Slot))
+			}
+			backoff = standbyRetry
 		} else {
 			d.log.Warn("replication stream broke; reconnecting", zap.Error(err), zap.Int("attempt", attempt), zap.Duration("retry_in", backoff))
 		}
@@ -244,6 +256,9 @@ func (d *Daemon) stream(ctx context.Context, ch chan<- *audit.Transaction) (*cdc
 		backoff = min(backoff*2, 30*time.Second)
 	}
 }
+
+// standbyRetry is how often a standby tries to take the slot over.
+const standbyRetry = 2 * time.Second
 
 // fatal reports errors that reconnecting will not fix.
 func fatal(err error) bool {

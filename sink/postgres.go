@@ -221,6 +221,33 @@ func (p *Postgres) writeRetrying(ctx context.Context, batch []*audit.Transaction
 	}
 }
 
+// lockAndReload takes the schema's writer lock for the transaction and
+// reads the stored progress: this slot's last end LSN, and the last entry id
+// of the schema.
+func (p *Postgres) lockAndReload(ctx context.Context, dbtx pgx.Tx) error {
+	var end *string
+	var committed *time.Time
+	var lastID int64
+	err := dbtx.QueryRow(ctx, `SELECT pg_advisory_xact_lock(hashtext('walscribe.sink.' || $2)),
+			(SELECT end_lsn::text FROM `+p.schema+`.checkpoints WHERE slot = $1 ORDER BY end_lsn DESC LIMIT 1),
+			(SELECT committed_at FROM `+p.schema+`.checkpoints WHERE slot = $1 ORDER BY end_lsn DESC LIMIT 1),
+			(SELECT coalesce(max(last_id), 0) FROM `+p.schema+`.checkpoints)`, p.cfg.Slot, p.cfg.Schema).
+		Scan(nil, &end, &committed, &lastID)
+	if err != nil {
+		return fmt.Errorf("read the stored progress: %w", err)
+	}
+	p.lastEnd, p.lastID = 0, lastID
+	if end != nil {
+		if p.lastEnd, err = pglogrepl.ParseLSN(*end); err != nil {
+			return fmt.Errorf("read the stored progress: %w", err)
+		}
+	}
+	if committed != nil {
+		p.lastCommitted = *committed
+	}
+	return nil
+}
+
 // finalAttempt bounds the last write tried at shutdown.
 const finalAttempt = 5 * time.Second
 
@@ -236,6 +263,20 @@ func (p *Postgres) connectIfNeeded(ctx context.Context) error {
 // Write stores the transactions not yet stored, with their checkpoint, in one
 // database transaction.
 func (p *Postgres) Write(ctx context.Context, batch []*audit.Transaction) error {
+	// Writes go on even if ctx is cancelled: a batch is either committed or
+	// rolled back, never abandoned half-way because of shutdown.
+	wctx := context.WithoutCancel(ctx)
+	dbtx, err := p.conn.Begin(wctx)
+	if err != nil {
+		return fmt.Errorf("begin: %w", err)
+	}
+	defer dbtx.Rollback(wctx)
+	// One writer at a time, and from the progress as stored: another
+	// walscribe (a standby that took over, a second slot) may have written
+	// since this one last did.
+	if err := p.lockAndReload(wctx, dbtx); err != nil {
+		return err
+	}
 	var keep []*audit.Transaction
 	var rulesRecs []*audit.Transaction
 	end := p.lastEnd
@@ -266,14 +307,6 @@ func (p *Postgres) Write(ctx context.Context, batch []*audit.Transaction) error 
 	if len(batch) == 0 && len(rulesRecs) == 0 {
 		return nil
 	}
-	// Writes go on even if ctx is cancelled: a batch is either committed or
-	// rolled back, never abandoned half-way because of shutdown.
-	wctx := context.WithoutCancel(ctx)
-	dbtx, err := p.conn.Begin(wctx)
-	if err != nil {
-		return fmt.Errorf("begin: %w", err)
-	}
-	defer dbtx.Rollback(wctx)
 	if n > 0 {
 		if err := p.ensureMonths(wctx, dbtx, batch); err != nil {
 			return err

@@ -247,3 +247,109 @@ func TestUserErrors(t *testing.T) {
 }
 
 func writeFile(path, content string) error { return os.WriteFile(path, []byte(content), 0o600) }
+
+// TestStandbyTakesOver runs two walscribe on one slot: the second stands by
+// while the first streams, and takes over within seconds when the first is
+// killed, with nothing lost or written twice.
+func TestStandbyTakesOver(t *testing.T) {
+	dsn := srv.NewDB(t)
+	ctx := context.Background()
+	conn := pgtest.Connect(t, dsn)
+	pgtest.Exec(t, dsn, workload.Schema, `CREATE TABLE marker (id serial PRIMARY KEY)`)
+	if err := oracle.Install(ctx, conn); err != nil {
+		t.Fatal(err)
+	}
+	tables := append([]string{"public.marker"}, workload.Tables...)
+	for _, tbl := range tables {
+		if err := oracle.Attach(ctx, conn, tbl); err != nil {
+			t.Fatal(err)
+		}
+	}
+	cfg := writeConfig(t, configFor(dsn, tables...))
+	if out, code := walscribe(t, "setup", "--config", cfg); code != 0 {
+		t.Fatalf("setup failed (%d):\n%s", code, out)
+	}
+	logs, err := os.Create(filepath.Join(t.TempDir(), "run.log"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer logs.Close()
+	start := func() *exec.Cmd {
+		cmd := command(t, "run", "--config", cfg)
+		cmd.Stdout, cmd.Stderr = logs, logs
+		if err := cmd.Start(); err != nil {
+			t.Fatal(err)
+		}
+		return cmd
+	}
+	active := start()
+	activePID := func() int {
+		var pid *int
+		conn.QueryRow(ctx, `SELECT active_pid FROM pg_replication_slots WHERE slot_name = 'walscribe'`).Scan(&pid)
+		if pid == nil {
+			return 0
+		}
+		return *pid
+	}
+	deadline := time.Now().Add(30 * time.Second)
+	for activePID() == 0 {
+		if time.Now().After(deadline) {
+			t.Fatal("the first walscribe never streamed")
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	first := activePID()
+	standby := start()
+	defer func() {
+		standby.Process.Signal(syscall.SIGTERM)
+		standby.Wait()
+	}()
+
+	loadCtx, stopLoad := context.WithCancel(ctx)
+	statsCh := make(chan *workload.Stats, 1)
+	go func() { statsCh <- workload.Run(loadCtx, dsn, workload.Options{Clients: 2, Seed: 5, Pause: 5 * time.Millisecond}) }()
+	defer stopLoad()
+	time.Sleep(1500 * time.Millisecond)
+	if pid := activePID(); pid != first {
+		t.Fatalf("the slot changed hands before the first walscribe died (%d → %d)", first, pid)
+	}
+	active.Process.Signal(syscall.SIGKILL)
+	active.Wait()
+	killed := time.Now()
+	for pid := activePID(); pid == 0 || pid == first; pid = activePID() {
+		if time.Since(killed) > 20*time.Second {
+			out, _ := os.ReadFile(logs.Name())
+			t.Fatalf("the standby did not take over within 20s:\n%s", out)
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	t.Logf("the standby took over %s after the kill", time.Since(killed).Round(10*time.Millisecond))
+	time.Sleep(time.Second)
+	stopLoad()
+	<-statsCh
+
+	var marker int
+	if err := conn.QueryRow(ctx, `INSERT INTO marker DEFAULT VALUES RETURNING id`).Scan(&marker); err != nil {
+		t.Fatal(err)
+	}
+	deadline = time.Now().Add(60 * time.Second)
+	for count(t, conn, `SELECT count(*) FROM audit.entries WHERE table_name = 'marker' AND pk = jsonb_build_object('id', $1::int)`, marker) == 0 {
+		if time.Now().After(deadline) {
+			t.Fatal("the standby did not catch up")
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	r, err := oracle.Compare(ctx, conn, "audit", []string{"marker"}, 10)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, m := range r.Mismatches {
+		t.Error(m)
+	}
+	if r.Changes == 0 {
+		t.Fatal("the workload changed nothing")
+	}
+	if n := count(t, conn, `SELECT count(*) FROM (SELECT count(*) = max(id) AND min(id) = 1 AS dense FROM audit.entries) x WHERE dense`); n != 1 {
+		t.Error("entry ids are not dense from 1 across the takeover")
+	}
+}
