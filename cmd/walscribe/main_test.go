@@ -307,7 +307,9 @@ func TestStandbyTakesOver(t *testing.T) {
 
 	loadCtx, stopLoad := context.WithCancel(ctx)
 	statsCh := make(chan *workload.Stats, 1)
-	go func() { statsCh <- workload.Run(loadCtx, dsn, workload.Options{Clients: 2, Seed: 5, Pause: 5 * time.Millisecond}) }()
+	go func() {
+		statsCh <- workload.Run(loadCtx, dsn, workload.Options{Clients: 2, Seed: 5, Pause: 5 * time.Millisecond})
+	}()
 	defer stopLoad()
 	time.Sleep(1500 * time.Millisecond)
 	if pid := activePID(); pid != first {
