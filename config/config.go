@@ -35,6 +35,7 @@ import (
 type Config struct {
 	Source  Source  `mapstructure:"source"`
 	Sink    Sink    `mapstructure:"sink"`
+	Spool   Spool   `mapstructure:"spool"`
 	Context Context `mapstructure:"context"`
 	Masking Masking `mapstructure:"masking"`
 	// ExcludeTables are table names or glob patterns never audited, even when
@@ -66,6 +67,10 @@ type Source struct {
 	// StatusInterval is how often the acknowledged position is reported to
 	// the server (source.status_interval), 1s to 60s. Default 10s.
 	StatusInterval time.Duration `mapstructure:"status_interval"`
+	// RecreateLostSlot: when the replication slot is gone or invalidated
+	// (wal_status lost), record the gap and create a new slot, instead of
+	// stopping with an error (source.recreate_lost_slot). Default false.
+	RecreateLostSlot bool `mapstructure:"recreate_lost_slot"`
 }
 
 // Sink is where audit entries are written.
@@ -82,6 +87,19 @@ type Sink struct {
 	// BatchMaxWait is the longest an entry waits before its batch is written
 	// (sink.batch_max_wait), above 0 and at most 1m. Default 100ms.
 	BatchMaxWait time.Duration `mapstructure:"batch_max_wait"`
+}
+
+// Spool is where transactions too large for memory are kept while they are
+// decoded.
+type Spool struct {
+	// Dir holds the files of transactions larger than TxnMemory
+	// (spool.dir). Default "": the system's temporary directory. When set,
+	// it must be an existing directory walscribe can create files in.
+	Dir string `mapstructure:"dir"`
+	// TxnMemory is how much of one transaction is kept in memory before it
+	// moves to a file (spool.txn_memory), as a byte size: "8MiB", "512KiB",
+	// "64MB", or a plain number of bytes. Default 8 MiB; from 64 KiB to 1 GiB.
+	TxnMemory ByteSize `mapstructure:"txn_memory"`
 }
 
 // Context describes how applications attach context (who, why) to their
@@ -208,6 +226,7 @@ func Default() Config {
 			BatchMaxEntries: 5000,
 			BatchMaxWait:    100 * time.Millisecond,
 		},
+		Spool:                Spool{TxnMemory: 8 * MiB},
 		Context:              Context{Prefix: "audit"},
 		SkipUnchangedUpdates: true,
 		HTTP:                 HTTP{Listen: "127.0.0.1:9187"},
@@ -276,7 +295,7 @@ func load(path string) (*Config, error) {
 	problems := unknownKeys("", v.AllSettings(), reflect.TypeFor[Config]())
 
 	var cfg Config
-	decodeErrs, failed := decodeProblems(v.Unmarshal(&cfg, viper.DecodeHook(mapstructure.ComposeDecodeHookFunc(durationHook, maskStyleHook, shapeHook))))
+	decodeErrs, failed := decodeProblems(v.Unmarshal(&cfg, viper.DecodeHook(mapstructure.ComposeDecodeHookFunc(durationHook, byteSizeHook, maskStyleHook, shapeHook))))
 	problems = append(problems, decodeErrs...)
 	for _, p := range cfg.problems() {
 		if !coveredBy(p.key, failed) {

@@ -84,8 +84,8 @@ func TestLoadDefaults(t *testing.T) {
 		yaml string
 	}{
 		{"keys absent", minimal},
-		{"empty sections", minimal + "sink: {}\ncontext: {}\nmasking: {}\nhttp: {}\nlog: {}\n"},
-		{"null sections", minimal + "sink:\ncontext:\nmasking:\nexclude_tables:\nhttp:\nlog:\n"},
+		{"empty sections", minimal + "sink: {}\nspool: {}\ncontext: {}\nmasking: {}\nhttp: {}\nlog: {}\n"},
+		{"null sections", minimal + "sink:\nspool:\ncontext:\nmasking:\nexclude_tables:\nhttp:\nlog:\n"},
 		{"null entry keys", minimal + "    exclude:\n    mask:\n    mask_style:\n    diff:\n    actions:\n    retention:\n    skip_unchanged_updates:\n"},
 		{"null keys", minimal + `
 masking:
@@ -97,6 +97,9 @@ sink:
   schema:
   batch_max_entries:
   batch_max_wait:
+spool:
+  dir:
+  txn_memory:
 context:
   prefix:
 http:
@@ -262,9 +265,12 @@ func TestEnvironmentOverrides(t *testing.T) {
 source:
   dsn: postgres://file@file-host:5432/file
   status_interval: 5s
+  recreate_lost_slot: true
 sink:
   batch_max_entries: 100
   batch_max_wait: 200ms
+spool:
+  txn_memory: 1MiB
 masking:
   secret: file-secret-0123456789
 exclude_tables:
@@ -301,6 +307,30 @@ log:
 			want:  30 * time.Second,
 			other: func(c *Config) any { return c.Source.DSN },
 			keeps: "postgres://file@file-host:5432/file",
+		},
+		{
+			name:  "WALSCRIBE_SOURCE_RECREATE_LOST_SLOT",
+			env:   map[string]string{"WALSCRIBE_SOURCE_RECREATE_LOST_SLOT": "false"},
+			got:   func(c *Config) any { return c.Source.RecreateLostSlot },
+			want:  false,
+			other: func(c *Config) any { return c.Spool.TxnMemory },
+			keeps: 1 * MiB,
+		},
+		{
+			name:  "WALSCRIBE_SPOOL_TXN_MEMORY with a unit",
+			env:   map[string]string{"WALSCRIBE_SPOOL_TXN_MEMORY": "64MB"},
+			got:   func(c *Config) any { return c.Spool.TxnMemory },
+			want:  ByteSize(64_000_000),
+			other: func(c *Config) any { return c.Source.RecreateLostSlot },
+			keeps: true,
+		},
+		{
+			name:  "WALSCRIBE_SPOOL_TXN_MEMORY in bytes",
+			env:   map[string]string{"WALSCRIBE_SPOOL_TXN_MEMORY": "262144"},
+			got:   func(c *Config) any { return c.Spool.TxnMemory },
+			want:  ByteSize(256 * 1024),
+			other: func(c *Config) any { return c.Spool.Dir },
+			keeps: "",
 		},
 		{
 			name:  "WALSCRIBE_SINK_BATCH_MAX_WAIT",
@@ -433,20 +463,23 @@ func TestEnvVarNames(t *testing.T) {
 	// Every key is read from WALSCRIBE_<SECTION>_<KEY>: set each to a value
 	// that differs from its default and is valid, and see it arrive.
 	values := map[string]string{
-		"source.dsn":             testDSN,
-		"source.slot":            "slot_b",
-		"source.publication":     "pub_b",
-		"source.status_interval": "42s",
-		"sink.dsn":               "host=audit-db dbname=audit user=walscribe",
-		"sink.schema":            "audit_b",
-		"sink.batch_max_entries": "123",
-		"sink.batch_max_wait":    "250ms",
-		"context.prefix":         "app",
-		"masking.secret":         testSecret,
-		"skip_unchanged_updates": "false",
-		"http.listen":            "[::1]:9999",
-		"log.level":              "error",
-		"log.format":             "console",
+		"source.dsn":                testDSN,
+		"source.slot":               "slot_b",
+		"source.publication":        "pub_b",
+		"source.status_interval":    "42s",
+		"source.recreate_lost_slot": "true",
+		"sink.dsn":                  "host=audit-db dbname=audit user=walscribe",
+		"sink.schema":               "audit_b",
+		"sink.batch_max_entries":    "123",
+		"sink.batch_max_wait":       "250ms",
+		"spool.dir":                 t.TempDir(),
+		"spool.txn_memory":          "16MiB",
+		"context.prefix":            "app",
+		"masking.secret":            testSecret,
+		"skip_unchanged_updates":    "false",
+		"http.listen":               "[::1]:9999",
+		"log.level":                 "error",
+		"log.format":                "console",
 	}
 	isolateEnv(t)
 	t.Setenv("WALSCRIBE_TABLES", "public.orders")
@@ -507,6 +540,12 @@ func sameValue(t *testing.T, field reflect.Value, text string) bool {
 			t.Fatalf("%q: %v", text, err)
 		}
 		return v == b
+	case ByteSize:
+		b, err := ParseByteSize(text)
+		if err != nil {
+			t.Fatalf("%q: %v", text, err)
+		}
+		return v == b
 	case int:
 		n, err := strconv.Atoi(text)
 		if err != nil {
@@ -543,7 +582,7 @@ func TestLoadErrors(t *testing.T) {
 		{
 			name: "unknown top-level key, nothing close",
 			yaml: valid + "colour: red\n",
-			want: []string{"colour: unknown key", "the keys here are source, sink, context, masking, exclude_tables, skip_unchanged_updates, tables, http, log"},
+			want: []string{"colour: unknown key", "the keys here are source, sink, spool, context, masking, exclude_tables, skip_unchanged_updates, tables, http, log"},
 		},
 		{
 			name: "unknown nested key",

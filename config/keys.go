@@ -228,8 +228,8 @@ func maskStyleHook(from, to reflect.Type, data any) (any, error) {
 // list belongs (tables: public.orders would become one entry that cannot be
 // read).
 func shapeHook(from, to reflect.Type, data any) (any, error) {
-	if to == durationType {
-		return data, nil // durationHook has decided
+	if to == durationType || to == byteSizeType {
+		return data, nil // durationHook or byteSizeHook has decided
 	}
 	wrong := false
 	switch to.Kind() {
@@ -318,6 +318,12 @@ func describe(v any) string {
 		return "a section of keys"
 	case []any:
 		return "a list"
+	case float64:
+		// 1048576.5, not 1.0485765e+06.
+		if math.Abs(v) < 1e21 {
+			return strconv.FormatFloat(v, 'f', -1, 64)
+		}
+		return fmt.Sprint(v)
 	default:
 		return fmt.Sprint(v)
 	}
@@ -328,6 +334,8 @@ func want(t reflect.Type) string {
 	switch {
 	case t == durationType:
 		return "a duration such as 100ms, 10s or 1m"
+	case t == byteSizeType:
+		return "a size such as 8MiB or 512KiB"
 	case t == reflect.TypeFor[Table]():
 		return "an entry like `name: public.orders`"
 	case t == reflect.TypeFor[[]Table]():

@@ -10,9 +10,9 @@ import (
 // Redacted returns the configuration as nested maps keyed like the file, with
 // passwords in connection strings and the masking secret replaced by "xxxxx"
 // (the secret is "" when not set), for logging at startup. Durations are
-// strings such as "100ms". Each tables entry shows the rules in force for it,
-// with the defaults filled in and mask_style as a map of every masked column
-// to its style.
+// strings such as "100ms" and sizes strings such as "8MiB". Each tables entry
+// shows the rules in force for it, with the defaults filled in and mask_style
+// as a map of every masked column to its style.
 func (c *Config) Redacted() map[string]any {
 	tables := make([]map[string]any, len(c.Tables))
 	for i, t := range c.Tables {
@@ -49,16 +49,21 @@ func (c *Config) Redacted() map[string]any {
 	}
 	return map[string]any{
 		"source": map[string]any{
-			"dsn":             redactDSN(c.Source.DSN),
-			"slot":            c.Source.Slot,
-			"publication":     c.Source.Publication,
-			"status_interval": c.Source.StatusInterval.String(),
+			"dsn":                redactDSN(c.Source.DSN),
+			"slot":               c.Source.Slot,
+			"publication":        c.Source.Publication,
+			"status_interval":    c.Source.StatusInterval.String(),
+			"recreate_lost_slot": c.Source.RecreateLostSlot,
 		},
 		"sink": map[string]any{
 			"dsn":               redactDSN(c.Sink.DSN),
 			"schema":            c.Sink.Schema,
 			"batch_max_entries": c.Sink.BatchMaxEntries,
 			"batch_max_wait":    c.Sink.BatchMaxWait.String(),
+		},
+		"spool": map[string]any{
+			"dir":        c.Spool.Dir,
+			"txn_memory": c.Spool.TxnMemory.String(),
 		},
 		"context":                map[string]any{"prefix": c.Context.Prefix},
 		"masking":                map[string]any{"secret": secret},

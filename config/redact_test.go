@@ -86,6 +86,9 @@ func TestRedacted(t *testing.T) {
 	c := Default()
 	c.Source.DSN = "postgres://walscribe:s3cret@db.internal:5432/app"
 	c.Sink.BatchMaxWait = 250 * time.Millisecond
+	c.Source.RecreateLostSlot = true
+	c.Spool.Dir = "/var/lib/walscribe/spool"
+	c.Spool.TxnMemory = 64_000_000
 	c.Masking.Secret = "s3cret-masking-key-0123456789"
 	c.ExcludeTables = []string{"public.sessions"}
 	c.SkipUnchangedUpdates = false
@@ -145,6 +148,10 @@ func TestRedacted(t *testing.T) {
 	}{
 		{"sink.batch_max_wait", r["sink"].(map[string]any)["batch_max_wait"], "250ms"},
 		{"source.status_interval", r["source"].(map[string]any)["status_interval"], "10s"},
+		{"source.recreate_lost_slot", r["source"].(map[string]any)["recreate_lost_slot"], true},
+		{"spool.dir", r["spool"].(map[string]any)["dir"], "/var/lib/walscribe/spool"},
+		{"spool.txn_memory", r["spool"].(map[string]any)["txn_memory"], "64MB"},
+		{"spool.txn_memory default", ptr(Default()).Redacted()["spool"].(map[string]any)["txn_memory"], "8MiB"},
 		{"sink.dsn", r["sink"].(map[string]any)["dsn"], ""},
 		{"masking.secret", r["masking"].(map[string]any)["secret"], "xxxxx"},
 		{"exclude_tables", r["exclude_tables"], []string{"public.sessions"}},

@@ -1,8 +1,11 @@
 package config
 
 import (
+	"errors"
 	"fmt"
+	"io/fs"
 	"net"
+	"os"
 	"regexp"
 	"slices"
 	"strconv"
@@ -53,6 +56,11 @@ func (c *Config) problems() []problem {
 	}
 	check("sink.batch_max_wait", checkDuration(c.Sink.BatchMaxWait, time.Nanosecond, time.Minute, "above 0 and at most 1m, e.g. 100ms"))
 
+	if c.Spool.Dir != "" {
+		check("spool.dir", checkSpoolDir(c.Spool.Dir))
+	}
+	check("spool.txn_memory", checkByteSize(c.Spool.TxnMemory, 64*KiB, GiB, "8MiB"))
+
 	check("context.prefix", checkIdent(c.Context.Prefix, "audit"))
 
 	c.tableProblems(check)
@@ -83,6 +91,40 @@ func checkDSN(dsn string) string {
 		}
 	}
 	return "not a valid connection string (" + reason + "): use a URL like postgres://walscribe@localhost:5432/app or key=value pairs like host=localhost dbname=app user=walscribe"
+}
+
+// checkSpoolDir reports a spool directory that does not exist, is not a
+// directory, or is one where no file can be created. It creates and removes
+// a small file to find out.
+func checkSpoolDir(dir string) string {
+	orDefault := fmt.Sprintf("or leave spool.dir empty (%s=) for the system's temporary directory", envVar("spool.dir"))
+	info, err := os.Stat(dir)
+	switch {
+	case errors.Is(err, fs.ErrNotExist):
+		return fmt.Sprintf("%q does not exist: create it (mkdir -p %s), point spool.dir at a directory that exists, %s", dir, dir, orDefault)
+	case err != nil:
+		return fmt.Sprintf("cannot use %q (%v): point spool.dir at a directory walscribe can read and write, %s", dir, pathReason(err), orDefault)
+	case !info.IsDir():
+		return fmt.Sprintf("%q is not a directory: point spool.dir at a directory, %s", dir, orDefault)
+	}
+	f, err := os.CreateTemp(dir, ".walscribe-check-*")
+	if err != nil {
+		return fmt.Sprintf("cannot create files in %q (%v): let the user walscribe runs as write there, or change spool.dir, %s", dir, pathReason(err), orDefault)
+	}
+	name := f.Name()
+	f.Close()
+	os.Remove(name)
+	return ""
+}
+
+// pathReason is why a file operation failed, without the path, which the
+// message shows already.
+func pathReason(err error) error {
+	var pathErr *fs.PathError
+	if errors.As(err, &pathErr) {
+		return pathErr.Err
+	}
+	return err
 }
 
 func checkIdent(s, example string) string {

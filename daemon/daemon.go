@@ -39,6 +39,9 @@ type Config struct {
 	Rules *rules.Set
 	// Spool says where transactions too large for memory go.
 	Spool spool.Config
+	// RecreateLostSlot: when the slot is gone or lost, record the gap and
+	// create a new slot, instead of stopping with an error.
+	RecreateLostSlot bool
 }
 
 // Daemon streams one slot into one sink.
@@ -56,7 +59,11 @@ type Daemon struct {
 	invalid int           // decoder.InvalidContexts already logged
 	reload  chan *rules.Set
 	spool   *spool.Spool
+	gaps    atomic.Int64 // gaps recorded by this process
 }
+
+// Gaps is the number of gaps this daemon recorded.
+func (d *Daemon) Gaps() int64 { return d.gaps.Load() }
 
 // Spool returns the daemon's spool, for its counters.
 func (d *Daemon) Spool() *spool.Spool { return d.spool }
@@ -122,12 +129,11 @@ func (d *Daemon) Run(ctx context.Context) error {
 	defer d.catalog.Close(context.WithoutCancel(ctx))
 
 	start, lastID := d.sink.Progress()
-	switch {
-	case start == 0:
-		start = slot.ConfirmedFlushLSN
-	case slot.ConfirmedFlushLSN > start:
-		d.log.Error("the slot is ahead of the stored progress: changes between these positions were not stored",
-			zap.String("slot", d.cfg.Slot), zap.Stringer("stored_lsn", start), zap.Stringer("slot_lsn", slot.ConfirmedFlushLSN))
+	if start, err = d.checkSlot(ctx, slot, start); err != nil {
+		if ctx.Err() != nil {
+			return nil
+		}
+		return err
 	}
 	d.durable.Store(uint64(start))
 	d.queued = start
@@ -180,6 +186,74 @@ func (d *Daemon) Run(ctx context.Context) error {
 	return nil
 }
 
+// checkSlot compares the slot with the stored progress, and returns where
+// to resume. A slot that is gone, lost (wal_status lost) or ahead of the
+// stored progress means changes the trail cannot hold: that is recorded as
+// a gap, loudly, never skipped in silence. A gone or lost slot is recreated
+// only when the configuration says so.
+func (d *Daemon) checkSlot(ctx context.Context, slot *cdc.Slot, stored pglogrepl.LSN) (pglogrepl.LSN, error) {
+	reason := ""
+	switch {
+	case slot == nil && stored == 0:
+		return 0, fmt.Errorf("%w: %q (run `walscribe setup`)", cdc.ErrNoSlot, d.cfg.Slot)
+	case slot == nil:
+		reason = "slot_missing"
+	case slot.WALStatus == "lost":
+		reason = "slot_lost"
+	case stored == 0:
+		return slot.ConfirmedFlushLSN, nil
+	case slot.ConfirmedFlushLSN > stored:
+		g := sink.Gap{Reason: "slot_ahead", From: stored, To: slot.ConfirmedFlushLSN,
+			Detail: "the slot was moved past what the trail holds: the changes between these positions were acknowledged but not stored"}
+		d.gap(ctx, g)
+		return slot.ConfirmedFlushLSN, nil
+	default:
+		return stored, nil
+	}
+	detail := "the replication slot was dropped"
+	if reason == "slot_lost" {
+		detail = "the server removed WAL the slot still needed (wal_status lost, see max_slot_wal_keep_size)"
+	}
+	if !d.cfg.RecreateLostSlot {
+		d.gap(ctx, sink.Gap{Reason: reason, From: stored, Detail: detail})
+		return 0, fmt.Errorf("replication slot %q: %s, so the changes after %s are not in the trail (recorded as a gap entry): "+
+			"set source.recreate_lost_slot: true to create a new slot and go on from now", d.cfg.Slot, detail, stored)
+	}
+	conn, err := pgx.Connect(ctx, d.cfg.SourceDSN)
+	if err != nil {
+		return 0, fmt.Errorf("connect to source: %w", err)
+	}
+	defer conn.Close(ctx)
+	if slot != nil {
+		if _, err := conn.Exec(ctx, `SELECT pg_drop_replication_slot($1)`, d.cfg.Slot); err != nil {
+			return 0, fmt.Errorf("drop the lost slot %q: %w", d.cfg.Slot, err)
+		}
+	}
+	if _, err := cdc.EnsureSlot(ctx, conn, d.cfg.Slot, time.Minute); err != nil {
+		return 0, err
+	}
+	fresh, err := cdc.ReadSlot(ctx, conn, d.cfg.Slot)
+	if err != nil {
+		return 0, err
+	}
+	d.gap(ctx, sink.Gap{Reason: reason, From: stored, To: fresh.ConfirmedFlushLSN, Detail: detail + "; a new slot was created"})
+	return fresh.ConfirmedFlushLSN, nil
+}
+
+// gap records g and says so in the log.
+func (d *Daemon) gap(ctx context.Context, g sink.Gap) {
+	recorded, err := d.sink.RecordGap(ctx, g)
+	if err != nil {
+		d.log.Error("cannot record a gap in the trail", zap.String("reason", g.Reason), zap.Error(err))
+		return
+	}
+	if recorded {
+		d.log.Error("gap in the audit trail: changes between these positions are missing", zap.String("slot", d.cfg.Slot),
+			zap.String("reason", g.Reason), zap.Stringer("from_lsn", g.From), zap.Stringer("to_lsn", g.To), zap.String("detail", g.Detail))
+		d.gaps.Add(1)
+	}
+}
+
 // open connects the sink, loads the stored progress and reads the slot,
 // waiting with backoff while a database is unreachable (starting up,
 // restarting, the network down). Errors retrying cannot fix (no audit
@@ -192,6 +266,9 @@ func (d *Daemon) open(ctx context.Context) (*cdc.Slot, error) {
 			var slot *cdc.Slot
 			if slot, err = d.readSlot(ctx); err == nil {
 				return slot, nil
+			}
+			if errors.Is(err, cdc.ErrNoSlot) {
+				return nil, nil // checkSlot decides
 			}
 			d.sink.Close(context.WithoutCancel(ctx))
 		}

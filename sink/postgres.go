@@ -5,6 +5,7 @@ package sink
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
@@ -231,7 +232,8 @@ func (p *Postgres) lockAndReload(ctx context.Context, dbtx pgx.Tx) error {
 	err := dbtx.QueryRow(ctx, `SELECT pg_advisory_xact_lock(hashtext('walscribe.sink.' || $2)),
 			(SELECT end_lsn::text FROM `+p.schema+`.checkpoints WHERE slot = $1 ORDER BY end_lsn DESC LIMIT 1),
 			(SELECT committed_at FROM `+p.schema+`.checkpoints WHERE slot = $1 ORDER BY end_lsn DESC LIMIT 1),
-			(SELECT coalesce(max(last_id), 0) FROM `+p.schema+`.checkpoints)`, p.cfg.Slot, p.cfg.Schema).
+			greatest((SELECT coalesce(max(last_id), 0) FROM `+p.schema+`.checkpoints),
+			         (SELECT coalesce(max(entry_id), 0) FROM `+p.schema+`.gaps))`, p.cfg.Slot, p.cfg.Schema).
 		Scan(nil, &end, &committed, &lastID)
 	if err != nil {
 		return fmt.Errorf("read the stored progress: %w", err)
@@ -245,6 +247,82 @@ func (p *Postgres) lockAndReload(ctx context.Context, dbtx pgx.Tx) error {
 	if committed != nil {
 		p.lastCommitted = *committed
 	}
+	return nil
+}
+
+// Gap is a stretch of the source's history the trail cannot hold.
+type Gap struct {
+	Reason string        // slot_missing, slot_lost, slot_ahead
+	From   pglogrepl.LSN // the last position stored before the gap
+	To     pglogrepl.LSN // where the trail resumes; 0 when it does not
+	Detail string        // what happened, for people
+}
+
+// RecordGap records a gap, once: in the gaps table and as an entry of the
+// trail (action gap), and moves the stored progress to g.To when set. It
+// reports whether the gap was new. Call it after Open, before Run.
+func (p *Postgres) RecordGap(ctx context.Context, g Gap) (bool, error) {
+	dbtx, err := p.conn.Begin(ctx)
+	if err != nil {
+		return false, fmt.Errorf("record gap: %w", err)
+	}
+	defer dbtx.Rollback(ctx)
+	if err := p.lockAndReload(ctx, dbtx); err != nil {
+		return false, err
+	}
+	var known bool
+	if err := dbtx.QueryRow(ctx, `SELECT EXISTS (SELECT 1 FROM `+p.schema+`.gaps WHERE slot = $1 AND reason = $2 AND from_lsn = $3::text::pg_lsn)`,
+		p.cfg.Slot, g.Reason, g.From.String()).Scan(&known); err != nil {
+		return false, fmt.Errorf("record gap: %w", err)
+	}
+	if known {
+		return false, nil
+	}
+	var lastCommit any
+	if !p.lastCommitted.IsZero() {
+		lastCommit = p.lastCommitted
+	}
+	var to any
+	if g.To != 0 {
+		to = g.To.String()
+	}
+	id := p.lastID + 1
+	now := time.Now().UTC()
+	if err := p.ensureMonth(ctx, dbtx, now); err != nil {
+		return false, err
+	}
+	detail, _ := json.Marshal(map[string]any{"reason": g.Reason, "slot": p.cfg.Slot, "from_lsn": g.From.String(),
+		"to_lsn": to, "last_commit": lastCommit, "detail": g.Detail})
+	if _, err := dbtx.Exec(ctx, `INSERT INTO `+p.schema+`.entries (id, commit_lsn, seq, committed_at, schema_name, table_name, action, new)
+		VALUES ($1, $2::text::pg_lsn, 0, $3, 'walscribe', $4, 'gap', $5)`, id, g.From.String(), now, p.cfg.Slot, string(detail)); err != nil {
+		return false, fmt.Errorf("record gap entry: %w", err)
+	}
+	if _, err := dbtx.Exec(ctx, `INSERT INTO `+p.schema+`.gaps (slot, reason, from_lsn, to_lsn, last_commit, entry_id)
+		VALUES ($1, $2, $3::text::pg_lsn, $4::text::pg_lsn, $5, $6)`, p.cfg.Slot, g.Reason, g.From.String(), to, lastCommit, id); err != nil {
+		return false, fmt.Errorf("record gap: %w", err)
+	}
+	if g.To > p.lastEnd {
+		if _, err := dbtx.Exec(ctx, `INSERT INTO `+p.schema+`.checkpoints (slot, end_lsn, last_id, committed_at, entries)
+			VALUES ($1, $2::text::pg_lsn, $3, $4, 1)`, p.cfg.Slot, g.To.String(), id, lastCommit); err != nil {
+			return false, fmt.Errorf("record gap: %w", err)
+		}
+	}
+	if err := dbtx.Commit(ctx); err != nil {
+		return false, fmt.Errorf("record gap: %w", err)
+	}
+	p.lastID = id
+	p.lastEnd = max(p.lastEnd, g.To)
+	return true, nil
+}
+
+func (p *Postgres) ensureMonth(ctx context.Context, dbtx pgx.Tx, at time.Time) error {
+	if p.months[monthKey(at)] {
+		return nil
+	}
+	if _, err := dbtx.Exec(ctx, `SELECT `+p.schema+`.ensure_partitions($1, $1, $2)`, at, []string{"default"}); err != nil {
+		return fmt.Errorf("create partitions: %w", err)
+	}
+	p.months[monthKey(at)] = true
 	return nil
 }
 

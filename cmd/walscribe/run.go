@@ -13,6 +13,7 @@ import (
 	"github.com/walscribe/walscribe/config"
 	"github.com/walscribe/walscribe/daemon"
 	"github.com/walscribe/walscribe/sink"
+	"github.com/walscribe/walscribe/spool"
 )
 
 func newRunCmd(g *globals) *cobra.Command {
@@ -101,5 +102,7 @@ func daemonConfig(c *config.Config) daemon.Config {
 			BatchMaxEntries: c.Sink.BatchMaxEntries,
 			BatchMaxWait:    c.Sink.BatchMaxWait,
 		},
+		Spool:            spool.Config{Dir: c.Spool.Dir, TxnMemory: int64(c.Spool.TxnMemory)},
+		RecreateLostSlot: c.Source.RecreateLostSlot,
 	}
 }
