@@ -4,7 +4,7 @@ BIN      := bin/walscribe
 VERSION  ?= $(shell git describe --tags --always --dirty 2>/dev/null || echo dev)
 LDFLAGS  := -s -w -X main.version=$(VERSION)
 
-.PHONY: all build test test-short demo bench vet fmt clean
+.PHONY: all build test test-short demo bench chaos huge vet fmt clean
 
 all: build
 
@@ -30,6 +30,14 @@ bench:
 	$(GO) test -run '^$$' -bench 'Drain' -benchtime 5x ./daemon
 	$(GO) test -run '^$$' -bench 'BridgeOverhead' -benchtime 20x -count 3 ./daemon
 	$(GO) test -run '^$$' -bench . -benchmem ./decoder
+
+## chaos: the chaos test with 100 faults (make test runs 12)
+chaos:
+	WALSCRIBE_CHAOS_CYCLES=100 $(GO) test -count=1 -run 'TestChaos' -v -timeout 60m ./cmd/walscribe
+
+## huge: a 5,000,000-row UPDATE in one transaction; prints walscribe's peak memory
+huge:
+	WALSCRIBE_HUGE_ROWS=5000000 $(GO) test -count=1 -run 'TestHugeTransaction' -v -timeout 60m ./cmd/walscribe
 
 vet:
 	$(GO) vet ./...

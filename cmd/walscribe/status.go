@@ -33,6 +33,16 @@ type statusReport struct {
 	LastID            int64      `json:"last_entry_id"`
 	CheckpointBehind  bool       `json:"slot_ahead_of_checkpoint"`
 	CheckpointMissing bool       `json:"no_checkpoint"`
+	Gaps              int        `json:"gaps"`
+	LastGap           *gapInfo   `json:"last_gap,omitempty"`
+}
+
+// gapInfo is the newest gap recorded for the slot.
+type gapInfo struct {
+	Reason     string    `json:"reason"`
+	FromLSN    string    `json:"from_lsn"`
+	ToLSN      *string   `json:"to_lsn"`
+	DetectedAt time.Time `json:"detected_at"`
 }
 
 func newStatusCmd(g *globals) *cobra.Command {
@@ -105,6 +115,18 @@ func readStatus(ctx context.Context, c *config.Config) (*statusReport, error) {
 		r.CheckpointLSN = *lsn
 		r.CheckpointBehind = lsnBehind != nil && *lsnBehind
 	}
+	gaps := pgx.Identifier{c.Sink.Schema, "gaps"}.Sanitize()
+	if err := sinkConn.QueryRow(ctx, `SELECT count(*) FROM `+gaps+` WHERE slot = $1`, c.Source.Slot).Scan(&r.Gaps); err != nil {
+		return nil, fmt.Errorf("read gaps (run `walscribe setup` to bring the audit schema up to date): %w", err)
+	}
+	if r.Gaps > 0 {
+		g := &gapInfo{}
+		if err := sinkConn.QueryRow(ctx, `SELECT reason, from_lsn::text, to_lsn::text, detected_at FROM `+gaps+`
+			WHERE slot = $1 ORDER BY detected_at DESC LIMIT 1`, c.Source.Slot).Scan(&g.Reason, &g.FromLSN, &g.ToLSN, &g.DetectedAt); err != nil {
+			return nil, fmt.Errorf("read gaps: %w", err)
+		}
+		r.LastGap = g
+	}
 	return r, nil
 }
 
@@ -131,6 +153,14 @@ func printStatus(w io.Writer, r *statusReport) {
 		fmt.Fprintf(tw, "checkpoint\t%s, written %s\n", r.CheckpointLSN, fmtTime(r.CheckpointAt))
 		fmt.Fprintf(tw, "last commit stored\t%s\n", fmtTime(r.LastCommitAt))
 		fmt.Fprintf(tw, "last entry id\t%d\n", r.LastID)
+	}
+	if r.Gaps > 0 {
+		to := "not resumed"
+		if r.LastGap.ToLSN != nil {
+			to = "resumed at " + *r.LastGap.ToLSN
+		}
+		fmt.Fprintf(tw, "GAPS\t%d recorded; the last: %s after %s, %s, detected %s (see audit.gaps)\n", r.Gaps, r.LastGap.Reason,
+			r.LastGap.FromLSN, to, r.LastGap.DetectedAt.UTC().Format(time.RFC3339))
 	}
 	if r.CheckpointBehind {
 		fmt.Fprintf(tw, "WARNING\tthe slot is ahead of the stored checkpoint: changes may be missing from the trail\n")

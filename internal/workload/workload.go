@@ -47,7 +47,13 @@ type Options struct {
 	DDL bool
 	// Truncate enables occasional TRUNCATE of wl_events.
 	Truncate bool
-	Seed     uint64
+	// Context sets who acts (audit.set_context, installed by setup) in
+	// most transactions.
+	Context bool
+	// Large adds occasional transactions of thousands of rows, above a
+	// small logical_decoding_work_mem: the server streams them.
+	Large bool
+	Seed  uint64
 }
 
 // Stats counts what a run did.
@@ -126,6 +132,17 @@ func one(ctx context.Context, conn *pgx.Conn, rng *rand.Rand, opts Options) (boo
 	defer tx.Rollback(ctx)
 	if _, err := tx.Exec(ctx, `SET LOCAL lock_timeout = '2s'`); err != nil {
 		return false, err
+	}
+	if opts.Context && rng.IntN(4) > 0 {
+		if _, err := tx.Exec(ctx, `SELECT audit.set_context(actor_id => $1, request_id => $2)`,
+			fmt.Sprintf("user-%d", rng.IntN(20)), fmt.Sprintf("req-%d", rng.Uint64())); err != nil {
+			return false, err
+		}
+	}
+	if opts.Large && rng.IntN(40) == 0 {
+		if _, err := tx.Exec(ctx, `INSERT INTO wl_events (kind, n) SELECT 'bulk', g FROM generate_series(1, $1) g`, 2000+rng.IntN(3000)); err != nil {
+			return false, err
+		}
 	}
 	steps := 1 + rng.IntN(5)
 	for s := range steps {

@@ -1,0 +1,184 @@
+package main
+
+import (
+	"context"
+	"fmt"
+	"math/rand/v2"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/jackc/pgx/v5"
+
+	"github.com/walscribe/walscribe/internal/faultproxy"
+	"github.com/walscribe/walscribe/internal/oracle"
+	"github.com/walscribe/walscribe/internal/pgtest"
+	"github.com/walscribe/walscribe/internal/workload"
+)
+
+// TestChaos runs a concurrent workload — savepoints, rollbacks, truncates,
+// schema changes, context, transactions large enough to be streamed — while
+// a driver, over and over, kills walscribe with SIGKILL, terminates its
+// walsender, crashes PostgreSQL (immediate shutdown) and cuts the network
+// between them. At the end the trail must equal the oracle: every committed
+// change once, nothing else, in order. WALSCRIBE_CHAOS_CYCLES sets the
+// number of faults (make chaos: 100; make test: 12).
+func TestChaos(t *testing.T) {
+	cycles := 12
+	if n, err := strconv.Atoi(os.Getenv("WALSCRIBE_CHAOS_CYCLES")); err == nil && n > 0 {
+		cycles = n
+	} else if testing.Short() {
+		cycles = 4
+	}
+	// Its own server: it is crashed, and streams at 64 kB.
+	pg, err := pgtest.Start(pgtest.Options{Settings: map[string]string{"logical_decoding_work_mem": "64kB"}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer pg.Close()
+	dsn := pg.NewDB(t)
+	ctx := context.Background()
+	conn := pgtest.Connect(t, dsn)
+	pgtest.Exec(t, dsn, workload.Schema, `CREATE TABLE marker (id serial PRIMARY KEY)`)
+	if err := oracle.Install(ctx, conn); err != nil {
+		t.Fatal(err)
+	}
+	tables := append([]string{"public.marker"}, workload.Tables...)
+	for _, tbl := range tables {
+		if err := oracle.Attach(ctx, conn, tbl); err != nil {
+			t.Fatal(err)
+		}
+	}
+	proxy, err := faultproxy.Start(fmt.Sprintf("%s:%d", pg.Host, pg.Port))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer proxy.Close()
+	viaProxy := strings.Replace(dsn, fmt.Sprintf(":%d/", pg.Port), fmt.Sprintf(":%d/", proxy.Addr().Port), 1)
+	cfg := writeConfig(t, configFor(viaProxy, tables...)+"spool:\n  dir: "+t.TempDir()+"\n  txn_memory: 64KiB\n")
+	if out, code := walscribe(t, "setup", "--config", cfg); code != 0 {
+		t.Fatalf("setup failed (%d):\n%s", code, out)
+	}
+
+	logPath := filepath.Join(t.TempDir(), "run.log")
+	logs, err := os.Create(logPath)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer logs.Close()
+	var daemon *exec.Cmd
+	startDaemon := func() {
+		daemon = command(t, "run", "--config", cfg)
+		daemon.Stdout, daemon.Stderr = logs, logs
+		if err := daemon.Start(); err != nil {
+			t.Fatal(err)
+		}
+	}
+	startDaemon()
+	defer func() {
+		if daemon != nil {
+			daemon.Process.Signal(syscall.SIGKILL)
+			daemon.Wait()
+		}
+	}()
+
+	loadCtx, stopLoad := context.WithCancel(ctx)
+	statsCh := make(chan *workload.Stats, 1)
+	go func() {
+		statsCh <- workload.Run(loadCtx, dsn, workload.Options{Clients: 3, Seed: 42, Pause: 3 * time.Millisecond,
+			DDL: true, Truncate: true, Context: true, Large: true})
+	}()
+	defer stopLoad()
+
+	rng := rand.New(rand.NewPCG(9, 9))
+	counts := map[string]int{}
+	for i := range cycles {
+		time.Sleep(time.Duration(200+rng.IntN(800)) * time.Millisecond)
+		fault := rng.IntN(4)
+		if i < 4 {
+			fault = i // every kind at least once
+		}
+		switch fault {
+		case 0:
+			counts["kill -9 walscribe"]++
+			daemon.Process.Signal(syscall.SIGKILL)
+			daemon.Wait()
+			startDaemon()
+		case 1:
+			counts["terminate the walsender"]++
+			conn.Exec(ctx, `SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE backend_type = 'walsender'`)
+		case 2:
+			counts["crash PostgreSQL"]++
+			pg.Crash()
+			if err := pg.Restart(); err != nil {
+				t.Fatalf("cycle %d: restart PostgreSQL: %v", i, err)
+			}
+			conn.Close(ctx)
+			if conn, err = pgx.Connect(ctx, dsn); err != nil {
+				t.Fatal(err)
+			}
+		case 3:
+			counts["cut the network"]++
+			proxy.Cut()
+			time.Sleep(time.Duration(300+rng.IntN(1500)) * time.Millisecond)
+			proxy.Restore()
+		}
+	}
+	t.Logf("%d faults: %v", cycles, counts)
+	time.Sleep(300 * time.Millisecond)
+	stopLoad()
+	st := <-statsCh
+	t.Logf("workload: %d commits, %d rollbacks, %d errors", st.Commits.Load(), st.Rollbacks.Load(), st.Errors.Load())
+
+	var marker int
+	if err := conn.QueryRow(ctx, `INSERT INTO marker DEFAULT VALUES RETURNING id`).Scan(&marker); err != nil {
+		t.Fatal(err)
+	}
+	deadline := time.Now().Add(3 * time.Minute)
+	for count(t, conn, `SELECT count(*) FROM audit.entries WHERE table_name = 'marker' AND pk = jsonb_build_object('id', $1::int)`, marker) == 0 {
+		if time.Now().After(deadline) {
+			out, _ := os.ReadFile(logPath)
+			t.Fatalf("the trail did not catch up within 3 minutes; log tail:\n%s", tail(string(out), 40))
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+	daemon.Process.Signal(syscall.SIGTERM)
+	if err := daemon.Wait(); err != nil {
+		t.Errorf("walscribe after SIGTERM: %v", err)
+	}
+	daemon = nil
+
+	r, err := oracle.Compare(ctx, conn, "audit", []string{"marker"}, 10)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, m := range r.Mismatches {
+		t.Error(m)
+	}
+	if r.Changes == 0 {
+		t.Fatal("the workload changed nothing")
+	}
+	t.Logf("oracle: %d changes in %d transactions, the trail matches", r.Changes, r.Transactions)
+	if n := count(t, conn, `SELECT count(*) FROM (SELECT count(*) = max(id) AND min(id) = 1 AS dense FROM audit.entries) x WHERE dense`); n != 1 {
+		t.Error("entry ids are not dense from 1")
+	}
+	if n := count(t, conn, `SELECT count(*) FROM audit.gaps`); n != 0 {
+		t.Errorf("%d gaps recorded: faults of this kind must not lose anything", n)
+	}
+	if n := count(t, conn, `SELECT count(*) FROM audit.entries WHERE table_name LIKE 'wl_%' AND actor_id IS NOT NULL`); n == 0 {
+		t.Error("no entry carries a context: the workload's context did not reach the trail")
+	}
+}
+
+func tail(s string, lines int) string {
+	l := strings.Split(s, "\n")
+	if len(l) > lines {
+		l = l[len(l)-lines:]
+	}
+	return strings.Join(l, "\n")
+}
