@@ -50,6 +50,11 @@ func Dial(ctx context.Context, dsn string) (*Conn, error) {
 	if err != nil {
 		return nil, fmt.Errorf("parse dsn: %w", err)
 	}
+	if cfg.ConnectTimeout == 0 {
+		// A network that swallows packets must not hang the reconnect
+		// loop; connect_timeout in the DSN overrides this.
+		cfg.ConnectTimeout = 10 * time.Second
+	}
 	cfg.RuntimeParams["replication"] = "database"
 	if cfg.RuntimeParams["application_name"] == "" {
 		cfg.RuntimeParams["application_name"] = "walscribe"

@@ -334,6 +334,11 @@ func (d *Daemon) stream(ctx context.Context, ch chan<- *audit.Transaction) (*cdc
 	}
 }
 
+// stallTimeout is how long the stream may stay silent before the watchdog
+// reconnects: well above the server's keepalive interval (half of
+// wal_sender_timeout, 30 s by default).
+var stallTimeout = 2 * time.Minute
+
 // standbyRetry is how often a standby tries to take the slot over.
 const standbyRetry = 2 * time.Second
 
@@ -371,6 +376,7 @@ func (d *Daemon) session(ctx context.Context, ch chan<- *audit.Transaction) (*cd
 	d.log.Info("streaming", zap.String("slot", d.cfg.Slot), zap.Stringer("from", start))
 	progressed := false
 	nextStatus := time.Now()
+	lastMessage := time.Now()
 	for {
 		if ctx.Err() != nil {
 			return conn, progressed, nil
@@ -383,11 +389,18 @@ func (d *Daemon) session(ctx context.Context, ch chan<- *audit.Transaction) (*cd
 		}
 		msg, err := conn.Receive(ctx, nextStatus)
 		if errors.Is(err, cdc.ErrTimeout) {
+			// The server sends at least a keepalive every half
+			// wal_sender_timeout; silence far longer than that is a stream
+			// that stopped moving (a half-open connection): start over.
+			if since := time.Since(lastMessage); since > stallTimeout {
+				return conn, progressed, fmt.Errorf("watchdog: nothing received from the server for %s", since.Round(time.Second))
+			}
 			continue
 		}
 		if err != nil {
 			return conn, progressed, err
 		}
+		lastMessage = time.Now()
 		progressed = true
 		if msg.ServerWALEnd > d.walEnd {
 			d.walEnd = msg.ServerWALEnd

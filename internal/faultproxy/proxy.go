@@ -4,7 +4,6 @@
 package faultproxy
 
 import (
-	"io"
 	"net"
 	"sync"
 )
@@ -16,6 +15,7 @@ type Proxy struct {
 
 	mu    sync.Mutex
 	cut   bool
+	stall bool // connections stay open, but nothing gets through
 	conns map[net.Conn]bool
 	done  chan struct{}
 }
@@ -70,7 +70,18 @@ func (p *Proxy) forward(c net.Conn) {
 	var wg sync.WaitGroup
 	pipe := func(dst, src net.Conn) {
 		defer wg.Done()
-		io.Copy(dst, src)
+		buf := make([]byte, 32<<10)
+		for {
+			n, err := src.Read(buf)
+			if n > 0 && !p.stalled() {
+				if _, werr := dst.Write(buf[:n]); werr != nil {
+					break
+				}
+			}
+			if err != nil {
+				break
+			}
+		}
 		dst.Close()
 		src.Close()
 	}
@@ -94,10 +105,25 @@ func (p *Proxy) Cut() {
 	}
 }
 
-// Restore accepts connections again.
+// Stall keeps every connection open but lets nothing through, in either
+// direction: a half-open network, as a peer sees it. New connections stall
+// too, until Restore.
+func (p *Proxy) Stall() {
+	p.mu.Lock()
+	p.stall = true
+	p.mu.Unlock()
+}
+
+func (p *Proxy) stalled() bool {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	return p.stall
+}
+
+// Restore lets connections through again.
 func (p *Proxy) Restore() {
 	p.mu.Lock()
-	p.cut = false
+	p.cut, p.stall = false, false
 	p.mu.Unlock()
 }
 
