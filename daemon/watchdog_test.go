@@ -38,3 +38,39 @@ func TestWatchdogReconnectsAStalledStream(t *testing.T) {
 	}
 	h.checkOracle()
 }
+
+// TestSinkOutage: while the sink database is unreachable, entries wait and
+// nothing is acknowledged past what is stored; the daemon recovers by
+// itself when it is back.
+func TestSinkOutage(t *testing.T) {
+	h := newHarness(t, `CREATE TABLE t (id int PRIMARY KEY)`, "t")
+	proxy, err := faultproxy.Start(fmt.Sprintf("%s:%d", srv.Host, srv.Port))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer proxy.Close()
+	h.cfg.Sink.DSN = strings.Replace(h.dsn, fmt.Sprintf(":%d/", srv.Port), fmt.Sprintf(":%d/", proxy.Addr().Port), 1)
+	h.start()
+	h.exec(`INSERT INTO t VALUES (0)`)
+	h.sync()
+	stored := h.count(`SELECT count(*) FROM audit.entries`)
+	proxy.Cut()
+	for i := 1; i <= 200; i++ {
+		h.exec(`INSERT INTO t VALUES ($1)`, i)
+	}
+	time.Sleep(3 * time.Second)
+	if n := h.count(`SELECT count(*) FROM audit.entries`); n != stored {
+		t.Fatalf("%d entries stored during the outage, want %d: the test proves nothing", n, stored)
+	}
+	if n := h.count(`SELECT count(*) FROM pg_replication_slots WHERE slot_name = 'walscribe'
+		AND confirmed_flush_lsn > (SELECT max(end_lsn) FROM audit.checkpoints)`); n != 0 {
+		t.Error("the slot was acknowledged past what the sink stored")
+	}
+	proxy.Restore()
+	h.sync()
+	h.stop()
+	if n := h.count(`SELECT count(*) FROM audit.entries WHERE table_name = 't'`); n != 201 {
+		t.Errorf("%d entries after the outage, want 201", n)
+	}
+	h.checkOracle()
+}

@@ -56,7 +56,14 @@ var ErrNotSetUp = errors.New("the audit schema is not set up")
 
 // Open connects, checks the schema, and loads the stored progress.
 func (p *Postgres) Open(ctx context.Context) error {
-	conn, err := pgx.Connect(ctx, p.cfg.DSN)
+	cfg, err := pgx.ParseConfig(p.cfg.DSN)
+	if err != nil {
+		return fmt.Errorf("sink dsn: %w", err)
+	}
+	if cfg.ConnectTimeout == 0 {
+		cfg.ConnectTimeout = 10 * time.Second // a network that swallows packets must not hang the retries
+	}
+	conn, err := pgx.ConnectConfig(ctx, cfg)
 	if err != nil {
 		return fmt.Errorf("connect to sink: %w", err)
 	}
