@@ -20,6 +20,7 @@ import (
 	"github.com/walscribe/walscribe/catalog"
 	"github.com/walscribe/walscribe/cdc"
 	"github.com/walscribe/walscribe/decoder"
+	"github.com/walscribe/walscribe/metrics"
 	"github.com/walscribe/walscribe/rules"
 	"github.com/walscribe/walscribe/sink"
 	"github.com/walscribe/walscribe/spool"
@@ -42,6 +43,11 @@ type Config struct {
 	// RecreateLostSlot: when the slot is gone or lost, record the gap and
 	// create a new slot, instead of stopping with an error.
 	RecreateLostSlot bool
+	// Metrics are updated as the daemon works; nil counts nowhere.
+	Metrics *metrics.Metrics
+	// SlotPollInterval is how often the slot's state (retained WAL,
+	// wal_status) is read for the metrics. Default 15s.
+	SlotPollInterval time.Duration
 }
 
 // Daemon streams one slot into one sink.
@@ -60,6 +66,11 @@ type Daemon struct {
 	reload  chan *rules.Set
 	spool   *spool.Spool
 	gaps    atomic.Int64 // gaps recorded by this process
+	m       *metrics.Metrics
+
+	streaming   atomic.Bool  // a replication session streams
+	lastMessage atomic.Int64 // unix nanoseconds of the last message received
+	spills      int64        // spool.Spills already counted
 }
 
 // Gaps is the number of gaps this daemon recorded.
@@ -74,6 +85,13 @@ func New(cfg Config, log *zap.Logger) *Daemon {
 		cfg.StatusInterval = 10 * time.Second
 	}
 	cat := catalog.New(cfg.SourceDSN)
+	if cfg.Metrics == nil {
+		cfg.Metrics = metrics.Discard()
+	}
+	cfg.Sink.Metrics = cfg.Metrics
+	if cfg.SlotPollInterval <= 0 {
+		cfg.SlotPollInterval = 15 * time.Second
+	}
 	if cfg.Spool.Prefix == "" {
 		cfg.Spool.Prefix = "walscribe-" + cfg.Slot
 	}
@@ -85,8 +103,95 @@ func New(cfg Config, log *zap.Logger) *Daemon {
 		sink:    sink.NewPostgres(cfg.Sink, log),
 		catalog: cat,
 		dec:     decoder.New(cat, sp),
+		m:       cfg.Metrics,
 		reload:  make(chan *rules.Set, 1),
 	}
+}
+
+// stored is the sink's report that everything up to lsn is stored; pending
+// transactions are still queued.
+func (d *Daemon) stored(lsn pglogrepl.LSN, pending int) {
+	d.durable.Store(uint64(lsn))
+	d.m.AcknowledgedLSN.Set(float64(lsn))
+	if s := d.spool.Spills.Load(); s != d.spills {
+		d.m.Spills.Add(float64(s - d.spills))
+		d.spills = s
+	}
+	if pending == 0 {
+		d.m.LagSeconds.Set(0)
+	} else if at := d.sink.LastCommitted(); !at.IsZero() {
+		d.m.LagSeconds.Set(max(0, time.Since(at).Seconds()))
+	}
+}
+
+// pollSlot reads the slot's state for the metrics until ctx is done.
+func (d *Daemon) pollSlot(ctx context.Context) {
+	var conn *pgx.Conn
+	defer func() {
+		if conn != nil {
+			conn.Close(context.WithoutCancel(ctx))
+		}
+	}()
+	t := time.NewTicker(d.cfg.SlotPollInterval)
+	defer t.Stop()
+	for {
+		if conn == nil || conn.IsClosed() {
+			cctx, cancel := context.WithTimeout(ctx, 10*time.Second)
+			c, err := pgx.Connect(cctx, d.cfg.SourceDSN)
+			cancel()
+			if err == nil {
+				conn = c
+			}
+		}
+		if conn != nil {
+			slot, err := cdc.ReadSlot(ctx, conn, d.cfg.Slot)
+			switch {
+			case errors.Is(err, cdc.ErrNoSlot):
+				d.m.SetWALStatus("missing")
+				d.m.SlotActive.Set(0)
+			case err == nil:
+				d.m.SetWALStatus(slot.WALStatus)
+				d.m.SlotRetainedBytes.Set(float64(max(0, slot.RetainedBytes())))
+				if slot.Active {
+					d.m.SlotActive.Set(1)
+				} else {
+					d.m.SlotActive.Set(0)
+				}
+			}
+		}
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+		}
+	}
+}
+
+// Readiness says whether the daemon does its job: streaming, and the sink
+// writable. Reason says why not.
+type Readiness struct {
+	Ready     bool   `json:"ready"`
+	Streaming bool   `json:"streaming"`
+	Sink      bool   `json:"sink_writable"`
+	Reason    string `json:"reason,omitempty"`
+}
+
+// Ready reports the daemon's readiness.
+func (d *Daemon) Ready() Readiness {
+	r := Readiness{Streaming: d.streaming.Load(), Sink: d.sink.Healthy()}
+	if last := d.lastMessage.Load(); r.Streaming && time.Since(time.Unix(0, last)) > stallTimeout {
+		r.Streaming = false
+	}
+	switch {
+	case !r.Streaming && !r.Sink:
+		r.Reason = "not streaming from the source, and the sink is not writable"
+	case !r.Streaming:
+		r.Reason = "not streaming from the source (connecting, standing by, or the source is unreachable)"
+	case !r.Sink:
+		r.Reason = "the sink is not writable: the last write failed"
+	}
+	r.Ready = r.Streaming && r.Sink
+	return r
 }
 
 // Reload makes rs the rules in force from the next transaction the stream
@@ -162,7 +267,11 @@ func (d *Daemon) Run(ctx context.Context) error {
 	ch := make(chan *audit.Transaction, max(4, min(64, int((64<<20)/txnMemory))))
 	g, gctx := errgroup.WithContext(ctx)
 	g.Go(func() error {
-		return d.sink.Run(gctx, ch, func(lsn pglogrepl.LSN) { d.durable.Store(uint64(lsn)) })
+		return d.sink.Run(gctx, ch, func(lsn pglogrepl.LSN) { d.stored(lsn, len(ch)) })
+	})
+	g.Go(func() error {
+		d.pollSlot(gctx)
+		return nil
 	})
 	conn, streamErr := d.stream(gctx, ch)
 	close(ch)
@@ -251,6 +360,7 @@ func (d *Daemon) gap(ctx context.Context, g sink.Gap) {
 		d.log.Error("gap in the audit trail: changes between these positions are missing", zap.String("slot", d.cfg.Slot),
 			zap.String("reason", g.Reason), zap.Stringer("from_lsn", g.From), zap.Stringer("to_lsn", g.To), zap.String("detail", g.Detail))
 		d.gaps.Add(1)
+		d.m.Gaps.Inc()
 	}
 }
 
@@ -315,6 +425,7 @@ func (d *Daemon) stream(ctx context.Context, ch chan<- *audit.Transaction) (*cdc
 		if progressed {
 			backoff, attempt = time.Second, 1
 		}
+		d.m.Reconnects.Inc()
 		if cdc.SQLState(err) == "55006" {
 			// Another walscribe streams this slot: stand by, and take over
 			// within a couple of seconds of it going away.
@@ -323,6 +434,7 @@ func (d *Daemon) stream(ctx context.Context, ch chan<- *audit.Transaction) (*cdc
 			}
 			backoff = standbyRetry
 		} else {
+			d.m.Errors.WithLabelValues("stream").Inc()
 			d.log.Warn("replication stream broke; reconnecting", zap.Error(err), zap.Int("attempt", attempt), zap.Duration("retry_in", backoff))
 		}
 		select {
@@ -374,6 +486,12 @@ func (d *Daemon) session(ctx context.Context, ch chan<- *audit.Transaction) (*cd
 	}
 	d.dec.Reset()
 	d.log.Info("streaming", zap.String("slot", d.cfg.Slot), zap.Stringer("from", start))
+	d.streaming.Store(true)
+	d.m.Streaming.Set(1)
+	defer func() {
+		d.streaming.Store(false)
+		d.m.Streaming.Set(0)
+	}()
 	progressed := false
 	nextStatus := time.Now()
 	lastMessage := time.Now()
@@ -384,6 +502,13 @@ func (d *Daemon) session(ctx context.Context, ch chan<- *audit.Transaction) (*cd
 		if !time.Now().Before(nextStatus) {
 			if err := conn.SendStatus(ctx, d.Durable()); err != nil {
 				return conn, progressed, err
+			}
+			// Caught up (nothing decoded waits for the sink, no transaction
+			// in progress): no lag, whatever other WAL the server wrote.
+			if d.dec.Busy() || d.queued != d.Durable() {
+				d.m.LagBytes.Set(float64(max(0, int64(d.walEnd)-int64(d.Durable()))))
+			} else {
+				d.m.LagBytes.Set(0)
 			}
 			nextStatus = time.Now().Add(d.cfg.StatusInterval)
 		}
@@ -401,6 +526,7 @@ func (d *Daemon) session(ctx context.Context, ch chan<- *audit.Transaction) (*cd
 			return conn, progressed, err
 		}
 		lastMessage = time.Now()
+		d.lastMessage.Store(lastMessage.UnixNano())
 		progressed = true
 		if msg.ServerWALEnd > d.walEnd {
 			d.walEnd = msg.ServerWALEnd
@@ -426,12 +552,16 @@ func (d *Daemon) session(ctx context.Context, ch chan<- *audit.Transaction) (*cd
 		}
 		tx, err := d.dec.Decode(ctx, msg.Data)
 		if err != nil {
+			d.m.Errors.WithLabelValues("decode").Inc()
 			return conn, progressed, &decodeError{err}
 		}
 		if n := d.dec.InvalidContexts; n != d.invalid {
+			d.m.Errors.WithLabelValues("invalid_context").Add(float64(n - d.invalid))
 			d.logInvalid(n)
 		}
 		if tx != nil {
+			d.m.Transactions.Inc()
+			d.m.ChangesDecoded.Add(float64(tx.Len()))
 			if err := d.queue(ctx, conn, ch, tx); err != nil {
 				return conn, progressed, err
 			}

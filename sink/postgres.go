@@ -11,6 +11,7 @@ import (
 	"io"
 	"net"
 	"net/netip"
+	"sync/atomic"
 	"time"
 
 	"github.com/jackc/pglogrepl"
@@ -20,6 +21,7 @@ import (
 	"go.uber.org/zap"
 
 	"github.com/walscribe/walscribe/audit"
+	"github.com/walscribe/walscribe/metrics"
 	"github.com/walscribe/walscribe/migrations"
 )
 
@@ -30,6 +32,7 @@ type Config struct {
 	Slot            string        // replication slot whose progress is stored
 	BatchMaxEntries int           // a batch is written once it holds this many entries
 	BatchMaxWait    time.Duration // or once its first transaction waited this long
+	Metrics         *metrics.Metrics // nil: counted nowhere
 }
 
 // Postgres is the PostgreSQL sink. One Postgres is the only writer of its
@@ -44,10 +47,20 @@ type Postgres struct {
 	lastID        int64         // id of the last entry stored
 	lastCommitted time.Time
 	months        map[int]bool // year*12+month → partitions known to exist
+	healthy       atomic.Bool  // the last write succeeded
 }
+
+// LastCommitted is the commit time of the last source transaction stored.
+func (p *Postgres) LastCommitted() time.Time { return p.lastCommitted }
+
+// Healthy reports whether the last write succeeded (or none failed yet).
+func (p *Postgres) Healthy() bool { return p.healthy.Load() }
 
 // NewPostgres returns a sink; it does no I/O until Open.
 func NewPostgres(cfg Config, log *zap.Logger) *Postgres {
+	if cfg.Metrics == nil {
+		cfg.Metrics = metrics.Discard()
+	}
 	return &Postgres{cfg: cfg, log: log.Named("sink"), schema: pgx.Identifier{cfg.Schema}.Sanitize()}
 }
 
@@ -73,6 +86,7 @@ func (p *Postgres) Open(ctx context.Context) error {
 		return err
 	}
 	p.conn = conn
+	p.healthy.Store(true)
 	return nil
 }
 
@@ -198,8 +212,13 @@ func (p *Postgres) writeRetrying(ctx context.Context, batch []*audit.Transaction
 			err = p.Write(ctx, batch)
 		}
 		if err == nil {
+			p.healthy.Store(true)
+			p.cfg.Metrics.SinkUp.Set(1)
 			return nil
 		}
+		p.healthy.Store(false)
+		p.cfg.Metrics.SinkUp.Set(0)
+		p.cfg.Metrics.Errors.WithLabelValues("sink").Inc()
 		if !Retryable(err) && (p.conn == nil || !p.conn.IsClosed()) {
 			return err
 		}
@@ -392,11 +411,13 @@ func (p *Postgres) Write(ctx context.Context, batch []*audit.Transaction) error 
 	if len(batch) == 0 && len(rulesRecs) == 0 {
 		return nil
 	}
+	began := time.Now()
+	var src *copySource
 	if n > 0 {
 		if err := p.ensureMonths(wctx, dbtx, batch); err != nil {
 			return err
 		}
-		src := &copySource{batch: batch, nextID: p.lastID + 1, row: make([]any, len(copyColumns))}
+		src = &copySource{batch: batch, nextID: p.lastID + 1, row: make([]any, len(copyColumns)), tally: map[tallyKey]int{}}
 		copied, err := dbtx.CopyFrom(wctx, pgx.Identifier{p.cfg.Schema, "entries"}, copyColumns, src)
 		if err != nil {
 			return fmt.Errorf("copy entries: %w", err)
@@ -423,6 +444,7 @@ func (p *Postgres) Write(ctx context.Context, batch []*audit.Transaction) error 
 	if err := dbtx.Commit(wctx); err != nil {
 		return fmt.Errorf("commit: %w", err)
 	}
+	p.count(batch, src, n, began)
 	p.lastEnd = end
 	p.lastID += int64(n)
 	p.lastCommitted = committed
@@ -483,7 +505,39 @@ var copyColumns = []string{"id", "commit_lsn", "seq", "xid", "committed_at", "sc
 
 // copySource feeds a batch's entries to COPY without building them all up
 // front.
+type tallyKey struct {
+	schema, table string
+	action        audit.Action
+	actor         bool
+}
+
+// count records a committed batch in the metrics.
+func (p *Postgres) count(batch []*audit.Transaction, src *copySource, n int, began time.Time) {
+	m := p.cfg.Metrics
+	now := time.Now()
+	m.Batches.Inc()
+	m.BatchEntries.Observe(float64(n))
+	m.BatchDuration.Observe(now.Sub(began).Seconds())
+	for _, tx := range batch {
+		if !tx.CommittedAt.IsZero() && tx.Len() > 0 {
+			m.CommitToDurable.Observe(now.Sub(tx.CommittedAt).Seconds())
+		}
+	}
+	if src == nil {
+		return
+	}
+	for k, c := range src.tally {
+		m.EntriesWritten.WithLabelValues(k.schema, k.table, string(k.action)).Add(float64(c))
+		label := "false"
+		if k.actor {
+			label = "true"
+		}
+		m.ContextEntries.WithLabelValues(label).Add(float64(c))
+	}
+}
+
 type copySource struct {
+	tally  map[tallyKey]int
 	batch  []*audit.Transaction
 	tx, e  int
 	nextID int64
@@ -518,6 +572,7 @@ func (s *copySource) Next() bool {
 
 func (s *copySource) Values() ([]any, error) {
 	tx, e := s.batch[s.tx], s.cur
+	s.tally[tallyKey{e.Schema, e.Table, e.Action, e.Ctx != nil && e.Ctx.ActorID != ""}]++
 	r := s.row
 	r[0] = s.nextID
 	s.nextID++

@@ -2,16 +2,20 @@ package main
 
 import (
 	"context"
+	"fmt"
+	"net"
 	"os"
 	"os/signal"
 	"syscall"
 	"time"
 
+	"github.com/prometheus/client_golang/prometheus"
 	"github.com/spf13/cobra"
 	"go.uber.org/zap"
 
 	"github.com/walscribe/walscribe/config"
 	"github.com/walscribe/walscribe/daemon"
+	"github.com/walscribe/walscribe/metrics"
 	"github.com/walscribe/walscribe/sink"
 	"github.com/walscribe/walscribe/spool"
 )
@@ -55,9 +59,18 @@ rules in force stay. Tables to add to or remove from the publication need
 			cancel()
 			cfg := daemonConfig(c)
 			cfg.Rules = rs
+			reg := prometheus.NewRegistry()
+			cfg.Metrics = metrics.New(reg, version)
 			d := daemon.New(cfg, log)
 			ctx, stop := context.WithCancel(cmd.Context())
 			defer stop()
+			if c.HTTP.Listen != "" {
+				ln, err := net.Listen("tcp", c.HTTP.Listen)
+				if err != nil {
+					return fmt.Errorf("http.listen %s: %w (choose another address, or \"\" for no HTTP server)", c.HTTP.Listen, err)
+				}
+				go serveHTTP(ctx, ln, newHTTP(reg, d), log)
+			}
 			hup := make(chan os.Signal, 1)
 			signal.Notify(hup, syscall.SIGHUP)
 			defer signal.Stop(hup)
