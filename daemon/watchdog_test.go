@@ -6,7 +6,10 @@ import (
 	"testing"
 	"time"
 
+	"github.com/prometheus/client_golang/prometheus/testutil"
+
 	"github.com/walscribe/walscribe/internal/faultproxy"
+	"github.com/walscribe/walscribe/metrics"
 )
 
 // TestWatchdogReconnectsAStalledStream: a connection that stays open but
@@ -73,4 +76,40 @@ func TestSinkOutage(t *testing.T) {
 		t.Errorf("%d entries after the outage, want 201", n)
 	}
 	h.checkOracle()
+}
+
+// TestSlowSinkKeepsTheStreamAlive: while the sink is blocked for longer than
+// wal_sender_timeout, the daemon keeps answering the server, so the
+// walsender is not killed and nothing reconnects.
+func TestSlowSinkKeepsTheStreamAlive(t *testing.T) {
+	h := newHarness(t, `CREATE TABLE t (id int PRIMARY KEY)`, "t")
+	m := metrics.Discard()
+	h.cfg.Metrics = m
+	h.exec(`ALTER SYSTEM SET wal_sender_timeout = '2s'`)
+	h.exec(`SELECT pg_reload_conf()`)
+	defer func() {
+		h.exec(`ALTER SYSTEM RESET wal_sender_timeout`)
+		h.exec(`SELECT pg_reload_conf()`)
+	}()
+	h.start()
+	h.sync()
+	blocker := pgtestConnect(t, h.dsn)
+	mustExec(t, blocker, `BEGIN`)
+	mustExec(t, blocker, `LOCK TABLE audit.checkpoints IN ACCESS EXCLUSIVE MODE`)
+	for i := range 50 {
+		h.exec(`INSERT INTO t VALUES ($1)`, i)
+	}
+	time.Sleep(6 * time.Second) // three times wal_sender_timeout, the sink blocked all along
+	if n := h.count(`SELECT count(*) FROM audit.entries WHERE table_name = 't'`); n != 0 {
+		t.Fatalf("%d entries stored while the sink was blocked: the test proves nothing", n)
+	}
+	mustExec(t, blocker, `ROLLBACK`)
+	h.sync()
+	h.stop()
+	if n := testutil.ToFloat64(m.Reconnects); n != 0 {
+		t.Errorf("%v reconnects: the walsender timed out while the sink was slow", n)
+	}
+	if n := h.count(`SELECT count(*) FROM audit.entries WHERE table_name = 't'`); n != 50 {
+		t.Errorf("%d entries, want 50", n)
+	}
 }
