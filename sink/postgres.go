@@ -27,11 +27,11 @@ import (
 
 // Config is what the PostgreSQL sink needs.
 type Config struct {
-	DSN             string        // sink database
-	Schema          string        // audit schema, e.g. "audit"
-	Slot            string        // replication slot whose progress is stored
-	BatchMaxEntries int           // a batch is written once it holds this many entries
-	BatchMaxWait    time.Duration // or once its first transaction waited this long
+	DSN             string           // sink database
+	Schema          string           // audit schema, e.g. "audit"
+	Slot            string           // replication slot whose progress is stored
+	BatchMaxEntries int              // a batch is written once it holds this many entries
+	BatchMaxWait    time.Duration    // or once its first transaction waited this long
 	Metrics         *metrics.Metrics // nil: counted nowhere
 }
 
