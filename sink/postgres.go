@@ -87,6 +87,7 @@ func (p *Postgres) Open(ctx context.Context) error {
 	}
 	p.conn = conn
 	p.healthy.Store(true)
+	p.cfg.Metrics.SinkUp.Set(1)
 	return nil
 }
 
