@@ -269,11 +269,16 @@ func (d *Daemon) Run(ctx context.Context) error {
 	g.Go(func() error {
 		return d.sink.Run(gctx, ch, func(lsn pglogrepl.LSN) { d.stored(lsn, len(ch)) })
 	})
+	// The poller ends with the stream: a stream that stops on an error
+	// retrying cannot fix must not leave Run waiting for it.
+	pollCtx, stopPoll := context.WithCancel(gctx)
+	defer stopPoll()
 	g.Go(func() error {
-		d.pollSlot(gctx)
+		d.pollSlot(pollCtx)
 		return nil
 	})
 	conn, streamErr := d.stream(gctx, ch)
+	stopPoll()
 	close(ch)
 	sinkErr := g.Wait()
 	if conn != nil {

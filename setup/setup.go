@@ -6,6 +6,7 @@ package setup
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"time"
 
@@ -115,12 +116,14 @@ func Run(ctx context.Context, cfg Config, say func(format string, args ...any)) 
 
 	if cfg.Rules != nil {
 		installed, err := InstallCapture(ctx, src, cfg.SinkSchema, cfg.Publication, skipSchema, cfg.Rules)
-		if err != nil {
+		switch {
+		case errors.Is(err, ErrCapturePatternsStale):
+			say("warning: tables created later are captured with the patterns of the last setup run by a superuser: run setup as a superuser to update them")
+		case err != nil:
 			return err
-		}
-		if installed {
+		case installed:
 			say("tables created later that match the patterns are captured from their first row (event trigger walscribe_capture)")
-		} else {
+		default:
 			say("warning: tables created later are not captured until setup runs again: installing the event trigger that captures them needs a superuser (run setup once as one)")
 		}
 	}

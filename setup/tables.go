@@ -3,6 +3,7 @@ package setup
 import (
 	"context"
 	_ "embed"
+	"errors"
 	"fmt"
 	"path"
 	"strings"
@@ -76,6 +77,10 @@ func matchGlob(schemaGlob, tableGlob, schema, table string) (bool, error) {
 	return pathMatch(tableGlob, table)
 }
 
+// ErrCapturePatternsStale: the capture of new tables is installed (by a
+// superuser) but this role cannot update its patterns.
+var ErrCapturePatternsStale = errors.New("the capture of new tables is installed, but only a superuser can update its patterns")
+
 //go:embed capture.sql
 var captureSQL string
 
@@ -89,6 +94,13 @@ func InstallCapture(ctx context.Context, conn *pgx.Conn, schema, publication, sk
 		return false, fmt.Errorf("read role: %w", err)
 	}
 	if !super {
+		var present bool
+		if err := conn.QueryRow(ctx, `SELECT EXISTS (SELECT 1 FROM pg_event_trigger WHERE evtname = 'walscribe_capture')`).Scan(&present); err != nil {
+			return false, fmt.Errorf("read event triggers: %w", err)
+		}
+		if present {
+			return false, ErrCapturePatternsStale
+		}
 		return false, nil
 	}
 	lit := func(s string) string { return "'" + strings.ReplaceAll(s, "'", "''") + "'" }
