@@ -430,7 +430,6 @@ func (d *Daemon) stream(ctx context.Context, ch chan<- *audit.Transaction) (*cdc
 		if progressed {
 			backoff, attempt = time.Second, 1
 		}
-		d.m.Reconnects.Inc()
 		if cdc.SQLState(err) == "55006" {
 			// Another walscribe streams this slot: stand by, and take over
 			// within a couple of seconds of it going away.
@@ -439,6 +438,7 @@ func (d *Daemon) stream(ctx context.Context, ch chan<- *audit.Transaction) (*cdc
 			}
 			backoff = standbyRetry
 		} else {
+			d.m.Reconnects.Inc()
 			d.m.Errors.WithLabelValues("stream").Inc()
 			d.log.Warn("replication stream broke; reconnecting", zap.Error(err), zap.Int("attempt", attempt), zap.Duration("retry_in", backoff))
 		}
