@@ -8,6 +8,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"sync"
 	"sync/atomic"
 	"time"
 
@@ -68,6 +69,10 @@ type Daemon struct {
 	gaps    atomic.Int64 // gaps recorded by this process
 	m       *metrics.Metrics
 
+	errMu     sync.Mutex
+	lastErr   string
+	lastErrAt time.Time
+
 	streaming   atomic.Bool  // a replication session streams
 	lastMessage atomic.Int64 // unix nanoseconds of the last message received
 	spills      int64        // spool.Spills already counted
@@ -96,16 +101,18 @@ func New(cfg Config, log *zap.Logger) *Daemon {
 		cfg.Spool.Prefix = "walscribe-" + cfg.Slot
 	}
 	sp := spool.New(cfg.Spool)
-	return &Daemon{
+	d := &Daemon{
 		spool:   sp,
 		cfg:     cfg,
 		log:     log,
-		sink:    sink.NewPostgres(cfg.Sink, log),
 		catalog: cat,
 		dec:     decoder.New(cat, sp),
 		m:       cfg.Metrics,
 		reload:  make(chan *rules.Set, 1),
 	}
+	d.cfg.Sink.OnError = d.noteError
+	d.sink = sink.NewPostgres(d.cfg.Sink, log)
+	return d
 }
 
 // stored is the sink's report that everything up to lsn is stored; pending
@@ -167,6 +174,13 @@ func (d *Daemon) pollSlot(ctx context.Context) {
 	}
 }
 
+// noteError remembers the last error, for /readyz and walscribe status.
+func (d *Daemon) noteError(msg string) {
+	d.errMu.Lock()
+	d.lastErr, d.lastErrAt = msg, time.Now().UTC()
+	d.errMu.Unlock()
+}
+
 // Readiness says whether the daemon does its job: streaming, and the sink
 // writable. Reason says why not.
 type Readiness struct {
@@ -174,11 +188,21 @@ type Readiness struct {
 	Streaming bool   `json:"streaming"`
 	Sink      bool   `json:"sink_writable"`
 	Reason    string `json:"reason,omitempty"`
+	// LastError is the last error the daemon met (and retried), with its
+	// time; empty when none.
+	LastError   string     `json:"last_error,omitempty"`
+	LastErrorAt *time.Time `json:"last_error_at,omitempty"`
 }
 
 // Ready reports the daemon's readiness.
 func (d *Daemon) Ready() Readiness {
 	r := Readiness{Streaming: d.streaming.Load(), Sink: d.sink.Healthy()}
+	d.errMu.Lock()
+	if d.lastErr != "" {
+		at := d.lastErrAt
+		r.LastError, r.LastErrorAt = d.lastErr, &at
+	}
+	d.errMu.Unlock()
 	if last := d.lastMessage.Load(); r.Streaming && time.Since(time.Unix(0, last)) > stallTimeout {
 		r.Streaming = false
 	}
@@ -441,6 +465,7 @@ func (d *Daemon) stream(ctx context.Context, ch chan<- *audit.Transaction) (*cdc
 			d.m.Reconnects.Inc()
 			d.m.Errors.WithLabelValues("stream").Inc()
 			d.log.Warn("replication stream broke; reconnecting", zap.Error(err), zap.Int("attempt", attempt), zap.Duration("retry_in", backoff))
+			d.noteError("stream: " + err.Error())
 		}
 		select {
 		case <-ctx.Done():

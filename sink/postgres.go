@@ -33,6 +33,7 @@ type Config struct {
 	BatchMaxEntries int              // a batch is written once it holds this many entries
 	BatchMaxWait    time.Duration    // or once its first transaction waited this long
 	Metrics         *metrics.Metrics // nil: counted nowhere
+	OnError         func(string)     // told of each failed write, retried or not
 }
 
 // Postgres is the PostgreSQL sink. One Postgres is the only writer of its
@@ -225,6 +226,9 @@ func (p *Postgres) writeRetrying(ctx context.Context, batch []*audit.Transaction
 		}
 		if attempt == 1 || attempt%10 == 0 {
 			p.log.Warn("sink write failed, retrying", zap.Int("attempt", attempt), zap.Duration("backoff", backoff), zap.Error(err))
+		}
+		if p.cfg.OnError != nil {
+			p.cfg.OnError("sink: " + err.Error())
 		}
 		if p.conn != nil {
 			p.conn.Close(context.WithoutCancel(ctx))

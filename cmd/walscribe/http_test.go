@@ -176,4 +176,25 @@ func TestMetricsAndHealth(t *testing.T) {
 	if scrape(t, base)["walscribe_reconnects_total"] < 1 {
 		t.Error("walscribe_reconnects_total did not count the reconnect")
 	}
+	// status asks the daemon too: it is running, ready, and its last error
+	// is the break.
+	out, code := walscribe(t, "status", "--config", cfg, "--json")
+	if code != 0 {
+		t.Fatalf("status: %s", out)
+	}
+	var st struct {
+		Daemon struct {
+			Reachable, Ready bool
+			LastError        string `json:"last_error"`
+		} `json:"daemon"`
+	}
+	if err := json.Unmarshal([]byte(out), &st); err != nil {
+		t.Fatalf("status --json: %v\n%s", err, out)
+	}
+	if !st.Daemon.Reachable || !st.Daemon.Ready || !strings.Contains(st.Daemon.LastError, "stream") {
+		t.Errorf("status of the daemon: %+v", st.Daemon)
+	}
+	if out, _ := walscribe(t, "status", "--config", cfg); !strings.Contains(out, "walscribe run") || !strings.Contains(out, "last error") {
+		t.Errorf("status output lacks the daemon's state:\n%s", out)
+	}
 }

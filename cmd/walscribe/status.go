@@ -6,6 +6,8 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"net"
+	"net/http"
 	"text/tabwriter"
 	"time"
 
@@ -35,6 +37,56 @@ type statusReport struct {
 	CheckpointMissing bool       `json:"no_checkpoint"`
 	Gaps              int        `json:"gaps"`
 	LastGap           *gapInfo   `json:"last_gap,omitempty"`
+	// Daemon is what the running walscribe says of itself on /readyz
+	// (http.listen); nil when no HTTP server is configured.
+	Daemon *daemonState `json:"daemon,omitempty"`
+}
+
+// daemonState is the answer of the daemon's /readyz.
+type daemonState struct {
+	URL         string     `json:"url"`
+	Reachable   bool       `json:"reachable"`
+	Ready       bool       `json:"ready"`
+	Reason      string     `json:"reason,omitempty"`
+	LastError   string     `json:"last_error,omitempty"`
+	LastErrorAt *time.Time `json:"last_error_at,omitempty"`
+}
+
+// askDaemon asks the walscribe serving http.listen how it is.
+func askDaemon(ctx context.Context, listen string) *daemonState {
+	if listen == "" {
+		return nil
+	}
+	host, port, err := net.SplitHostPort(listen)
+	if err != nil {
+		return nil
+	}
+	if host == "" || host == "0.0.0.0" || host == "::" {
+		host = "127.0.0.1"
+	}
+	st := &daemonState{URL: "http://" + net.JoinHostPort(host, port) + "/readyz"}
+	ctx, cancel := context.WithTimeout(ctx, 2*time.Second)
+	defer cancel()
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, st.URL, nil)
+	if err != nil {
+		return st
+	}
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		return st
+	}
+	defer resp.Body.Close()
+	var body struct {
+		Ready       bool       `json:"ready"`
+		Reason      string     `json:"reason"`
+		LastError   string     `json:"last_error"`
+		LastErrorAt *time.Time `json:"last_error_at"`
+	}
+	if json.NewDecoder(resp.Body).Decode(&body) == nil {
+		st.Reachable = true
+		st.Ready, st.Reason, st.LastError, st.LastErrorAt = body.Ready, body.Reason, body.LastError, body.LastErrorAt
+	}
+	return st
 }
 
 // gapInfo is the newest gap recorded for the slot.
@@ -83,6 +135,7 @@ func readStatus(ctx context.Context, c *config.Config) (*statusReport, error) {
 		return nil, err
 	}
 	r := &statusReport{
+		Daemon:        askDaemon(ctx, c.HTTP.Listen),
 		Slot:          slot.Name,
 		Active:        slot.Active,
 		ActivePID:     slot.ActivePID,
@@ -137,6 +190,19 @@ func printStatus(w io.Writer, r *statusReport) {
 		state = "active"
 		if r.ActivePID != nil {
 			state = fmt.Sprintf("active (walsender pid %d)", *r.ActivePID)
+		}
+	}
+	if d := r.Daemon; d != nil {
+		switch {
+		case !d.Reachable:
+			fmt.Fprintf(tw, "walscribe run\tnot reachable at %s: is it running?\n", d.URL)
+		case d.Ready:
+			fmt.Fprintf(tw, "walscribe run\tready: streaming, sink writable\n")
+		default:
+			fmt.Fprintf(tw, "walscribe run\tNOT READY: %s\n", d.Reason)
+		}
+		if d.LastError != "" {
+			fmt.Fprintf(tw, "last error\t%s: %s\n", fmtTime(d.LastErrorAt), d.LastError)
 		}
 	}
 	fmt.Fprintf(tw, "slot\t%s: %s\n", r.Slot, state)
