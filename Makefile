@@ -25,10 +25,11 @@ demo: build
 	$(GO) build -o bin/walscribe-demo ./internal/demo
 	bin/walscribe-demo -bin $(BIN)
 
-## bench: figures measured on this machine, against a throwaway PostgreSQL
-bench:
-	$(GO) test -run '^$$' -bench 'Drain' -benchtime 5x ./daemon
-	$(GO) test -run '^$$' -bench 'BridgeOverhead' -benchtime 20x -count 3 ./daemon
+## bench: figures measured on this machine against a throwaway PostgreSQL, written to docs/BENCHMARKS.md,
+## then the decoder micro-benchmarks. Quick run: make bench BENCH_FLAGS='-changes 100000 -huge 0 -duration 5s'
+BENCH_FLAGS ?=
+bench: build
+	$(GO) run ./internal/bench -bin $(BIN) $(BENCH_FLAGS)
 	$(GO) test -run '^$$' -bench . -benchmem ./decoder
 
 ## chaos: the chaos test with 100 faults (make test runs 12)

@@ -1,0 +1,208 @@
+package main
+
+import (
+	"context"
+	"fmt"
+	"math"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"regexp"
+	"runtime"
+	"strconv"
+	"time"
+
+	"github.com/jackc/pgx/v5"
+)
+
+// variant is one way of auditing the same table.
+type variant struct {
+	name    string
+	context string // the pgbench script's context line, if any
+}
+
+var variants = []variant{
+	{name: "no audit"},
+	{name: "walscribe", context: `SELECT audit.set_context(actor_id => 'user-' || :id, request_id => 'req-' || :id);`},
+	{name: "trigger audit", context: `SELECT set_config('audit.actor_id', 'user-' || :id, true);`},
+}
+
+// triggerAudit is the classic trigger-based audit.
+const triggerAudit = `CREATE TABLE trigger_audit (
+	id bigserial PRIMARY KEY, at timestamptz NOT NULL DEFAULT now(), table_name text NOT NULL,
+	action text NOT NULL, actor text, old jsonb, new jsonb);
+CREATE FUNCTION trigger_audit_row() RETURNS trigger LANGUAGE plpgsql AS $$
+BEGIN
+	INSERT INTO trigger_audit (table_name, action, actor, old, new)
+	VALUES (TG_TABLE_NAME, lower(TG_OP), current_setting('audit.actor_id', true),
+		CASE WHEN TG_OP <> 'INSERT' THEN to_jsonb(OLD) END, CASE WHEN TG_OP <> 'DELETE' THEN to_jsonb(NEW) END);
+	RETURN NULL;
+END $$;
+CREATE TRIGGER accounts_audit AFTER INSERT OR UPDATE OR DELETE ON accounts
+	FOR EACH ROW EXECUTE FUNCTION trigger_audit_row()`
+
+// script is the pgbench transaction: context, an UPDATE and an INSERT.
+func (b *bench) script(v variant) string {
+	return fmt.Sprintf(`\set id random(1, %d)
+BEGIN;
+%s
+UPDATE accounts SET balance = balance + 1, updated_at = now() WHERE id = :id;
+INSERT INTO accounts VALUES (nextval('accounts_new_id'), 'New customer', 'new@example.com', 0,
+  ARRAY['tier-0'], ARRAY[1, 2, 3], '{"plan": "free", "seats": 1}', now(), now(), true);
+END;
+`, b.o.updateRow, v.context)
+}
+
+// appCost runs the OLTP workload and the big UPDATE under each variant;
+// with walscribe attached it then measures the latency at a fixed rate.
+func (b *bench) appCost(ctx context.Context) error {
+	for i, v := range variants {
+		db := fmt.Sprintf("bench_app_%d", i)
+		conn, dsn, err := b.createDB(ctx, db)
+		if err != nil {
+			return err
+		}
+		res, err := b.variant(ctx, v, conn, dsn)
+		conn.Close(context.WithoutCancel(ctx))
+		b.srv.DropDB(db)
+		if err != nil {
+			return fmt.Errorf("%s: %w", v.name, err)
+		}
+		b.r.app = append(b.r.app, res)
+	}
+	return nil
+}
+
+func (b *bench) variant(ctx context.Context, v variant, conn *pgx.Conn, dsn string) (appResult, error) {
+	res := appResult{name: v.name}
+	if _, err := conn.Exec(ctx, tableDDL); err != nil {
+		return res, err
+	}
+	if _, err := conn.Exec(ctx, insertRows, 1, b.o.updateRow); err != nil {
+		return res, err
+	}
+	if _, err := conn.Exec(ctx, `VACUUM ANALYZE accounts`); err != nil {
+		return res, err
+	}
+	var d *daemon
+	switch v.name {
+	case "walscribe":
+		cfg, metricsAddr, err := writeConfig(b.dir, dsn, "public.accounts")
+		if err != nil {
+			return res, err
+		}
+		if err := setupDaemon(ctx, b.o.bin, cfg); err != nil {
+			return res, err
+		}
+		if d, err = startDaemon(b.o.bin, cfg, metricsAddr); err != nil {
+			return res, err
+		}
+		defer d.stop()
+		if err := slotActive(ctx, conn, d, "walscribe"); err != nil {
+			return res, err
+		}
+	case "trigger audit":
+		if _, err := conn.Exec(ctx, triggerAudit); err != nil {
+			return res, err
+		}
+	}
+	if _, err := conn.Exec(ctx, `CHECKPOINT`); err != nil {
+		return res, err
+	}
+
+	logf("application cost, %s: pgbench -T %s -c %d", v.name, b.o.duration, b.o.clients)
+	pb, err := b.pgbench(ctx, dsn, v, "-T", strconv.Itoa(int(b.o.duration.Seconds())))
+	if err != nil {
+		return res, err
+	}
+	res.tps, res.latencyMS = pb.tps, pb.latencyMS
+	if d != nil {
+		if err := marker(ctx, conn, d, 10*time.Minute); err != nil {
+			return res, err
+		}
+	}
+
+	logf("application cost, %s: UPDATE of %d rows", v.name, b.o.updateRow)
+	began := time.Now()
+	if _, err := conn.Exec(ctx, `UPDATE accounts SET balance = balance + 1, updated_at = now() WHERE id <= $1`, b.o.updateRow); err != nil {
+		return res, err
+	}
+	res.updateSeconds = time.Since(began).Seconds()
+	if d == nil {
+		return res, nil
+	}
+	if err := marker(ctx, conn, d, 30*time.Minute); err != nil {
+		return res, err
+	}
+	res.storedSeconds = time.Since(began).Seconds()
+	return res, b.latency(ctx, v, conn, dsn, d)
+}
+
+// latency runs a fixed-rate workload with walscribe attached and reads the
+// commit-to-durable latency from the entries and from the daemon's histogram.
+func (b *bench) latency(ctx context.Context, v variant, conn *pgx.Conn, dsn string, d *daemon) error {
+	r := &b.r.latency
+	r.rate = b.o.rate
+	before, herr := scrapeHistogram(d.metrics, "walscribe_commit_to_durable_seconds")
+	var t0, t1 time.Time
+	if err := conn.QueryRow(ctx, `SELECT clock_timestamp()`).Scan(&t0); err != nil {
+		return err
+	}
+	logf("latency: pgbench -R %d -T %s with walscribe attached", b.o.rate, b.o.duration)
+	pb, err := b.pgbench(ctx, dsn, v, "-T", strconv.Itoa(int(b.o.duration.Seconds())), "-R", strconv.Itoa(b.o.rate))
+	if err != nil {
+		return err
+	}
+	if err := conn.QueryRow(ctx, `SELECT clock_timestamp()`).Scan(&t1); err != nil {
+		return err
+	}
+	r.tps, r.latencyMS = pb.tps, pb.latencyMS
+	if err := marker(ctx, conn, d, 10*time.Minute); err != nil {
+		return err
+	}
+	err = conn.QueryRow(ctx, `SELECT count(*), percentile_cont(ARRAY[0.5, 0.95, 0.99]) WITHIN GROUP
+		(ORDER BY extract(epoch FROM captured_at - committed_at)), max(extract(epoch FROM captured_at - committed_at))
+		FROM audit.entries WHERE schema_name = 'public' AND table_name = 'accounts' AND committed_at BETWEEN $1 AND $2`, t0, t1).
+		Scan(&r.entries, &r.sqlQuantiles, &r.sqlMax)
+	if err != nil {
+		return err
+	}
+	if herr == nil {
+		if after, err := scrapeHistogram(d.metrics, "walscribe_commit_to_durable_seconds"); err == nil {
+			r.histQuantiles = []float64{quantile(before, after, 0.5), quantile(before, after, 0.95), quantile(before, after, 0.99)}
+		}
+	}
+	if len(r.histQuantiles) == 0 {
+		r.histQuantiles = []float64{math.NaN(), math.NaN(), math.NaN()}
+	}
+	return nil
+}
+
+// pgbenchResult is what pgbench reports.
+type pgbenchResult struct{ tps, latencyMS float64 }
+
+var (
+	tpsRe     = regexp.MustCompile(`(?m)^tps = ([0-9.]+)`)
+	latencyRe = regexp.MustCompile(`(?m)^latency average = ([0-9.]+) ms`)
+)
+
+func (b *bench) pgbench(ctx context.Context, dsn string, v variant, args ...string) (pgbenchResult, error) {
+	script := filepath.Join(b.dir, "pgbench.sql")
+	if err := os.WriteFile(script, []byte(b.script(v)), 0o600); err != nil {
+		return pgbenchResult{}, err
+	}
+	jobs := min(b.o.clients, runtime.NumCPU())
+	args = append([]string{"-n", "-f", script, "-c", strconv.Itoa(b.o.clients), "-j", strconv.Itoa(jobs)}, args...)
+	out, err := exec.CommandContext(ctx, filepath.Join(b.o.pgBinDir, "pgbench"), append(args, dsn)...).CombinedOutput()
+	if err != nil {
+		return pgbenchResult{}, fmt.Errorf("pgbench: %w\n%s", err, out)
+	}
+	t, l := tpsRe.FindSubmatch(out), latencyRe.FindSubmatch(out)
+	if t == nil || l == nil {
+		return pgbenchResult{}, fmt.Errorf("pgbench printed no tps or latency:\n%s", out)
+	}
+	var r pgbenchResult
+	r.tps, _ = strconv.ParseFloat(string(t[1]), 64)
+	r.latencyMS, _ = strconv.ParseFloat(string(l[1]), 64)
+	return r, nil
+}

@@ -1,0 +1,196 @@
+package main
+
+import (
+	"fmt"
+	"math"
+	"os"
+	"strconv"
+	"strings"
+	"time"
+)
+
+type results struct {
+	started time.Time
+	took    time.Duration
+	machine struct {
+		cpu, goVersion, pgVersion                string
+		cores                                    int
+		ramBytes                                 int64
+		sharedBuffers, fsync, syncCommit, maxWAL string
+	}
+	drain struct {
+		changes, walBytes, wsPeakRSS     int64
+		recvSeconds, recvWalsenderCPU    float64
+		wsSeconds, wsCPU, wsWalsenderCPU float64
+	}
+	app     []appResult
+	latency struct {
+		rate                   int
+		tps, latencyMS, sqlMax float64
+		entries                int64
+		sqlQuantiles           []float64
+		histQuantiles          []float64
+	}
+	memory struct {
+		rows, peakRSS                int64
+		updateSeconds, storedSeconds float64
+	}
+}
+
+type appResult struct {
+	name                                         string
+	tps, latencyMS, updateSeconds, storedSeconds float64
+}
+
+// cpuInfo reads the CPU model and logical cores from /proc/cpuinfo and the
+// memory from /proc/meminfo.
+func cpuInfo() (model string, cores int, ram int64) {
+	b, _ := os.ReadFile("/proc/cpuinfo")
+	for _, line := range strings.Split(string(b), "\n") {
+		k, v, ok := strings.Cut(line, ":")
+		if !ok {
+			continue
+		}
+		switch strings.TrimSpace(k) {
+		case "model name":
+			model = strings.TrimSpace(v)
+		case "processor":
+			cores++
+		}
+	}
+	b, _ = os.ReadFile("/proc/meminfo")
+	for _, line := range strings.Split(string(b), "\n") {
+		if f := strings.Fields(line); len(f) >= 2 && f[0] == "MemTotal:" {
+			kb, _ := strconv.ParseInt(f[1], 10, 64)
+			ram = kb << 10
+		}
+	}
+	if model == "" {
+		model = "unknown"
+	}
+	return model, cores, ram
+}
+
+func ms(s float64) string {
+	if math.IsNaN(s) {
+		return "n/a"
+	}
+	if math.IsInf(s, 1) {
+		return "> last bucket"
+	}
+	return fmt.Sprintf("%.1f ms", s*1000)
+}
+
+func ratio(a, b float64) string {
+	if b == 0 {
+		return "n/a"
+	}
+	return fmt.Sprintf("%.2f×", a/b)
+}
+
+// markdown is the report: machine, command, tables.
+func (r *results) markdown(o options) string {
+	var w strings.Builder
+	p := func(format string, args ...any) { fmt.Fprintf(&w, format+"\n", args...) }
+	m := r.machine
+	p("# Benchmarks")
+	p("")
+	p("Measured by `make bench` (the program `internal/bench`) against a throwaway PostgreSQL it starts itself. Every figure below comes from one run; the targets are those of the project, printed beside the figures, not derived from them.")
+	p("")
+	p("## Machine")
+	p("")
+	p("| | |")
+	p("|---|---|")
+	p("| date | %s |", r.started.UTC().Format("2006-01-02 15:04 UTC"))
+	p("| CPU | %s |", m.cpu)
+	p("| logical cores | %d |", m.cores)
+	p("| RAM | %.1f GiB |", float64(m.ramBytes)/(1<<30))
+	p("| PostgreSQL | %s |", m.pgVersion)
+	p("| server settings | shared_buffers %s, max_wal_size %s, fsync %s, synchronous_commit %s, wal_level logical; server, walscribe and pgbench on the same machine |", m.sharedBuffers, m.maxWAL, m.fsync, m.syncCommit)
+	p("| Go | %s |", m.goVersion)
+	p("| run took | %s |", r.took.Round(time.Second))
+	p("")
+	p("Command:")
+	p("")
+	p("```")
+	p("go run ./internal/bench -bin %s -changes %d -huge %d -duration %s -rate %d -clients %d -update-rows %d", o.bin, o.changes, o.huge, o.duration, o.rate, o.clients, o.updateRow)
+	p("```")
+	p("")
+
+	d := r.drain
+	recvRate, wsRate := float64(d.changes)/d.recvSeconds, float64(d.changes)/d.wsSeconds
+	p("## 1. Drain rate")
+	p("")
+	p("A backlog of %d changes (half inserts, then half updates, %d rows per transaction; %d MiB of WAL) on a table with text, numeric, jsonb, arrays and timestamps, written while nothing reads the slots. Then `pg_recvlogical` (pgoutput, proto_version 1, to /dev/null) drains a second slot created at the same point, and then `walscribe run` drains its own slot into `audit.entries`, timed from its start until `audit.checkpoints` covers the last entry. CPU is user+system from /proc.", d.changes, backlogTxnRows, d.walBytes>>20)
+	p("")
+	p("| | seconds | changes/s | walsender CPU s | client CPU s per 100k | target |")
+	p("|---|---:|---:|---:|---:|---|")
+	p("| pg_recvlogical → /dev/null (decoding limit) | %.1f | %.0f | %.1f | n/a | |", d.recvSeconds, recvRate, d.recvWalsenderCPU)
+	p("| walscribe → audit.entries | %.1f | %.0f | %.1f | %.2f | |", d.wsSeconds, wsRate, d.wsWalsenderCPU, d.wsCPU/float64(d.changes)*1e5)
+	p("| ratio walscribe / pg_recvlogical | | %.2f | | | ≥ 0.6 |", wsRate/recvRate)
+	p("")
+	p("walscribe used %.1f CPU seconds in all (walsender: %.1f); its peak RSS during the drain was %d MiB.", d.wsCPU, d.wsWalsenderCPU, d.wsPeakRSS>>20)
+	p("")
+
+	p("## 2. Application cost")
+	p("")
+	p("The same table with %d rows, three ways: no audit; walscribe attached (REPLICA IDENTITY FULL, publication, slot, context bridge trigger, `walscribe run` running and storing); a classic trigger audit (an AFTER row trigger inserting `to_jsonb(OLD)`, `to_jsonb(NEW)` and the actor into a table). pgbench runs %d clients for %s with a transaction of: the context (`audit.set_context` with walscribe, `set_config('audit.actor_id', …)` for the trigger, nothing without audit), an UPDATE of a random row and an INSERT. Then one UPDATE of all %d rows.", o.updateRow, o.clients, o.duration, o.updateRow)
+	p("")
+	p("| variant | TPS | avg latency | TPS vs no audit | UPDATE %d rows | UPDATE vs no audit |", o.updateRow)
+	p("|---|---:|---:|---:|---:|---:|")
+	var base appResult
+	for _, a := range r.app {
+		if a.name == "no audit" {
+			base = a
+		}
+	}
+	for _, a := range r.app {
+		p("| %s | %.0f | %.2f ms | %s | %.2f s | %s |", a.name, a.tps, a.latencyMS, ratio(a.tps, base.tps), a.updateSeconds, ratio(a.updateSeconds, base.updateSeconds))
+	}
+	p("")
+	var ws, trig appResult
+	for _, a := range r.app {
+		switch a.name {
+		case "walscribe":
+			ws = a
+		case "trigger audit":
+			trig = a
+		}
+	}
+	p("Targets: the UPDATE with walscribe within 1.2× of no audit (measured %s) and at least 2.5× faster than the trigger audit (measured: trigger audit takes %s as long); OLTP TPS with walscribe at least that of the trigger audit (measured %s).", ratio(ws.updateSeconds, base.updateSeconds), ratio(trig.updateSeconds, ws.updateSeconds), ratio(ws.tps, trig.tps))
+	p("walscribe had stored the %d entries of the UPDATE %.1f s after it started.", o.updateRow, ws.storedSeconds)
+	p("")
+
+	l := r.latency
+	p("## 3. Steady-state latency, commit to durable")
+	p("")
+	p("pgbench -R %d -T %s (same script, walscribe attached): %.0f TPS achieved, average latency %.2f ms, %d entries. From the entries: `captured_at - committed_at` (captured_at is the start of the sink transaction that stored them, so slightly before durable). From the daemon: `walscribe_commit_to_durable_seconds` (histogram, interpolated within buckets).", l.rate, o.duration, l.tps, l.latencyMS, l.entries)
+	p("")
+	p("| | p50 | p95 | p99 | max | target p99 |")
+	p("|---|---:|---:|---:|---:|---|")
+	if len(l.sqlQuantiles) == 3 {
+		p("| entries (SQL) | %s | %s | %s | %s | ≤ 250 ms |", ms(l.sqlQuantiles[0]), ms(l.sqlQuantiles[1]), ms(l.sqlQuantiles[2]), ms(l.sqlMax))
+	}
+	if len(l.histQuantiles) == 3 {
+		p("| walscribe_commit_to_durable_seconds | %s | %s | %s | | ≤ 250 ms |", ms(l.histQuantiles[0]), ms(l.histQuantiles[1]), ms(l.histQuantiles[2]))
+	}
+	p("")
+
+	p("## 4. Memory")
+	p("")
+	if r.memory.rows == 0 {
+		p("Skipped (-huge 0).")
+	} else {
+		mm := r.memory
+		p("One UPDATE of %d rows (int, text, numeric, text[], timestamptz) in one transaction while walscribe runs.", mm.rows)
+		p("")
+		p("| rows | UPDATE | stored after commit | entries/s | walscribe peak RSS (VmHWM) | target |")
+		p("|---:|---:|---:|---:|---:|---|")
+		p("| %d | %.1f s | %.1f s | %.0f | %d MiB | ≤ 150 MB |", mm.rows, mm.updateSeconds, mm.storedSeconds, float64(mm.rows)/mm.storedSeconds, mm.peakRSS>>20)
+	}
+	p("")
+	p("## 5. Decoder micro-benchmarks")
+	p("")
+	p("`make bench` runs `go test -run '^$' -bench . -benchmem ./decoder` after this program; its output is printed, not recorded here. Target: ≤ 2 µs per typical change.")
+	return w.String()
+}

@@ -1,0 +1,193 @@
+package main
+
+import (
+	"context"
+	"fmt"
+	"os"
+	"runtime"
+	"time"
+
+	"github.com/jackc/pgx/v5"
+
+	"github.com/walscribe/walscribe/internal/pgtest"
+)
+
+// serverSettings are the throwaway server's settings beyond pgtest's
+// defaults (fsync off, wal_level logical): room for the backlog in shared
+// buffers and no checkpoint storms while it is written.
+var serverSettings = map[string]string{
+	"shared_buffers": "1GB",
+	"max_wal_size":   "8GB",
+}
+
+// bench is one run: the server, a scratch directory, the results.
+type bench struct {
+	o   options
+	srv *pgtest.Server
+	dir string
+	r   *results
+}
+
+// run starts the server, runs every measurement, and always stops what it
+// started.
+func run(ctx context.Context, o options) (*results, error) {
+	r := &results{started: time.Now()}
+	logf("starting a throwaway PostgreSQL")
+	srv, err := pgtest.Start(pgtest.Options{Settings: serverSettings})
+	if err != nil {
+		return nil, err
+	}
+	defer srv.Close()
+	dir, err := os.MkdirTemp("", "walscribe-bench-")
+	if err != nil {
+		return nil, err
+	}
+	defer os.RemoveAll(dir)
+	b := &bench{o: o, srv: srv, dir: dir, r: r}
+	if err := b.machine(ctx); err != nil {
+		return nil, err
+	}
+	steps := []struct {
+		name string
+		f    func(context.Context) error
+	}{
+		{"drain rate", b.drain},
+		{"application cost and latency", b.appCost},
+		{"memory", b.memory},
+	}
+	for _, s := range steps {
+		if err := ctx.Err(); err != nil {
+			return nil, err
+		}
+		if err := s.f(ctx); err != nil {
+			return nil, fmt.Errorf("%s: %w", s.name, err)
+		}
+	}
+	return r, nil
+}
+
+// createDB creates a database and returns a connection to it.
+func (b *bench) createDB(ctx context.Context, name string) (*pgx.Conn, string, error) {
+	admin, err := pgx.Connect(ctx, b.srv.DSN("postgres"))
+	if err != nil {
+		return nil, "", err
+	}
+	defer admin.Close(ctx)
+	if _, err := admin.Exec(ctx, "CREATE DATABASE "+pgx.Identifier{name}.Sanitize()); err != nil {
+		return nil, "", fmt.Errorf("create database %s: %w", name, err)
+	}
+	dsn := b.srv.DSN(name)
+	conn, err := pgx.Connect(ctx, dsn)
+	return conn, dsn, err
+}
+
+// machine records the machine's and the server's details.
+func (b *bench) machine(ctx context.Context) error {
+	m := &b.r.machine
+	m.cpu, m.cores, m.ramBytes = cpuInfo()
+	m.goVersion = runtime.Version()
+	conn, err := pgx.Connect(ctx, b.srv.DSN("postgres"))
+	if err != nil {
+		return err
+	}
+	defer conn.Close(ctx)
+	return conn.QueryRow(ctx, `SELECT version(), current_setting('shared_buffers'), current_setting('fsync'),
+		current_setting('synchronous_commit'), current_setting('max_wal_size')`).
+		Scan(&m.pgVersion, &m.sharedBuffers, &m.fsync, &m.syncCommit, &m.maxWAL)
+}
+
+// waitFor polls cond every 50ms until it is true, the daemon exits, or
+// limit passes.
+func waitFor(ctx context.Context, d *daemon, limit time.Duration, what string, cond func() (bool, error)) error {
+	deadline := time.Now().Add(limit)
+	for {
+		ok, err := cond()
+		if err != nil {
+			return fmt.Errorf("wait for %s: %w", what, err)
+		}
+		if ok {
+			return nil
+		}
+		if d != nil {
+			if err := d.alive(); err != nil {
+				return err
+			}
+		}
+		if time.Now().After(deadline) {
+			return fmt.Errorf("%s did not happen within %s", what, limit)
+		}
+		select {
+		case <-ctx.Done():
+			return ctx.Err()
+		case <-time.After(50 * time.Millisecond):
+		}
+	}
+}
+
+// slotActive waits until a process streams from slot.
+func slotActive(ctx context.Context, conn *pgx.Conn, d *daemon, slot string) error {
+	return waitFor(ctx, d, 30*time.Second, "slot "+slot+" to become active", func() (bool, error) {
+		var active bool
+		err := conn.QueryRow(ctx, `SELECT coalesce(bool_or(active), false) FROM pg_replication_slots WHERE slot_name = $1`, slot).Scan(&active)
+		return active, err
+	})
+}
+
+// lastID waits until audit.checkpoints covers entry id n.
+func lastID(ctx context.Context, conn *pgx.Conn, d *daemon, n int64, limit time.Duration) error {
+	return waitFor(ctx, d, limit, fmt.Sprintf("audit.checkpoints to reach entry %d", n), func() (bool, error) {
+		var got int64
+		err := conn.QueryRow(ctx, `SELECT coalesce(max(last_id), 0) FROM audit.checkpoints`).Scan(&got)
+		return got >= n, err
+	})
+}
+
+// marker writes a row in its own transaction and waits until its entry is
+// stored: everything committed before it is stored too.
+func marker(ctx context.Context, conn *pgx.Conn, d *daemon, limit time.Duration) error {
+	var id int64
+	if err := conn.QueryRow(ctx, `INSERT INTO accounts (id, name, balance, created_at) VALUES (nextval('accounts_new_id'), 'marker', 0, now()) RETURNING id`).Scan(&id); err != nil {
+		return fmt.Errorf("insert a marker row: %w", err)
+	}
+	return waitFor(ctx, d, limit, "walscribe to store everything written", func() (bool, error) {
+		var ok bool
+		err := conn.QueryRow(ctx, `SELECT EXISTS (SELECT 1 FROM audit.entries WHERE schema_name = 'public' AND table_name = 'accounts'
+			AND pk = jsonb_build_object('id', $1::bigint))`, id).Scan(&ok)
+		return ok, err
+	})
+}
+
+// walsenderCPU samples the CPU time of the walsender serving slot until
+// stop is closed, and returns the last reading (at most 100ms short).
+func walsenderCPU(ctx context.Context, dsn, slot string, stop <-chan struct{}) <-chan float64 {
+	out := make(chan float64, 1)
+	go func() {
+		var last float64
+		defer func() { out <- last }()
+		conn, err := pgx.Connect(ctx, dsn)
+		if err != nil {
+			return
+		}
+		defer conn.Close(context.WithoutCancel(ctx))
+		pid := 0
+		for {
+			var p *int32
+			if err := conn.QueryRow(ctx, `SELECT active_pid FROM pg_replication_slots WHERE slot_name = $1`, slot).Scan(&p); err == nil && p != nil {
+				pid = int(*p)
+			}
+			if pid != 0 {
+				if c, err := cpuSeconds(pid); err == nil && c > last {
+					last = c
+				}
+			}
+			select {
+			case <-stop:
+				return
+			case <-ctx.Done():
+				return
+			case <-time.After(100 * time.Millisecond):
+			}
+		}
+	}()
+	return out
+}
