@@ -363,13 +363,18 @@ type EntryInfo struct {
 	Name          string // as configured
 	Schema, Table string // the two parts, globs or names
 	Exact         bool   // no wildcard: names one table
+	p             pattern
 }
+
+// Matches reports whether the entry's name or pattern matches a table
+// (whether or not a more specific entry or an exclusion wins).
+func (e EntryInfo) Matches(schema, table string) bool { return e.p.match(schema, table) }
 
 // Entries lists the tables entries in configured order.
 func (s *Set) Entries() []EntryInfo {
 	var out []EntryInfo
 	for _, e := range s.entries {
-		out = append(out, EntryInfo{Name: e.t.Entry, Schema: e.schema, Table: e.table, Exact: e.exact})
+		out = append(out, EntryInfo{Name: e.t.Entry, Schema: e.schema, Table: e.table, Exact: e.exact, p: e.pattern})
 	}
 	return out
 }

@@ -5,7 +5,6 @@ import (
 	_ "embed"
 	"errors"
 	"fmt"
-	"path"
 	"strings"
 
 	"github.com/jackc/pgx/v5"
@@ -49,11 +48,7 @@ func ResolveTables(ctx context.Context, conn *pgx.Conn, rs *rules.Set, skipSchem
 		}
 		matched := false
 		for _, n := range all {
-			t, ok := rs.For(n.schema, n.table)
-			if !ok || t.Entry == "" {
-				continue
-			}
-			if m, _ := matchGlob(e.Schema, e.Table, n.schema, n.table); !m {
+			if !e.Matches(n.schema, n.table) || !rs.Tracked(n.schema, n.table) {
 				continue
 			}
 			matched = true
@@ -67,14 +62,6 @@ func ResolveTables(ctx context.Context, conn *pgx.Conn, rs *rules.Set, skipSchem
 		}
 	}
 	return tables, unmatched, nil
-}
-
-func matchGlob(schemaGlob, tableGlob, schema, table string) (bool, error) {
-	s, err := pathMatch(schemaGlob, schema)
-	if err != nil || !s {
-		return false, err
-	}
-	return pathMatch(tableGlob, table)
 }
 
 // ErrCapturePatternsStale: the capture of new tables is installed (by a
@@ -140,5 +127,3 @@ func InstallCapture(ctx context.Context, conn *pgx.Conn, schema, publication, sk
 	}
 	return true, tx.Commit(ctx)
 }
-
-func pathMatch(pattern, name string) (bool, error) { return path.Match(pattern, name) }

@@ -44,9 +44,8 @@ type Config struct {
 // Spool creates transactions. It is safe for concurrent use.
 type Spool struct {
 	cfg Config
-	// Spills counts transactions moved to a file; SpilledBytes their
-	// bytes written.
-	Spills, SpilledBytes atomic.Int64
+	// Spills counts transactions moved to a file.
+	Spills atomic.Int64
 	// Files is the number of spill files that exist now.
 	Files atomic.Int64
 }
@@ -175,7 +174,6 @@ func (t *Txn) write(r *Record) error {
 	if _, err := t.w.Write(b); err != nil {
 		return fmt.Errorf("spill: %w", err)
 	}
-	t.s.SpilledBytes.Add(int64(len(b)))
 	return nil
 }
 

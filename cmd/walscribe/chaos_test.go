@@ -51,9 +51,7 @@ func TestChaos(t *testing.T) {
 	defer proxy.Close()
 	viaProxy := strings.Replace(dsn, fmt.Sprintf(":%d/", pg.Port), fmt.Sprintf(":%d/", proxy.Addr().Port), 1)
 	cfg := writeConfig(t, configFor(viaProxy, tables...)+"spool:\n  dir: "+t.TempDir()+"\n  txn_memory: 64KiB\n")
-	if out, code := walscribe(t, "setup", "--config", cfg); code != 0 {
-		t.Fatalf("setup failed (%d):\n%s", code, out)
-	}
+	setUp(t, cfg)
 
 	logPath := filepath.Join(t.TempDir(), "run.log")
 	logs, err := os.Create(logPath)

@@ -9,7 +9,6 @@ import (
 	"net/http"
 	"strconv"
 	"strings"
-	"syscall"
 	"testing"
 	"time"
 
@@ -78,26 +77,11 @@ func TestMetricsAndHealth(t *testing.T) {
 	base := "http://" + addr
 	yaml := strings.Replace(configFor(viaProxy, "public.t"), "listen: \"\"", "listen: "+addr, 1)
 	cfg := writeConfig(t, yaml)
-	if out, code := walscribe(t, "setup", "--config", cfg); code != 0 {
-		t.Fatalf("setup: %s", out)
-	}
-	cmd := command(t, "run", "--config", cfg)
-	if err := cmd.Start(); err != nil {
-		t.Fatal(err)
-	}
-	defer func() {
-		cmd.Process.Signal(syscall.SIGTERM)
-		cmd.Wait()
-	}()
+	setUp(t, cfg)
+	startRun(t, cfg, nil)
 	waitUntil := func(what string, cond func() bool) {
 		t.Helper()
-		deadline := time.Now().Add(45 * time.Second)
-		for !cond() {
-			if time.Now().After(deadline) {
-				t.Fatalf("timed out waiting for %s", what)
-			}
-			time.Sleep(100 * time.Millisecond)
-		}
+		eventually(t, what, 45*time.Second, cond)
 	}
 	waitUntil("ready", func() bool {
 		resp, err := http.Get(base + "/readyz")

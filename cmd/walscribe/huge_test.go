@@ -33,9 +33,7 @@ func TestHugeTransaction(t *testing.T) {
 		`VACUUM ANALYZE big`)
 	t.Logf("%d rows loaded in %s", rows, time.Since(began).Round(time.Second))
 	cfg := writeConfig(t, configFor(dsn, "public.big")+"spool:\n  dir: "+t.TempDir()+"\n")
-	if out, code := walscribe(t, "setup", "--config", cfg); code != 0 {
-		t.Fatalf("setup: %s", out)
-	}
+	setUp(t, cfg)
 	logs, err := os.Create(filepath.Join(t.TempDir(), "run.log"))
 	if err != nil {
 		t.Fatal(err)

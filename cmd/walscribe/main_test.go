@@ -5,6 +5,7 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"io"
 	"math/rand/v2"
 	"os"
 	"os/exec"
@@ -93,9 +94,7 @@ func TestKillNineExactlyOnce(t *testing.T) {
 	conn := pgtest.Connect(t, dsn)
 	tables := prepareWorkload(t, dsn, conn)
 	cfg := writeConfig(t, configFor(dsn, tables...))
-	if out, code := walscribe(t, "setup", "--config", cfg); code != 0 {
-		t.Fatalf("setup failed (%d):\n%s", code, out)
-	}
+	setUp(t, cfg)
 
 	loadCtx, stopLoad := context.WithCancel(ctx)
 	statsCh := make(chan *workload.Stats, 1)
@@ -217,6 +216,43 @@ func TestUserErrors(t *testing.T) {
 
 func writeFile(path, content string) error { return os.WriteFile(path, []byte(content), 0o600) }
 
+// setUp runs walscribe setup on the configuration at cfg and fails the test
+// if it fails.
+func setUp(t *testing.T, cfg string) {
+	t.Helper()
+	if out, code := walscribe(t, "setup", "--config", cfg); code != 0 {
+		t.Fatalf("setup failed (%d):\n%s", code, out)
+	}
+}
+
+// startRun starts walscribe run on cfg, its output to out (nil: dropped),
+// and stops it with SIGTERM when the test ends.
+func startRun(t *testing.T, cfg string, out io.Writer) *exec.Cmd {
+	t.Helper()
+	cmd := command(t, "run", "--config", cfg)
+	cmd.Stdout, cmd.Stderr = out, out
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		cmd.Process.Signal(syscall.SIGTERM)
+		cmd.Wait()
+	})
+	return cmd
+}
+
+// eventually polls cond until it holds, failing the test after timeout.
+func eventually(t *testing.T, what string, timeout time.Duration, cond func() bool) {
+	t.Helper()
+	deadline := time.Now().Add(timeout)
+	for !cond() {
+		if time.Now().After(deadline) {
+			t.Fatalf("timed out waiting for %s", what)
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+}
+
 // TestStandbyTakesOver runs two walscribe on one slot: the second stands by
 // while the first streams, and takes over within seconds when the first is
 // killed, with nothing lost or written twice.
@@ -226,9 +262,7 @@ func TestStandbyTakesOver(t *testing.T) {
 	conn := pgtest.Connect(t, dsn)
 	tables := prepareWorkload(t, dsn, conn)
 	cfg := writeConfig(t, configFor(dsn, tables...))
-	if out, code := walscribe(t, "setup", "--config", cfg); code != 0 {
-		t.Fatalf("setup failed (%d):\n%s", code, out)
-	}
+	setUp(t, cfg)
 	logs, err := os.Create(filepath.Join(t.TempDir(), "run.log"))
 	if err != nil {
 		t.Fatal(err)

@@ -102,28 +102,13 @@ func TestReloadOnHangup(t *testing.T) {
 	pgtest.Exec(t, dsn, rulesSchema)
 	cfgText := rulesConfig(dsn)
 	cfg := writeConfig(t, cfgText)
-	if out, code := walscribe(t, "setup", "--config", cfg); code != 0 {
-		t.Fatalf("setup: %s", out)
-	}
-	cmd := command(t, "run", "--config", cfg)
-	if err := cmd.Start(); err != nil {
-		t.Fatal(err)
-	}
-	defer func() {
-		cmd.Process.Signal(syscall.SIGTERM)
-		cmd.Wait()
-	}()
+	setUp(t, cfg)
+	cmd := startRun(t, cfg, nil)
 	conn := pgtest.Connect(t, dsn)
 	ctx := context.Background()
 	waitCount := func(what, sql string, want int) {
 		t.Helper()
-		deadline := time.Now().Add(30 * time.Second)
-		for count(t, conn, sql) != want {
-			if time.Now().After(deadline) {
-				t.Fatalf("timed out waiting for %s", what)
-			}
-			time.Sleep(50 * time.Millisecond)
-		}
+		eventually(t, what, 30*time.Second, func() bool { return count(t, conn, sql) == want })
 	}
 	if _, err := conn.Exec(ctx, `INSERT INTO public.orders VALUES (1, 10, 'first')`); err != nil {
 		t.Fatal(err)

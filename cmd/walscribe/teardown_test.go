@@ -16,9 +16,7 @@ func TestTeardownCommand(t *testing.T) {
 	dsn := srv.NewDB(t)
 	pgtest.Exec(t, dsn, `CREATE TABLE t (id int PRIMARY KEY)`)
 	cfg := writeConfig(t, configFor(dsn, "public.t"))
-	if out, code := walscribe(t, "setup", "--config", cfg); code != 0 {
-		t.Fatalf("setup exited %d:\n%s", code, out)
-	}
+	setUp(t, cfg)
 	conn := pgtest.Connect(t, dsn)
 	exists := func(sql string) bool {
 		t.Helper()
@@ -68,9 +66,7 @@ func TestTeardownForceStopsTheDaemon(t *testing.T) {
 	dsn := srv.NewDB(t)
 	pgtest.Exec(t, dsn, `CREATE TABLE t (id int PRIMARY KEY)`)
 	cfg := writeConfig(t, configFor(dsn, "public.t"))
-	if out, code := walscribe(t, "setup", "--config", cfg); code != 0 {
-		t.Fatalf("setup exited %d:\n%s", code, out)
-	}
+	setUp(t, cfg)
 	var logs bytes.Buffer
 	run := command(t, "run", "--config", cfg)
 	run.Stdout, run.Stderr = &logs, &logs
