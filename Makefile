@@ -25,12 +25,13 @@ demo: build
 	$(GO) build -o bin/walscribe-demo ./internal/demo
 	bin/walscribe-demo -bin $(BIN)
 
-## bench: figures measured on this machine against a throwaway PostgreSQL, written to docs/BENCHMARKS.md,
-## then the decoder micro-benchmarks. Quick run: make bench BENCH_FLAGS='-changes 100000 -huge 0 -duration 5s'
+## bench: figures measured on this machine against a throwaway PostgreSQL (and the decoder's
+## micro-benchmarks), printed and written to docs/BENCHMARKS.md.
+## Quick run: make bench BENCH_FLAGS='-changes 100000 -huge 0 -duration 5s -out ""'
+## Profiles: BENCH_FLAGS='-pprof /tmp/prof' writes CPU profiles of walscribe for go tool pprof.
 BENCH_FLAGS ?=
 bench: build
 	$(GO) run ./internal/bench -bin $(BIN) $(BENCH_FLAGS)
-	$(GO) test -run '^$$' -bench . -benchmem ./decoder
 
 ## chaos: the chaos test with 100 faults (make test runs 12)
 chaos:

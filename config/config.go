@@ -200,6 +200,9 @@ type HTTP struct {
 	// Listen is the host:port to listen on (http.listen), or "" for no
 	// server. Default "127.0.0.1:9187".
 	Listen string `mapstructure:"listen"`
+	// Pprof serves Go's profiler under /debug/pprof/ on the same address
+	// (http.pprof). Default false: profiles reveal the process's memory.
+	Pprof bool `mapstructure:"pprof"`
 }
 
 // Log configures logging.

@@ -478,6 +478,7 @@ func TestEnvVarNames(t *testing.T) {
 		"masking.secret":            testSecret,
 		"skip_unchanged_updates":    "false",
 		"http.listen":               "[::1]:9999",
+		"http.pprof":                "true",
 		"log.level":                 "error",
 		"log.format":                "console",
 	}

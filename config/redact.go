@@ -70,7 +70,7 @@ func (c *Config) Redacted() map[string]any {
 		"exclude_tables":         orEmpty(c.ExcludeTables),
 		"skip_unchanged_updates": c.SkipUnchangedUpdates,
 		"tables":                 tables,
-		"http":                   map[string]any{"listen": c.HTTP.Listen},
+		"http":                   map[string]any{"listen": c.HTTP.Listen, "pprof": c.HTTP.Pprof},
 		"log":                    map[string]any{"level": c.Log.Level, "format": c.Log.Format},
 	}
 }

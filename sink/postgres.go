@@ -77,6 +77,9 @@ func (p *Postgres) Open(ctx context.Context) error {
 	if cfg.ConnectTimeout == 0 {
 		cfg.ConnectTimeout = 10 * time.Second // a network that swallows packets must not hang the retries
 	}
+	if cfg.RuntimeParams["application_name"] == "" {
+		cfg.RuntimeParams["application_name"] = "walscribe sink" // found in pg_stat_activity
+	}
 	conn, err := pgx.ConnectConfig(ctx, cfg)
 	if err != nil {
 		return fmt.Errorf("connect to sink: %w", err)

@@ -69,7 +69,7 @@ rules in force stay. Tables to add to or remove from the publication need
 				if err != nil {
 					return fmt.Errorf("http.listen %s: %w (choose another address, or \"\" for no HTTP server)", c.HTTP.Listen, err)
 				}
-				go serveHTTP(ctx, ln, newHTTP(reg, d), log)
+				go serveHTTP(ctx, ln, newHTTP(reg, d, c.HTTP.Pprof), log)
 			}
 			hup := make(chan os.Signal, 1)
 			signal.Notify(hup, syscall.SIGHUP)

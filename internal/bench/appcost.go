@@ -87,7 +87,7 @@ func (b *bench) variant(ctx context.Context, v variant, conn *pgx.Conn, dsn stri
 	var d *daemon
 	switch v.name {
 	case "walscribe":
-		cfg, metricsAddr, err := writeConfig(b.dir, dsn, "public.accounts")
+		cfg, metricsAddr, err := writeConfig(b.dir, dsn, "public.accounts", b.o.pprofDir != "")
 		if err != nil {
 			return res, err
 		}
@@ -111,12 +111,19 @@ func (b *bench) variant(ctx context.Context, v variant, conn *pgx.Conn, dsn stri
 	}
 
 	logf("application cost, %s: pgbench -T %s -c %d", v.name, b.o.duration, b.o.clients)
+	var prof <-chan error
+	if d != nil {
+		prof = d.profile(int(b.o.duration.Seconds())-1, b.profilePath("oltp"))
+	}
 	pb, err := b.pgbench(ctx, dsn, v, "-T", strconv.Itoa(int(b.o.duration.Seconds())))
 	if err != nil {
 		return res, err
 	}
 	res.tps, res.latencyMS = pb.tps, pb.latencyMS
 	if d != nil {
+		if err := <-prof; err != nil {
+			return res, err
+		}
 		if err := marker(ctx, conn, d, 10*time.Minute); err != nil {
 			return res, err
 		}

@@ -49,7 +49,7 @@ func (b *bench) drain(ctx context.Context) error {
 	if _, err := conn.Exec(ctx, tableDDL); err != nil {
 		return err
 	}
-	cfg, metricsAddr, err := writeConfig(b.dir, dsn, "public.accounts")
+	cfg, metricsAddr, err := writeConfig(b.dir, dsn, "public.accounts", b.o.pprofDir != "")
 	if err != nil {
 		return err
 	}
@@ -117,18 +117,26 @@ func (b *bench) drain(ctx context.Context) error {
 	logf("drain: walscribe run into audit.entries")
 	stop = make(chan struct{})
 	cpu = walsenderCPU(ctx, dsn, "walscribe", stop)
+	scpu := sinkCPU(ctx, dsn, stop)
 	began = time.Now()
 	d, err := startDaemon(b.o.bin, cfg, metricsAddr)
 	if err != nil {
 		return err
 	}
 	defer d.stop()
+	// A profile of the first part of the drain (it must end before the
+	// drain does), when asked for.
+	prof := d.profile(max(1, int(r.recvSeconds)), b.profilePath("drain"))
 	if err := lastID(ctx, conn, d, r.changes, time.Hour); err != nil {
 		return err
 	}
 	r.wsSeconds = time.Since(began).Seconds()
 	close(stop)
 	r.wsWalsenderCPU = <-cpu
+	r.wsSinkCPU = <-scpu
+	if err := <-prof; err != nil {
+		return err
+	}
 	if r.wsCPU, err = cpuSeconds(d.cmd.Process.Pid); err != nil {
 		return err
 	}

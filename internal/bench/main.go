@@ -22,6 +22,7 @@ import (
 	"fmt"
 	"os"
 	"os/signal"
+	"strings"
 	"syscall"
 	"time"
 )
@@ -37,6 +38,21 @@ type options struct {
 	updateRow int
 	out       string
 	pgBinDir  string
+	steps     string
+	pprofDir  string
+}
+
+// allSteps are the measurements, in the order they run.
+const allSteps = "drain,app,memory,decoder"
+
+// runs reports whether step is among -steps.
+func (o options) runs(step string) bool {
+	for _, s := range strings.Split(o.steps, ",") {
+		if strings.TrimSpace(s) == step {
+			return true
+		}
+	}
+	return false
 }
 
 func main() {
@@ -50,7 +66,15 @@ func main() {
 	flag.IntVar(&o.updateRow, "update-rows", 200_000, "rows in the application-cost table and its one-statement UPDATE")
 	flag.StringVar(&o.out, "out", "docs/BENCHMARKS.md", "where to write the report; empty: print only")
 	flag.StringVar(&o.pgBinDir, "pg-bindir", pgBinDir(), "where pg_recvlogical and pgbench are (PG_BINDIR)")
+	flag.StringVar(&o.steps, "steps", allSteps, "the measurements to run, comma-separated (a partial run prints the others as not run)")
+	flag.StringVar(&o.pprofDir, "pprof", "", "write CPU profiles of walscribe (drain, OLTP) into this directory, for go tool pprof")
 	flag.Parse()
+	for _, s := range strings.Split(o.steps, ",") {
+		if !strings.Contains(","+allSteps+",", ","+strings.TrimSpace(s)+",") {
+			fmt.Fprintf(os.Stderr, "bench: -steps: unknown step %q; the steps are %s\n", s, allSteps)
+			os.Exit(2)
+		}
+	}
 	if o.changes < 2 || o.updateRow < 1 || o.huge < 0 || o.duration < time.Second || o.rate < 1 || o.clients < 1 {
 		fmt.Fprintln(os.Stderr, "bench: -changes must be at least 2, -update-rows at least 1, -huge 0 or more, -duration at least 1s, -rate and -clients at least 1")
 		os.Exit(2)

@@ -31,7 +31,7 @@ func (b *bench) memory(ctx context.Context) error {
 			return err
 		}
 	}
-	cfg, metricsAddr, err := writeConfig(b.dir, dsn, "public.big")
+	cfg, metricsAddr, err := writeConfig(b.dir, dsn, "public.big", false)
 	if err != nil {
 		return err
 	}

@@ -4,6 +4,7 @@ import (
 	"bufio"
 	"context"
 	"fmt"
+	"io"
 	"math"
 	"net"
 	"net/http"
@@ -22,6 +23,7 @@ type daemon struct {
 	cmd     *exec.Cmd
 	logPath string
 	metrics string
+	pprof   string
 	done    chan struct{}
 	err     error
 }
@@ -30,8 +32,9 @@ type daemon struct {
 // (100 on every Linux architecture Go supports).
 const clockTick = 100
 
-// writeConfig writes a walscribe configuration for one database and table.
-func writeConfig(dir, dsn, table string) (path, metricsAddr string, err error) {
+// writeConfig writes a walscribe configuration for one database and table;
+// profile turns on the profiler (http.pprof).
+func writeConfig(dir, dsn, table string, profile bool) (path, metricsAddr string, err error) {
 	port, err := freePort()
 	if err != nil {
 		return "", "", err
@@ -41,8 +44,8 @@ func writeConfig(dir, dsn, table string) (path, metricsAddr string, err error) {
 	if err := os.MkdirAll(spool, 0o700); err != nil {
 		return "", "", err
 	}
-	yaml := fmt.Sprintf("source:\n  dsn: %q\ntables:\n  - name: %s\nspool:\n  dir: %q\nhttp:\n  listen: %q\nlog:\n  format: json\n",
-		dsn, table, spool, metricsAddr)
+	yaml := fmt.Sprintf("source:\n  dsn: %q\ntables:\n  - name: %s\nspool:\n  dir: %q\nhttp:\n  listen: %q\n  pprof: %t\nlog:\n  format: json\n",
+		dsn, table, spool, metricsAddr, profile)
 	path = filepath.Join(dir, "walscribe-"+strings.ReplaceAll(table, ".", "_")+fmt.Sprint(port)+".yaml")
 	return path, metricsAddr, os.WriteFile(path, []byte(yaml), 0o600)
 }
@@ -70,7 +73,7 @@ func startDaemon(bin, cfg, metricsAddr string) (*daemon, error) {
 		logf.Close()
 		return nil, fmt.Errorf("start %s run: %w", bin, err)
 	}
-	d := &daemon{cmd: cmd, logPath: logPath, metrics: "http://" + metricsAddr + "/metrics", done: make(chan struct{})}
+	d := &daemon{cmd: cmd, logPath: logPath, metrics: "http://" + metricsAddr + "/metrics", pprof: "http://" + metricsAddr + "/debug/pprof/profile", done: make(chan struct{})}
 	go func() { d.err = cmd.Wait(); logf.Close(); close(d.done) }()
 	return d, nil
 }
@@ -88,6 +91,49 @@ func (d *daemon) alive() error {
 	default:
 		return nil
 	}
+}
+
+// profile writes a CPU profile of the next d seconds to path, in the
+// background; the channel reports the outcome. Does nothing when path is
+// empty.
+func (d *daemon) profile(seconds int, path string) <-chan error {
+	out := make(chan error, 1)
+	if path == "" {
+		out <- nil
+		return out
+	}
+	go func() {
+		// The HTTP server comes up a moment after the process starts.
+		var resp *http.Response
+		var err error
+		for range 100 {
+			if resp, err = http.Get(fmt.Sprintf("%s?seconds=%d", d.pprof, seconds)); err == nil {
+				break
+			}
+			time.Sleep(20 * time.Millisecond)
+		}
+		if err != nil {
+			out <- fmt.Errorf("cpu profile: %w", err)
+			return
+		}
+		defer resp.Body.Close()
+		if resp.StatusCode != http.StatusOK {
+			out <- fmt.Errorf("cpu profile: %s", resp.Status)
+			return
+		}
+		f, err := os.Create(path)
+		if err == nil {
+			_, err = io.Copy(f, resp.Body)
+			if cerr := f.Close(); err == nil {
+				err = cerr
+			}
+		}
+		if err == nil {
+			logf("cpu profile of walscribe written to %s (go tool pprof %s)", path, path)
+		}
+		out <- err
+	}()
+	return out
 }
 
 // stop sends SIGTERM and waits up to a minute, then kills it.

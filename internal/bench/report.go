@@ -22,7 +22,9 @@ type results struct {
 		changes, walBytes, wsPeakRSS     int64
 		recvSeconds, recvWalsenderCPU    float64
 		wsSeconds, wsCPU, wsWalsenderCPU float64
+		wsSinkCPU                        float64
 	}
+	decoder []decoderResult
 	app     []appResult
 	latency struct {
 		rate                   int
@@ -113,27 +115,83 @@ func (r *results) markdown(o options) string {
 	p("Command:")
 	p("")
 	p("```")
-	p("go run ./internal/bench -bin %s -changes %d -huge %d -duration %s -rate %d -clients %d -update-rows %d", o.bin, o.changes, o.huge, o.duration, o.rate, o.clients, o.updateRow)
+	cmdline := fmt.Sprintf("go run ./internal/bench -bin %s -changes %d -huge %d -duration %s -rate %d -clients %d -update-rows %d", o.bin, o.changes, o.huge, o.duration, o.rate, o.clients, o.updateRow)
+	if o.steps != allSteps {
+		cmdline += " -steps " + o.steps
+	}
+	p("%s", cmdline)
 	p("```")
 	p("")
 
-	d := r.drain
-	recvRate, wsRate := float64(d.changes)/d.recvSeconds, float64(d.changes)/d.wsSeconds
 	p("## 1. Drain rate")
 	p("")
-	p("A backlog of %d changes (half inserts, then half updates, %d rows per transaction; %d MiB of WAL) on a table with text, numeric, jsonb, arrays and timestamps, written while nothing reads the slots. Then `pg_recvlogical` (pgoutput, proto_version 1, to /dev/null) drains a second slot created at the same point, and then `walscribe run` drains its own slot into `audit.entries`, timed from its start until `audit.checkpoints` covers the last entry. CPU is user+system from /proc.", d.changes, backlogTxnRows, d.walBytes>>20)
-	p("")
-	p("| | seconds | changes/s | walsender CPU s | client CPU s per 100k | target |")
-	p("|---|---:|---:|---:|---:|---|")
-	p("| pg_recvlogical → /dev/null (decoding limit) | %.1f | %.0f | %.1f | n/a | |", d.recvSeconds, recvRate, d.recvWalsenderCPU)
-	p("| walscribe → audit.entries | %.1f | %.0f | %.1f | %.2f | |", d.wsSeconds, wsRate, d.wsWalsenderCPU, d.wsCPU/float64(d.changes)*1e5)
-	p("| ratio walscribe / pg_recvlogical | | %.2f | | | ≥ 0.6 |", wsRate/recvRate)
-	p("")
-	p("walscribe used %.1f CPU seconds in all (walsender: %.1f); its peak RSS during the drain was %d MiB.", d.wsCPU, d.wsWalsenderCPU, d.wsPeakRSS>>20)
-	p("")
+	if !o.runs("drain") {
+		p("Not run (-steps %s).", o.steps)
+		p("")
+	} else {
+		d := r.drain
+		recvRate, wsRate := float64(d.changes)/d.recvSeconds, float64(d.changes)/d.wsSeconds
+		p("A backlog of %d changes (half inserts, then half updates, %d rows per transaction; %d MiB of WAL) on a table with text, numeric, jsonb, arrays and timestamps, written while nothing reads the slots. Then `pg_recvlogical` (pgoutput, proto_version 1, to /dev/null) drains a second slot created at the same point, and then `walscribe run` drains its own slot into `audit.entries`, timed from its start until `audit.checkpoints` covers the last entry. CPU is user+system from /proc: of the walsender, of walscribe itself, and of the server backend its sink writes through.", d.changes, backlogTxnRows, d.walBytes>>20)
+		p("")
+		p("| | seconds | changes/s | walsender CPU s | client CPU s | sink backend CPU s | target |")
+		p("|---|---:|---:|---:|---:|---:|---|")
+		p("| pg_recvlogical → /dev/null (decoding limit) | %.1f | %.0f | %.1f | n/a | n/a | |", d.recvSeconds, recvRate, d.recvWalsenderCPU)
+		p("| walscribe → audit.entries | %.1f | %.0f | %.1f | %.1f | %.1f | |", d.wsSeconds, wsRate, d.wsWalsenderCPU, d.wsCPU, d.wsSinkCPU)
+		p("| ratio walscribe / pg_recvlogical | | %.2f | | | | ≥ 0.6 |", wsRate/recvRate)
+		p("")
+		p("walscribe used %.2f CPU seconds per 100,000 entries (its walsender %.2f, the sink's backend %.2f); its peak RSS during the drain was %d MiB.",
+			d.wsCPU/float64(d.changes)*1e5, d.wsWalsenderCPU/float64(d.changes)*1e5, d.wsSinkCPU/float64(d.changes)*1e5, d.wsPeakRSS>>20)
+		p("")
+	}
 
 	p("## 2. Application cost")
 	p("")
+	if !o.runs("app") {
+		p("Not run (-steps %s).", o.steps)
+		p("")
+		p("## 3. Steady-state latency, commit to durable")
+		p("")
+		p("Not run (-steps %s).", o.steps)
+		p("")
+	} else {
+		r.appMarkdown(&w, o)
+	}
+	p("## 4. Memory")
+	p("")
+	switch {
+	case !o.runs("memory"):
+		p("Not run (-steps %s).", o.steps)
+	case r.memory.rows == 0:
+		p("Skipped (-huge 0).")
+	default:
+		mm := r.memory
+		p("One UPDATE of %d rows (int, text, numeric, text[], timestamptz) in one transaction while walscribe runs.", mm.rows)
+		p("")
+		p("| rows | UPDATE | stored after commit | entries/s | walscribe peak RSS (VmHWM) | target |")
+		p("|---:|---:|---:|---:|---:|---|")
+		p("| %d | %.1f s | %.1f s | %.0f | %d MiB | ≤ 150 MB |", mm.rows, mm.updateSeconds, mm.storedSeconds, float64(mm.rows)/mm.storedSeconds, mm.peakRSS>>20)
+	}
+	p("")
+	p("## 5. Decoder micro-benchmarks")
+	p("")
+	if !o.runs("decoder") {
+		p("Not run (-steps %s).", o.steps)
+		return w.String()
+	}
+	p("`go test -run '^$' -bench Decode -benchmem ./decoder`: one real pgoutput message for a row of 10 columns (bigint, text, varchar, numeric, int, two timestamptz, jsonb, text[], bool) decoded into an entry; an update carries the old row too (REPLICA IDENTITY FULL); `own_tx` adds its BEGIN and COMMIT; `with_rules` applies per-table rules (an excluded column, masked columns). Target: ≤ 2 µs per typical change.")
+	p("")
+	p("| benchmark | ns/change | bytes/change | allocations/change |")
+	p("|---|---:|---:|---:|")
+	for _, d := range r.decoder {
+		p("| %s | %.0f | %.0f | %.0f |", d.name, d.nsPerOp, d.bytesPerOp, d.allocsPerOp)
+	}
+	return w.String()
+}
+
+// appMarkdown writes sections 2 and 3: the application's cost and the
+// latency.
+func (r *results) appMarkdown(w *strings.Builder, o options) {
+	p := func(format string, args ...any) { fmt.Fprintf(w, format+"\n", args...) }
 	p("The same table with %d rows, three ways: no audit; walscribe attached (REPLICA IDENTITY FULL, publication, slot, context bridge trigger, `walscribe run` running and storing); a classic trigger audit (an AFTER row trigger inserting `to_jsonb(OLD)`, `to_jsonb(NEW)` and the actor into a table). pgbench runs %d clients for %s with a transaction of: the context (`audit.set_context` with walscribe, `set_config('audit.actor_id', …)` for the trigger, nothing without audit), an UPDATE of a random row and an INSERT. Then one UPDATE of all %d rows.", o.updateRow, o.clients, o.duration, o.updateRow)
 	p("")
 	p("| variant | TPS | avg latency | TPS vs no audit | UPDATE %d rows | UPDATE vs no audit |", o.updateRow)
@@ -175,22 +233,4 @@ func (r *results) markdown(o options) string {
 		p("| walscribe_commit_to_durable_seconds | %s | %s | %s | | ≤ 250 ms |", ms(l.histQuantiles[0]), ms(l.histQuantiles[1]), ms(l.histQuantiles[2]))
 	}
 	p("")
-
-	p("## 4. Memory")
-	p("")
-	if r.memory.rows == 0 {
-		p("Skipped (-huge 0).")
-	} else {
-		mm := r.memory
-		p("One UPDATE of %d rows (int, text, numeric, text[], timestamptz) in one transaction while walscribe runs.", mm.rows)
-		p("")
-		p("| rows | UPDATE | stored after commit | entries/s | walscribe peak RSS (VmHWM) | target |")
-		p("|---:|---:|---:|---:|---:|---|")
-		p("| %d | %.1f s | %.1f s | %.0f | %d MiB | ≤ 150 MB |", mm.rows, mm.updateSeconds, mm.storedSeconds, float64(mm.rows)/mm.storedSeconds, mm.peakRSS>>20)
-	}
-	p("")
-	p("## 5. Decoder micro-benchmarks")
-	p("")
-	p("`make bench` runs `go test -run '^$' -bench . -benchmem ./decoder` after this program; its output is printed, not recorded here. Target: ≤ 2 µs per typical change.")
-	return w.String()
 }

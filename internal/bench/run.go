@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"os"
+	"path/filepath"
 	"runtime"
 	"time"
 
@@ -43,27 +44,45 @@ func run(ctx context.Context, o options) (*results, error) {
 		return nil, err
 	}
 	defer os.RemoveAll(dir)
+	if o.pprofDir != "" {
+		if err := os.MkdirAll(o.pprofDir, 0o755); err != nil {
+			return nil, err
+		}
+	}
 	b := &bench{o: o, srv: srv, dir: dir, r: r}
 	if err := b.machine(ctx); err != nil {
 		return nil, err
 	}
 	steps := []struct {
-		name string
-		f    func(context.Context) error
+		key, name string
+		f         func(context.Context) error
 	}{
-		{"drain rate", b.drain},
-		{"application cost and latency", b.appCost},
-		{"memory", b.memory},
+		{"drain", "drain rate", b.drain},
+		{"app", "application cost and latency", b.appCost},
+		{"memory", "memory", b.memory},
+		{"decoder", "decoder micro-benchmarks", b.decoder},
 	}
 	for _, s := range steps {
 		if err := ctx.Err(); err != nil {
 			return nil, err
+		}
+		if !o.runs(s.key) {
+			logf("%s: not run (-steps %s)", s.name, o.steps)
+			continue
 		}
 		if err := s.f(ctx); err != nil {
 			return nil, fmt.Errorf("%s: %w", s.name, err)
 		}
 	}
 	return r, nil
+}
+
+// profilePath is where the CPU profile of step goes; empty without -pprof.
+func (b *bench) profilePath(step string) string {
+	if b.o.pprofDir == "" {
+		return ""
+	}
+	return filepath.Join(b.o.pprofDir, "walscribe-"+step+".pprof")
 }
 
 // createDB creates a database and returns a connection to it.
@@ -158,8 +177,22 @@ func marker(ctx context.Context, conn *pgx.Conn, d *daemon, limit time.Duration)
 }
 
 // walsenderCPU samples the CPU time of the walsender serving slot until
-// stop is closed, and returns the last reading (at most 100ms short).
+// stop is closed, and sends the last sample.
 func walsenderCPU(ctx context.Context, dsn, slot string, stop <-chan struct{}) <-chan float64 {
+	return backendCPU(ctx, dsn, `SELECT active_pid FROM pg_replication_slots WHERE slot_name = $1`, slot, stop)
+}
+
+// sinkCPU samples the CPU time of the backend serving walscribe's sink
+// connection (application_name "walscribe sink") in the database of dsn.
+func sinkCPU(ctx context.Context, dsn string, stop <-chan struct{}) <-chan float64 {
+	return backendCPU(ctx, dsn, `SELECT pid FROM pg_stat_activity WHERE application_name = $1 AND datname = current_database() LIMIT 1`, "walscribe sink", stop)
+}
+
+// backendCPU samples the CPU time of the server process whose pid query
+// (one argument) returns, every 100ms until stop is closed, and sends the
+// last sample. A process replaced by another (a reconnect) restarts the
+// count; the benchmarks expect none.
+func backendCPU(ctx context.Context, dsn, query, arg string, stop <-chan struct{}) <-chan float64 {
 	out := make(chan float64, 1)
 	go func() {
 		var last float64
@@ -172,7 +205,7 @@ func walsenderCPU(ctx context.Context, dsn, slot string, stop <-chan struct{}) <
 		pid := 0
 		for {
 			var p *int32
-			if err := conn.QueryRow(ctx, `SELECT active_pid FROM pg_replication_slots WHERE slot_name = $1`, slot).Scan(&p); err == nil && p != nil {
+			if err := conn.QueryRow(ctx, query, arg).Scan(&p); err == nil && p != nil {
 				pid = int(*p)
 			}
 			if pid != 0 {
