@@ -65,7 +65,7 @@ func TestResolveType(t *testing.T) {
 	c := New(dsn)
 	t.Cleanup(func() { c.Close(ctx) })
 
-	str, num, js := shape{kind: decoder.KindString}, shape{kind: decoder.KindNumber}, shape{kind: decoder.KindJSON}
+	str, num, jsb := shape{kind: decoder.KindString}, shape{kind: decoder.KindNumber}, shape{kind: decoder.KindJSONB}
 	tstz := shape{kind: decoder.KindTimestampTZ}
 	arr := func(e shape) shape { return shape{kind: decoder.KindArray, elem: &e} }
 	cases := []struct {
@@ -78,18 +78,18 @@ func TestResolveType(t *testing.T) {
 		{"enum in quoted schema", `'green'::"Other Schema"."Colour"`, str},
 		{"domain over int", `42::posint`, num},
 		{"domain over numeric", `'12345678901234567890.0123456789'::amount`, num},
-		{"domain over jsonb", `'{"n": 9007199254740993, "a": [1, "x"]}'::doc`, js},
+		{"domain over jsonb", `'{"n": 9007199254740993, "a": [1, "x"]}'::doc`, jsb},
 		{"domain over timestamptz", `'2024-01-02 03:04:05.25+05:30'::at_time`, tstz},
 		{"domain over timestamptz infinity", `'-infinity'::at_time`, tstz},
 		{"domain over domain over int", `7::small_posint`, num},
-		{"domain over domain over jsonb", `'[{"x": null}]'::doc2`, js},
+		{"domain over domain over jsonb", `'[{"x": null}]'::doc2`, jsb},
 		{"domain over enum", `'ok'::mood_d`, str},
 		{"domain over int[]", `'{1,NULL,3}'::int_list`, arr(num)},
 		{"enum[]", `ARRAY['sad', 'happy "quoted"', 'with,comma', 'NULL', NULL]::mood[]`, arr(str)},
 		{"enum[] 2-D", `'{{sad,ok},{ok,sad}}'::mood[]`, arr(str)},
 		{"domain over int[] as array", `ARRAY[1, 2]::posint[]`, arr(num)},
 		{"domain over domain[]", `ARRAY[1, 99]::small_posint[]`, arr(num)},
-		{"domain over jsonb[]", `ARRAY['{"a": "b,c"}', '9007199254740993']::doc[]`, arr(js)},
+		{"domain over jsonb[]", `ARRAY['{"a": "b,c"}', '9007199254740993']::doc[]`, arr(jsb)},
 		{"domain over timestamptz[]", `ARRAY['2024-01-02 03:04:05+02', 'infinity']::at_time[]`, arr(tstz)},
 		{"domain over numeric[] bounds", `'[3:4]={1.50,NaN}'::amount[]`, arr(num)},
 		{"extension type", `'MiXeD "Case"'::citext`, str},

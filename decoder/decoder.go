@@ -38,6 +38,9 @@ type Decoder struct {
 	scratch []byte
 	// changedIdx is reused for the changed columns of each update.
 	changedIdx []int
+	// chg, oldT and newT are reused for each change message.
+	chg        change
+	oldT, newT tuple
 
 	rules *rules.Set // nil: every table recorded whole
 
@@ -243,6 +246,13 @@ func (d *Decoder) Decode(ctx context.Context, data []byte) (*audit.Transaction, 
 	if len(data) == 0 {
 		return nil, errors.New("empty pgoutput message")
 	}
+	switch data[0] {
+	case 'I', 'U', 'D':
+		if err := d.chg.parse(data, d.inStream, &d.oldT, &d.newT); err != nil {
+			return nil, fmt.Errorf("parse pgoutput message %q: %w", data[0], err)
+		}
+		return nil, d.decodeChange(&d.chg)
+	}
 	msg, err := pglogrepl.ParseV2(data, d.inStream)
 	if err != nil {
 		return nil, fmt.Errorf("parse pgoutput message %q: %w", data[0], err)
@@ -310,32 +320,6 @@ func (d *Decoder) Decode(ctx context.Context, data []byte) (*audit.Transaction, 
 		} else {
 			d.rels[m.RelationID] = rel
 		}
-	case *pglogrepl.InsertMessageV2:
-		rel, err := d.change(m.RelationID, m.Xid, audit.Insert)
-		if rel == nil {
-			return nil, err
-		}
-		return nil, d.add(audit.Entry{Schema: rel.schema, Table: rel.table, Action: audit.Insert,
-			New: d.object(rel, rel.rec, m.Tuple, nil),
-			PK:  d.object(rel, rel.pkRec, m.Tuple, nil)})
-	case *pglogrepl.UpdateMessageV2:
-		rel, err := d.change(m.RelationID, m.Xid, audit.Update)
-		if rel == nil {
-			return nil, err
-		}
-		return nil, d.update(rel, &m.UpdateMessage)
-	case *pglogrepl.DeleteMessageV2:
-		rel, err := d.change(m.RelationID, m.Xid, audit.Delete)
-		if rel == nil {
-			return nil, err
-		}
-		cols := rel.rec
-		if m.OldTupleType == pglogrepl.DeleteMessageTupleTypeKey {
-			cols = rel.identRec // the key only; the rest is "not sent", not NULL
-		}
-		return nil, d.add(audit.Entry{Schema: rel.schema, Table: rel.table, Action: audit.Delete,
-			Old: d.object(rel, cols, m.OldTuple, nil),
-			PK:  d.object(rel, rel.pkRec, m.OldTuple, nil)})
 	case *pglogrepl.TruncateMessageV2:
 		for _, id := range m.RelationIDs {
 			rel, err := d.change(id, m.Xid, audit.Truncate)
@@ -354,6 +338,37 @@ func (d *Decoder) Decode(ctx context.Context, data []byte) (*audit.Transaction, 
 	}
 	// Type and Origin messages carry nothing to record.
 	return nil, nil
+}
+
+// decodeChange records an insert, update or delete.
+func (d *Decoder) decodeChange(c *change) error {
+	action := audit.Delete
+	switch c.kind {
+	case 'I':
+		action = audit.Insert
+	case 'U':
+		action = audit.Update
+	}
+	rel, err := d.change(c.relID, c.xid, action)
+	if rel == nil {
+		return err
+	}
+	switch c.kind {
+	case 'I':
+		return d.add(audit.Entry{Schema: rel.schema, Table: rel.table, Action: audit.Insert,
+			New: d.object(rel, rel.rec, c.new, nil),
+			PK:  d.object(rel, rel.pkRec, c.new, nil)})
+	case 'U':
+		return d.update(rel, c)
+	default:
+		cols := rel.rec
+		if c.oldTag == 'K' {
+			cols = rel.identRec // the key only; the rest is "not sent", not NULL
+		}
+		return d.add(audit.Entry{Schema: rel.schema, Table: rel.table, Action: audit.Delete,
+			Old: d.object(rel, cols, c.old, nil),
+			PK:  d.object(rel, rel.pkRec, c.old, nil)})
+	}
 }
 
 func (d *Decoder) relation(ctx context.Context, m *pglogrepl.RelationMessage) *relation {
@@ -423,23 +438,23 @@ func (d *Decoder) change(relID, xid uint32, a audit.Action) (*relation, error) {
 // update records an update: both images (or only the changed columns, with
 // diff: changes), and nothing at all when no recorded column changed and
 // the rules skip such updates.
-func (d *Decoder) update(rel *relation, m *pglogrepl.UpdateMessage) error {
+func (d *Decoder) update(rel *relation, m *change) error {
 	e := audit.Entry{Schema: rel.schema, Table: rel.table, Action: audit.Update}
-	old := m.OldTuple
+	old := m.old
 	switch {
-	case m.OldTupleType == pglogrepl.UpdateMessageTupleTypeKey:
+	case m.oldTag == 'K':
 		// Not REPLICA IDENTITY FULL and the key changed: the old tuple
 		// holds the key columns only, the others are "not sent", which is
 		// not NULL. Nothing to compare or fill unchanged values from.
 		e.Old = d.object(rel, rel.identRec, old, nil)
-		e.New = d.object(rel, rel.rec, m.NewTuple, nil)
-		e.PK = d.object(rel, rel.pkRec, m.NewTuple, nil)
+		e.New = d.object(rel, rel.rec, m.new, nil)
+		e.PK = d.object(rel, rel.pkRec, m.new, nil)
 	case old == nil:
 		// No old image (not REPLICA IDENTITY FULL): what changed is unknown.
-		e.New = d.object(rel, rel.rec, m.NewTuple, nil)
-		e.PK = d.object(rel, rel.pkRec, m.NewTuple, nil)
+		e.New = d.object(rel, rel.rec, m.new, nil)
+		e.PK = d.object(rel, rel.pkRec, m.new, nil)
 	default:
-		d.changedIdx = changedColumns(rel, old, m.NewTuple, d.changedIdx[:0])
+		d.changedIdx = changedColumns(rel, old, m.new, d.changedIdx[:0])
 		if len(d.changedIdx) == 0 && rel.rules.SkipUnchangedUpdates {
 			return nil
 		}
@@ -452,30 +467,30 @@ func (d *Decoder) update(rel *relation, m *pglogrepl.UpdateMessage) error {
 			cols = d.changedIdx
 		}
 		e.Old = d.object(rel, cols, old, nil)
-		e.New = d.object(rel, cols, m.NewTuple, old)
-		e.PK = d.object(rel, rel.pkRec, m.NewTuple, old)
+		e.New = d.object(rel, cols, m.new, old)
+		e.PK = d.object(rel, rel.pkRec, m.new, old)
 	}
 	return d.add(e)
 }
 
 // value returns column i of t, taking an unchanged TOASTed value ('u') from
 // old, which REPLICA IDENTITY FULL always sends whole.
-func value(t, old *pglogrepl.TupleData, i int) (*pglogrepl.TupleDataColumn, bool) {
-	if t == nil || i >= len(t.Columns) {
+func value(t, old *tuple, i int) (*tupleColumn, bool) {
+	if t == nil || i >= len(t.cols) {
 		return nil, false
 	}
-	c := t.Columns[i]
-	if c.DataType == pglogrepl.TupleDataTypeToast {
-		if old == nil || i >= len(old.Columns) || old.Columns[i].DataType == pglogrepl.TupleDataTypeToast {
+	c := &t.cols[i]
+	if c.kind == colUnchanged {
+		if old == nil || i >= len(old.cols) || old.cols[i].kind == colUnchanged {
 			return nil, false
 		}
-		c = old.Columns[i]
+		c = &old.cols[i]
 	}
 	return c, true
 }
 
 // object renders the columns idx of a tuple as a JSON object.
-func (d *Decoder) object(rel *relation, idx []int, t, old *pglogrepl.TupleData) []byte {
+func (d *Decoder) object(rel *relation, idx []int, t, old *tuple) []byte {
 	buf := append(d.scratch[:0], '{')
 	first := true
 	for _, i := range idx {
@@ -486,7 +501,7 @@ func (d *Decoder) object(rel *relation, idx []int, t, old *pglogrepl.TupleData) 
 	return d.keep(buf)
 }
 
-func appendColumn(buf []byte, rel *relation, i int, t, old *pglogrepl.TupleData, first bool) ([]byte, bool) {
+func appendColumn(buf []byte, rel *relation, i int, t, old *tuple, first bool) ([]byte, bool) {
 	c, ok := value(t, old, i)
 	if !ok {
 		return buf, first // not sent (unchanged TOAST without an old image): omit, never null
@@ -496,15 +511,15 @@ func appendColumn(buf []byte, rel *relation, i int, t, old *pglogrepl.TupleData,
 	}
 	col := &rel.cols[i]
 	buf = append(buf, col.key...)
-	switch c.DataType {
-	case pglogrepl.TupleDataTypeText:
+	switch c.kind {
+	case colText:
 		if col.mask != rules.None {
-			buf = rel.rules.AppendMasked(buf, col.mask, c.Data)
+			buf = rel.rules.AppendMasked(buf, col.mask, c.data)
 			break
 		}
-		buf = AppendValue(buf, col.typ, c.Data)
-	case pglogrepl.TupleDataTypeBinary:
-		buf = AppendString(buf, c.Data)
+		buf = AppendValue(buf, col.typ, c.data)
+	case colBinary:
+		buf = AppendString(buf, c.data)
 	default:
 		buf = append(buf, "null"...)
 	}
@@ -526,14 +541,14 @@ func (d *Decoder) keep(b []byte) []byte {
 
 // changedColumns appends to out the recorded columns whose value differs
 // between old and new.
-func changedColumns(rel *relation, old, new *pglogrepl.TupleData, out []int) []int {
+func changedColumns(rel *relation, old, new *tuple, out []int) []int {
 	for _, i := range rel.rec {
 		n, ok := value(new, old, i)
 		if !ok {
 			continue
 		}
 		o, ok := value(old, nil, i)
-		if !ok || o.DataType != n.DataType || string(o.Data) != string(n.Data) {
+		if !ok || o.kind != n.kind || string(o.data) != string(n.data) {
 			out = append(out, i)
 		}
 	}

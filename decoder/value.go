@@ -25,8 +25,8 @@ const (
 	KindNumber
 	// KindBool renders "t" and "f" as true and false.
 	KindBool
-	// KindJSON is json and jsonb: the text embedded as JSON, not quoted.
-	// Text that is not valid JSON becomes a JSON string.
+	// KindJSON is json: the text embedded as JSON, not quoted. Text that is
+	// not valid JSON becomes a JSON string.
 	KindJSON
 	// KindDate is date. With DateStyle=ISO its text already is the form
 	// to_jsonb uses ("2024-01-02", "0044-03-15 BC", "infinity"), so it
@@ -47,6 +47,11 @@ const (
 	// "[2:3]={...}" are dropped. Text that is not an array literal becomes a
 	// JSON string.
 	KindArray
+	// KindJSONB is jsonb: like KindJSON, but its text is jsonb's own output,
+	// valid JSON by construction, so it is not parsed again (the costliest
+	// check of a change otherwise). It is still checked for UTF-8, which a
+	// SQL_ASCII database does not enforce.
+	KindJSONB
 )
 
 // Type is what the decoder needs to know about a column type.
@@ -62,6 +67,7 @@ var (
 	typNumber      = Type{Kind: KindNumber}
 	typBool        = Type{Kind: KindBool}
 	typJSON        = Type{Kind: KindJSON}
+	typJSONB       = Type{Kind: KindJSONB}
 	typDate        = Type{Kind: KindDate}
 	typTimestamp   = Type{Kind: KindTimestamp}
 	typTimestampTZ = Type{Kind: KindTimestampTZ}
@@ -73,6 +79,7 @@ var (
 	arrNumber      = Type{Kind: KindArray, Elem: &typNumber, Delim: ','}
 	arrBool        = Type{Kind: KindArray, Elem: &typBool, Delim: ','}
 	arrJSON        = Type{Kind: KindArray, Elem: &typJSON, Delim: ','}
+	arrJSONB       = Type{Kind: KindArray, Elem: &typJSONB, Delim: ','}
 	arrDate        = Type{Kind: KindArray, Elem: &typDate, Delim: ','}
 	arrTimestamp   = Type{Kind: KindArray, Elem: &typTimestamp, Delim: ','}
 	arrTimestampTZ = Type{Kind: KindArray, Elem: &typTimestampTZ, Delim: ','}
@@ -146,7 +153,7 @@ var builtins = map[uint32]*Type{
 	3642: &typString, 3644: &arrString, // gtsvector
 	3734: &typString, 3735: &arrString, // regconfig
 	3769: &typString, 3770: &arrString, // regdictionary
-	3802: &typJSON, 3807: &arrJSON, // jsonb
+	3802: &typJSONB, 3807: &arrJSONB, // jsonb
 	3904: &typString, 3905: &arrString, // int4range
 	3906: &typString, 3907: &arrString, // numrange
 	3908: &typString, 3909: &arrString, // tsrange
@@ -205,6 +212,10 @@ func AppendValue(dst []byte, t *Type, text []byte) []byte {
 		// "\u0000", which jsonb rejects, as it rejects invalid UTF-8: such
 		// a value is kept as a JSON string of its text.
 		if json.Valid(text) && utf8.Valid(text) && !hasNULEscape(text) {
+			return append(dst, text...)
+		}
+	case KindJSONB:
+		if utf8.Valid(text) && len(text) > 0 {
 			return append(dst, text...)
 		}
 	case KindTimestamp:
