@@ -46,10 +46,14 @@ type change struct {
 
 var errShort = errors.New("message too short")
 
-// parseChange parses an Insert, Update or Delete message (its first byte
+// parse parses an Insert, Update or Delete message (its first byte
 // says which) into c, reusing c's tuples. inStream says whether the message
-// came inside a streamed transaction, where it carries the xid.
+// came inside a streamed transaction, where it carries the xid. The tuples
+// it fills are oldBuf and newBuf.
 func (c *change) parse(b []byte, inStream bool, oldBuf, newBuf *tuple) error {
+	if len(b) == 0 {
+		return errShort
+	}
 	c.kind, c.xid, c.oldTag, c.old, c.new = b[0], 0, 0, nil, nil
 	b = b[1:]
 	if inStream {
