@@ -29,6 +29,14 @@ var SessionSettings = map[string]string{
 // owns it.
 type Conn struct {
 	conn *pgconn.PgConn
+	// Receive sets the socket's read deadline itself, and only when it
+	// changes, rather than giving pgconn a context with a deadline for
+	// every message: that cost a context, a timer and a watcher per message,
+	// a tenth of the daemon's CPU. The context Receive is given interrupts
+	// a read through watched, which sets the deadline to now.
+	deadline time.Time
+	watched  context.Context
+	unwatch  func()
 }
 
 // Message is what Receive returns: WAL data, or a keepalive.
@@ -106,13 +114,28 @@ func quoteLiteralIdent(name string) string {
 // ErrTimeout is returned by Receive when nothing arrived before the deadline.
 var ErrTimeout = errors.New("no message before the deadline")
 
-// Receive waits until deadline for the next message.
+// Receive waits until deadline for the next message, or until ctx is done.
 func (c *Conn) Receive(ctx context.Context, deadline time.Time) (Message, error) {
-	rctx, cancel := context.WithDeadline(ctx, deadline)
-	raw, err := c.conn.ReceiveMessage(rctx)
-	cancel()
+	if ctx != c.watched {
+		c.watch(ctx)
+	}
+	if !deadline.Equal(c.deadline) {
+		if err := c.conn.Conn().SetReadDeadline(deadline); err != nil {
+			return Message{}, fmt.Errorf("receive: %w", err)
+		}
+		c.deadline = deadline
+	}
+	// After setting the deadline: a cancellation from before it would
+	// otherwise be overwritten.
+	if err := ctx.Err(); err != nil {
+		return Message{}, fmt.Errorf("receive: %w", err)
+	}
+	raw, err := c.conn.ReceiveMessage(context.Background())
 	if err != nil {
-		if pgconn.Timeout(err) && ctx.Err() == nil {
+		if ctx.Err() != nil {
+			return Message{}, fmt.Errorf("receive: %w", ctx.Err())
+		}
+		if pgconn.Timeout(err) {
 			return Message{}, ErrTimeout
 		}
 		return Message{}, fmt.Errorf("receive: %w", err)
@@ -147,6 +170,31 @@ func (c *Conn) Receive(ctx context.Context, deadline time.Time) (Message, error)
 	}
 }
 
+// watch makes ctx interrupt reads: when it is done, the read deadline
+// becomes now. It replaces the context watched before.
+func (c *Conn) watch(ctx context.Context) {
+	c.stopWatching()
+	done := make(chan struct{})
+	stop := context.AfterFunc(ctx, func() {
+		defer close(done)
+		c.conn.Conn().SetReadDeadline(time.Now())
+	})
+	c.watched = ctx
+	c.unwatch = func() {
+		if !stop() {
+			<-done // it ran, or is running: let it finish before going on
+		}
+	}
+}
+
+// stopWatching ends watch; afterwards the deadline is Receive's again.
+func (c *Conn) stopWatching() {
+	if c.unwatch != nil {
+		c.unwatch()
+	}
+	c.watched, c.unwatch, c.deadline = nil, nil, time.Time{}
+}
+
 // SendStatus acknowledges lsn as written, flushed and applied: the server may
 // recycle the WAL before it.
 func (c *Conn) SendStatus(ctx context.Context, lsn pglogrepl.LSN) error {
@@ -167,6 +215,7 @@ func (c *Conn) SendStatus(ctx context.Context, lsn pglogrepl.LSN) error {
 // processed when the connection closes. Then it closes the connection.
 func (c *Conn) Stop(ctx context.Context, lsn pglogrepl.LSN, timeout time.Duration) error {
 	defer c.conn.Close(ctx)
+	c.stopWatching()
 	if err := c.SendStatus(ctx, lsn); err != nil {
 		return err
 	}
@@ -181,6 +230,7 @@ func (c *Conn) Stop(ctx context.Context, lsn pglogrepl.LSN, timeout time.Duratio
 
 // Close ends the stream and closes the connection.
 func (c *Conn) Close(ctx context.Context) error {
+	c.stopWatching()
 	return c.conn.Close(ctx)
 }
 

@@ -629,6 +629,12 @@ func (d *Daemon) queue(ctx context.Context, conn *cdc.Conn, ch chan<- *audit.Tra
 	if tx.Rules == nil && tx.EndLSN <= d.queued {
 		return nil // replayed: already stored or on its way
 	}
+	select {
+	case ch <- tx: // the usual case: no timer needed
+		d.queued = max(d.queued, tx.EndLSN)
+		return nil
+	default:
+	}
 	for {
 		select {
 		case ch <- tx:

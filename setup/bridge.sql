@@ -49,7 +49,10 @@ $$;
 
 -- set_context sets every context variable at once; a NULL argument clears
 -- that variable. Transaction-local by default, which is what connection
--- pools (PgBouncer in transaction mode included) need.
+-- pools (PgBouncer in transaction mode included) need. plpgsql rather than
+-- sql: plpgsql keeps its statement's plan for the session, where a sql
+-- function is planned again at every call, which costs the application a
+-- third of this call.
 CREATE OR REPLACE FUNCTION {{schema}}.set_context(
     actor_id   text    DEFAULT NULL,
     actor      text    DEFAULT NULL,
@@ -58,13 +61,15 @@ CREATE OR REPLACE FUNCTION {{schema}}.set_context(
     request_id text    DEFAULT NULL,
     context    jsonb   DEFAULT NULL,
     is_local   boolean DEFAULT true)
-RETURNS void LANGUAGE sql VOLATILE AS $$
-    SELECT set_config('{{prefix}}.actor_id',   coalesce(set_context.actor_id, ''),      set_context.is_local),
-           set_config('{{prefix}}.actor',      coalesce(set_context.actor, ''),         set_context.is_local),
-           set_config('{{prefix}}.ip',         coalesce(set_context.ip, ''),            set_context.is_local),
-           set_config('{{prefix}}.user_agent', coalesce(set_context.user_agent, ''),    set_context.is_local),
-           set_config('{{prefix}}.request_id', coalesce(set_context.request_id, ''),    set_context.is_local),
-           set_config('{{prefix}}.context',    coalesce(set_context.context::text, ''), set_context.is_local);
+RETURNS void LANGUAGE plpgsql VOLATILE AS $$
+BEGIN
+    PERFORM set_config('{{prefix}}.actor_id',   coalesce(set_context.actor_id, ''),      set_context.is_local),
+            set_config('{{prefix}}.actor',      coalesce(set_context.actor, ''),         set_context.is_local),
+            set_config('{{prefix}}.ip',         coalesce(set_context.ip, ''),            set_context.is_local),
+            set_config('{{prefix}}.user_agent', coalesce(set_context.user_agent, ''),    set_context.is_local),
+            set_config('{{prefix}}.request_id', coalesce(set_context.request_id, ''),    set_context.is_local),
+            set_config('{{prefix}}.context',    coalesce(set_context.context::text, ''), set_context.is_local);
+END
 $$;
 
 -- log_event records an application event (exported, login_failed, viewed,

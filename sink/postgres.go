@@ -10,14 +10,12 @@ import (
 	"fmt"
 	"io"
 	"net"
-	"net/netip"
 	"sync/atomic"
 	"time"
 
 	"github.com/jackc/pglogrepl"
 	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgconn"
-	"github.com/jackc/pgx/v5/pgtype"
 	"go.uber.org/zap"
 
 	"github.com/walscribe/walscribe/audit"
@@ -84,7 +82,6 @@ func (p *Postgres) Open(ctx context.Context) error {
 	if err != nil {
 		return fmt.Errorf("connect to sink: %w", err)
 	}
-	registerLSN(conn)
 	if err := p.load(ctx, conn); err != nil {
 		conn.Close(ctx)
 		return err
@@ -420,19 +417,26 @@ func (p *Postgres) Write(ctx context.Context, batch []*audit.Transaction) error 
 		return nil
 	}
 	began := time.Now()
-	var src *copySource
+	var tally map[tallyKey]int
 	if n > 0 {
 		if err := p.ensureMonths(wctx, dbtx, batch); err != nil {
 			return err
 		}
-		src = &copySource{batch: batch, nextID: p.lastID + 1, row: make([]any, len(copyColumns)), tally: map[tallyKey]int{}}
-		copied, err := dbtx.CopyFrom(wctx, pgx.Identifier{p.cfg.Schema, "entries"}, copyColumns, src)
+		src := newCopyReader(batch, p.lastID+1)
+		tag, err := dbtx.Conn().PgConn().CopyFrom(wctx, src, copyStatement(p.schema))
+		src.stop()
+		if src.err != nil {
+			// The reader aborted the COPY: the server's error says only
+			// that.
+			return fmt.Errorf("copy entries: %w", src.err)
+		}
 		if err != nil {
 			return fmt.Errorf("copy entries: %w", err)
 		}
-		if copied != int64(n) {
-			return fmt.Errorf("copy entries: wrote %d of %d", copied, n)
+		if tag.RowsAffected() != int64(n) {
+			return fmt.Errorf("copy entries: wrote %d of %d", tag.RowsAffected(), n)
 		}
+		tally = src.tally
 	}
 	for _, r := range rulesRecs {
 		if err := insertRules(wctx, dbtx, p.schema, p.cfg.Slot, r.RulesFrom, r.Rules, r.RulesReason); err != nil {
@@ -452,7 +456,7 @@ func (p *Postgres) Write(ctx context.Context, batch []*audit.Transaction) error 
 	if err := dbtx.Commit(wctx); err != nil {
 		return fmt.Errorf("commit: %w", err)
 	}
-	p.count(batch, src, n, began)
+	p.count(batch, tally, n, began)
 	p.lastEnd = end
 	p.lastID += int64(n)
 	p.lastCommitted = committed
@@ -507,12 +511,7 @@ func monthKey(t time.Time) int {
 	return t.Year()*12 + int(t.Month())
 }
 
-var copyColumns = []string{"id", "commit_lsn", "seq", "xid", "committed_at", "schema_name", "table_name",
-	"action", "pk", "old", "new", "changed", "retention_class",
-	"actor_id", "actor", "ip", "user_agent", "request_id", "db_user", "client_addr", "application_name", "context"}
-
-// copySource feeds a batch's entries to COPY without building them all up
-// front.
+// tallyKey is what the entries written are counted by.
 type tallyKey struct {
 	schema, table string
 	action        audit.Action
@@ -520,7 +519,7 @@ type tallyKey struct {
 }
 
 // count records a committed batch in the metrics.
-func (p *Postgres) count(batch []*audit.Transaction, src *copySource, n int, began time.Time) {
+func (p *Postgres) count(batch []*audit.Transaction, tally map[tallyKey]int, n int, began time.Time) {
 	m := p.cfg.Metrics
 	now := time.Now()
 	m.Batches.Inc()
@@ -531,10 +530,7 @@ func (p *Postgres) count(batch []*audit.Transaction, src *copySource, n int, beg
 			m.CommitToDurable.Observe(now.Sub(tx.CommittedAt).Seconds())
 		}
 	}
-	if src == nil {
-		return
-	}
-	for k, c := range src.tally {
+	for k, c := range tally {
 		m.EntriesWritten.WithLabelValues(k.schema, k.table, string(k.action)).Add(float64(c))
 		label := "false"
 		if k.actor {
@@ -542,107 +538,6 @@ func (p *Postgres) count(batch []*audit.Transaction, src *copySource, n int, beg
 		}
 		m.ContextEntries.WithLabelValues(label).Add(float64(c))
 	}
-}
-
-type copySource struct {
-	tally  map[tallyKey]int
-	batch  []*audit.Transaction
-	tx, e  int
-	nextID int64
-	row    []any
-	cur    *audit.Entry
-	err    error
-}
-
-func (s *copySource) Next() bool {
-	for s.tx < len(s.batch) {
-		tx := s.batch[s.tx]
-		if tx.Spilled != nil {
-			e, err := tx.Spilled.Next()
-			if err != nil {
-				s.err = err
-				return false
-			}
-			if e != nil {
-				s.cur = e
-				return true
-			}
-		} else if s.e < len(tx.Entries) {
-			s.cur = &tx.Entries[s.e]
-			s.e++
-			return true
-		}
-		s.tx++
-		s.e = 0
-	}
-	return false
-}
-
-func (s *copySource) Values() ([]any, error) {
-	tx, e := s.batch[s.tx], s.cur
-	s.tally[tallyKey{e.Schema, e.Table, e.Action, e.Ctx != nil && e.Ctx.ActorID != ""}]++
-	r := s.row
-	r[0] = s.nextID
-	s.nextID++
-	r[1] = lsnValue(tx.CommitLSN)
-	r[2] = e.Seq
-	r[3] = nil // an event kept outside any transaction
-	if tx.Xid != 0 {
-		r[3] = int64(tx.Xid)
-	}
-	r[4] = tx.CommittedAt
-	r[5] = e.Schema
-	r[6] = e.Table
-	r[7] = string(e.Action)
-	r[8] = jsonValue(e.PK)
-	r[9] = jsonValue(e.Old)
-	r[10] = jsonValue(e.New)
-	if e.Changed != nil {
-		r[11] = e.Changed
-	} else {
-		r[11] = nil
-	}
-	r[12] = "default"
-	for i := 13; i < len(r); i++ {
-		r[i] = nil
-	}
-	if c := e.Ctx; c != nil {
-		r[13] = text(c.ActorID)
-		r[14] = text(c.Actor)
-		r[15] = inet(c.IP)
-		r[16] = text(c.UserAgent)
-		r[17] = text(c.RequestID)
-		r[18] = text(c.DBUser)
-		r[19] = inet(c.ClientAddr)
-		r[20] = text(c.ApplicationName)
-		r[21] = jsonValue(c.Extra)
-	}
-	return r, nil
-}
-
-// text is s, or NULL when s is empty.
-func text(s string) any {
-	if s == "" {
-		return nil
-	}
-	return s
-}
-
-// inet is p, or NULL when p is not valid.
-func inet(p netip.Prefix) any {
-	if !p.IsValid() {
-		return nil
-	}
-	return p
-}
-
-func (s *copySource) Err() error { return s.err }
-
-func jsonValue(b []byte) any {
-	if b == nil {
-		return nil
-	}
-	return b
 }
 
 // Retryable reports whether err is worth retrying on a new connection: the
@@ -673,13 +568,3 @@ func Retryable(err error) bool {
 	}
 	return errors.Is(err, net.ErrClosed) || errors.Is(err, io.EOF) || errors.Is(err, io.ErrUnexpectedEOF)
 }
-
-// pgLSNOID is the OID of the pg_lsn type. Its binary form is a big-endian
-// 64-bit integer, so COPY can send it with the int8 codec.
-const pgLSNOID = 3220
-
-func registerLSN(conn *pgx.Conn) {
-	conn.TypeMap().RegisterType(&pgtype.Type{Name: "pg_lsn", OID: pgLSNOID, Codec: pgtype.Int8Codec{}})
-}
-
-func lsnValue(l pglogrepl.LSN) int64 { return int64(l) }

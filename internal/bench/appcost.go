@@ -24,17 +24,17 @@ type variant struct {
 var variants = []variant{
 	{name: "no audit"},
 	{name: "walscribe", context: `SELECT audit.set_context(actor_id => 'user-' || :id, request_id => 'req-' || :id);`},
-	{name: "trigger audit", context: `SELECT set_config('audit.actor_id', 'user-' || :id, true);`},
+	{name: "trigger audit", context: `SELECT set_config('audit.actor_id', 'user-' || :id, true), set_config('audit.request_id', 'req-' || :id, true);`},
 }
 
 // triggerAudit is the classic trigger-based audit.
 const triggerAudit = `CREATE TABLE trigger_audit (
 	id bigserial PRIMARY KEY, at timestamptz NOT NULL DEFAULT now(), table_name text NOT NULL,
-	action text NOT NULL, actor text, old jsonb, new jsonb);
+	action text NOT NULL, actor text, request_id text, old jsonb, new jsonb);
 CREATE FUNCTION trigger_audit_row() RETURNS trigger LANGUAGE plpgsql AS $$
 BEGIN
-	INSERT INTO trigger_audit (table_name, action, actor, old, new)
-	VALUES (TG_TABLE_NAME, lower(TG_OP), current_setting('audit.actor_id', true),
+	INSERT INTO trigger_audit (table_name, action, actor, request_id, old, new)
+	VALUES (TG_TABLE_NAME, lower(TG_OP), current_setting('audit.actor_id', true), current_setting('audit.request_id', true),
 		CASE WHEN TG_OP <> 'INSERT' THEN to_jsonb(OLD) END, CASE WHEN TG_OP <> 'DELETE' THEN to_jsonb(NEW) END);
 	RETURN NULL;
 END $$;
@@ -112,15 +112,32 @@ func (b *bench) variant(ctx context.Context, v variant, conn *pgx.Conn, dsn stri
 
 	logf("application cost, %s: pgbench -T %s -c %d", v.name, b.o.duration, b.o.clients)
 	var prof <-chan error
+	var walsender, sink <-chan float64
+	stop := make(chan struct{})
+	var cpu0 float64
 	if d != nil {
 		prof = d.profile(int(b.o.duration.Seconds())-1, b.profilePath("oltp"))
+		walsender, sink = walsenderCPU(ctx, dsn, "walscribe", stop), sinkCPU(ctx, dsn, stop)
+		var err error
+		if cpu0, err = cpuSeconds(d.cmd.Process.Pid); err != nil {
+			return res, err
+		}
 	}
 	pb, err := b.pgbench(ctx, dsn, v, "-T", strconv.Itoa(int(b.o.duration.Seconds())))
+	close(stop)
 	if err != nil {
 		return res, err
 	}
 	res.tps, res.latencyMS = pb.tps, pb.latencyMS
 	if d != nil {
+		// CPU seconds spent during the run by walscribe and by the two
+		// server processes serving it (the walsender's and the sink's
+		// include the time before the run, which is idle).
+		cpu1, err := cpuSeconds(d.cmd.Process.Pid)
+		if err != nil {
+			return res, err
+		}
+		res.cpu, res.walsenderCPU, res.sinkCPU = cpu1-cpu0, <-walsender, <-sink
 		if err := <-prof; err != nil {
 			return res, err
 		}

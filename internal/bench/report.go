@@ -42,6 +42,8 @@ type results struct {
 type appResult struct {
 	name                                         string
 	tps, latencyMS, updateSeconds, storedSeconds float64
+	// walscribe only: CPU seconds during the pgbench run.
+	cpu, walsenderCPU, sinkCPU float64
 }
 
 // cpuInfo reads the CPU model and logical cores from /proc/cpuinfo and the
@@ -192,7 +194,7 @@ func (r *results) markdown(o options) string {
 // latency.
 func (r *results) appMarkdown(w *strings.Builder, o options) {
 	p := func(format string, args ...any) { fmt.Fprintf(w, format+"\n", args...) }
-	p("The same table with %d rows, three ways: no audit; walscribe attached (REPLICA IDENTITY FULL, publication, slot, context bridge trigger, `walscribe run` running and storing); a classic trigger audit (an AFTER row trigger inserting `to_jsonb(OLD)`, `to_jsonb(NEW)` and the actor into a table). pgbench runs %d clients for %s with a transaction of: the context (`audit.set_context` with walscribe, `set_config('audit.actor_id', …)` for the trigger, nothing without audit), an UPDATE of a random row and an INSERT. Then one UPDATE of all %d rows.", o.updateRow, o.clients, o.duration, o.updateRow)
+	p("The same table with %d rows, three ways: no audit; walscribe attached (REPLICA IDENTITY FULL, publication, slot, context bridge trigger, `walscribe run` running and storing); a classic trigger audit (an AFTER row trigger inserting `to_jsonb(OLD)`, `to_jsonb(NEW)`, the actor and the request id into a table). pgbench runs %d clients for %s with a transaction of: the context, actor and request id (`SELECT audit.set_context(actor_id => …, request_id => …)` with walscribe, `SELECT set_config('audit.actor_id', …), set_config('audit.request_id', …)` for the trigger, nothing without audit), an UPDATE of a random row and an INSERT. Then one UPDATE of all %d rows.", o.updateRow, o.clients, o.duration, o.updateRow)
 	p("")
 	p("| variant | TPS | avg latency | TPS vs no audit | UPDATE %d rows | UPDATE vs no audit |", o.updateRow)
 	p("|---|---:|---:|---:|---:|---:|")
@@ -217,6 +219,8 @@ func (r *results) appMarkdown(w *strings.Builder, o options) {
 	}
 	p("Targets: the UPDATE with walscribe within 1.2× of no audit (measured %s) and at least 2.5× faster than the trigger audit (measured: trigger audit takes %s as long); OLTP TPS with walscribe at least that of the trigger audit (measured %s).", ratio(ws.updateSeconds, base.updateSeconds), ratio(trig.updateSeconds, ws.updateSeconds), ratio(ws.tps, trig.tps))
 	p("walscribe had stored the %d entries of the UPDATE %.1f s after it started.", o.updateRow, ws.storedSeconds)
+	p("During the %s pgbench run with walscribe (%d cores: %.0f CPU seconds to share), walscribe used %.1f CPU seconds, its walsender %.1f and the sink's backend %.1f: %.0f µs per transaction together.",
+		o.duration, r.machine.cores, o.duration.Seconds()*float64(r.machine.cores), ws.cpu, ws.walsenderCPU, ws.sinkCPU, (ws.cpu+ws.walsenderCPU+ws.sinkCPU)/(ws.tps*o.duration.Seconds())*1e6)
 	p("")
 
 	l := r.latency
