@@ -50,7 +50,7 @@ func New(reg prometheus.Registerer, version string) *Metrics {
 		BatchDuration: prometheus.NewHistogram(prometheus.HistogramOpts{Name: "walscribe_batch_duration_seconds",
 			Help: "Time to write and commit one sink transaction.", Buckets: prometheus.ExponentialBuckets(0.001, 2, 16)}),
 		CommitToDurable: prometheus.NewHistogram(prometheus.HistogramOpts{Name: "walscribe_commit_to_durable_seconds",
-			Help: "From a source transaction's commit to its entries committed in the sink.", Buckets: prometheus.ExponentialBuckets(0.005, 2, 16)}),
+			Help: "From a source transaction's commit to its entries committed in the sink.", Buckets: durableBuckets}),
 		LagBytes: prometheus.NewGauge(prometheus.GaugeOpts{Name: "walscribe_lag_bytes",
 			Help: "WAL the server has written past what the sink holds."}),
 		LagSeconds: prometheus.NewGauge(prometheus.GaugeOpts{Name: "walscribe_lag_seconds",
@@ -110,3 +110,10 @@ func (m *Metrics) SetWALStatus(status string) {
 		m.SlotWALStatus.WithLabelValues(s).Set(v)
 	}
 }
+
+// durableBuckets are the bounds of walscribe_commit_to_durable_seconds:
+// fine where a healthy daemon is (tens to hundreds of milliseconds, the
+// batch wait included), so that quantiles such as p99 ≤ 250ms can be read
+// from them, then coarse up to the minutes of a backlog.
+var durableBuckets = []float64{0.005, 0.01, 0.025, 0.05, 0.075, 0.1, 0.125, 0.15, 0.2, 0.25, 0.3, 0.4, 0.5, 0.75,
+	1, 2.5, 5, 10, 30, 60, 120, 300, 600, 1800}

@@ -9,6 +9,7 @@ import (
 	"path/filepath"
 	"regexp"
 	"runtime"
+	"slices"
 	"strconv"
 	"time"
 
@@ -21,10 +22,25 @@ type variant struct {
 	context string // the pgbench script's context line, if any
 }
 
+// The variants, by name.
+const (
+	noAudit      = "no audit"
+	withWS       = "walscribe"
+	decodingOnly = "logical decoding only"
+	withTrigger  = "trigger audit"
+)
+
+// wsContext is the context line of the variants with walscribe's bridge.
+const wsContext = `SELECT audit.set_context(actor_id => 'user-' || :id, request_id => 'req-' || :id);`
+
 var variants = []variant{
-	{name: "no audit"},
-	{name: "walscribe", context: `SELECT audit.set_context(actor_id => 'user-' || :id, request_id => 'req-' || :id);`},
-	{name: "trigger audit", context: `SELECT set_config('audit.actor_id', 'user-' || :id, true), set_config('audit.request_id', 'req-' || :id, true);`},
+	{name: noAudit},
+	{name: withWS, context: wsContext},
+	// walscribe's setup (bridge included) with pg_recvlogical reading the
+	// slot to /dev/null instead of walscribe: what PostgreSQL's logical
+	// decoding costs the application by itself, whatever the client.
+	{name: decodingOnly, context: wsContext},
+	{name: withTrigger, context: `SELECT set_config('audit.actor_id', 'user-' || :id, true), set_config('audit.request_id', 'req-' || :id, true);`},
 }
 
 // triggerAudit is the classic trigger-based audit.
@@ -86,7 +102,7 @@ func (b *bench) variant(ctx context.Context, v variant, conn *pgx.Conn, dsn stri
 	}
 	var d *daemon
 	switch v.name {
-	case "walscribe":
+	case withWS, decodingOnly:
 		cfg, metricsAddr, err := writeConfig(b.dir, dsn, "public.accounts", b.o.pprofDir != "")
 		if err != nil {
 			return res, err
@@ -94,14 +110,22 @@ func (b *bench) variant(ctx context.Context, v variant, conn *pgx.Conn, dsn stri
 		if err := setupDaemon(ctx, b.o.bin, cfg); err != nil {
 			return res, err
 		}
-		if d, err = startDaemon(b.o.bin, cfg, metricsAddr); err != nil {
-			return res, err
+		if v.name == decodingOnly {
+			stop, err := b.recvlogical(ctx, dsn)
+			if err != nil {
+				return res, err
+			}
+			defer stop()
+		} else {
+			if d, err = startDaemon(b.o.bin, cfg, metricsAddr); err != nil {
+				return res, err
+			}
+			defer d.stop()
 		}
-		defer d.stop()
 		if err := slotActive(ctx, conn, d, "walscribe"); err != nil {
 			return res, err
 		}
-	case "trigger audit":
+	case withTrigger:
 		if _, err := conn.Exec(ctx, triggerAudit); err != nil {
 			return res, err
 		}
@@ -110,39 +134,17 @@ func (b *bench) variant(ctx context.Context, v variant, conn *pgx.Conn, dsn stri
 		return res, err
 	}
 
-	logf("application cost, %s: pgbench -T %s -c %d", v.name, b.o.duration, b.o.clients)
-	var prof <-chan error
-	var walsender, sink <-chan float64
-	stop := make(chan struct{})
-	var cpu0 float64
-	if d != nil {
-		prof = d.profile(int(b.o.duration.Seconds())-1, b.profilePath("oltp"))
-		walsender, sink = walsenderCPU(ctx, dsn, "walscribe", stop), sinkCPU(ctx, dsn, stop)
-		var err error
-		if cpu0, err = cpuSeconds(d.cmd.Process.Pid); err != nil {
-			return res, err
-		}
-	}
-	pb, err := b.pgbench(ctx, dsn, v, "-T", strconv.Itoa(int(b.o.duration.Seconds())))
-	close(stop)
-	if err != nil {
-		return res, err
-	}
-	res.tps, res.latencyMS = pb.tps, pb.latencyMS
-	if d != nil {
-		// CPU seconds spent during the run by walscribe and by the two
-		// server processes serving it (the walsender's and the sink's
-		// include the time before the run, which is idle).
-		cpu1, err := cpuSeconds(d.cmd.Process.Pid)
+	for i, clients := range b.o.clients {
+		last := i == len(b.o.clients)-1
+		run, err := b.oltp(ctx, v, dsn, d, clients, last, &res)
 		if err != nil {
 			return res, err
 		}
-		res.cpu, res.walsenderCPU, res.sinkCPU = cpu1-cpu0, <-walsender, <-sink
-		if err := <-prof; err != nil {
-			return res, err
-		}
-		if err := marker(ctx, conn, d, 10*time.Minute); err != nil {
-			return res, err
+		res.runs = append(res.runs, run)
+		if d != nil {
+			if err := marker(ctx, conn, d, 10*time.Minute); err != nil {
+				return res, err
+			}
 		}
 	}
 
@@ -162,6 +164,60 @@ func (b *bench) variant(ctx context.Context, v variant, conn *pgx.Conn, dsn stri
 	return res, b.latency(ctx, v, conn, dsn, d)
 }
 
+// oltp runs pgbench with clients clients. With walscribe attached (d) and
+// measure set, it also records the CPU time walscribe, its walsender and
+// its sink's backend spent, and profiles walscribe when asked to.
+func (b *bench) oltp(ctx context.Context, v variant, dsn string, d *daemon, clients int, measure bool, res *appResult) (oltpRun, error) {
+	logf("application cost, %s: pgbench -T %s -c %d", v.name, b.o.duration, clients)
+	measure = measure && d != nil
+	var prof <-chan error
+	var walsender, sink <-chan float64
+	stop := make(chan struct{})
+	var cpu0 float64
+	if measure {
+		prof = d.profile(int(b.o.duration.Seconds())-1, b.profilePath("oltp"))
+		walsender, sink = walsenderCPU(ctx, dsn, "walscribe", stop), sinkCPU(ctx, dsn, stop)
+		var err error
+		if cpu0, err = cpuSeconds(d.cmd.Process.Pid); err != nil {
+			return oltpRun{}, err
+		}
+	}
+	pb, err := b.pgbench(ctx, dsn, v, clients, "-T", strconv.Itoa(int(b.o.duration.Seconds())))
+	close(stop)
+	if err != nil {
+		return oltpRun{}, err
+	}
+	if measure {
+		// CPU seconds spent during the run by walscribe and by the two
+		// server processes serving it (the walsender's and the sink's
+		// include the time before the run, which is idle).
+		cpu1, err := cpuSeconds(d.cmd.Process.Pid)
+		if err != nil {
+			return oltpRun{}, err
+		}
+		res.cpu, res.walsenderCPU, res.sinkCPU = cpu1-cpu0, <-walsender, <-sink
+		if err := <-prof; err != nil {
+			return oltpRun{}, err
+		}
+	}
+	return oltpRun{clients: clients, tps: pb.tps, latencyMS: pb.latencyMS}, nil
+}
+
+// recvlogical streams the walscribe slot to /dev/null with pg_recvlogical,
+// with the options walscribe uses, until stop is called.
+func (b *bench) recvlogical(ctx context.Context, dsn string) (stop func(), err error) {
+	cmd := exec.Command(filepath.Join(b.o.pgBinDir, "pg_recvlogical"), "-d", dsn, "--start", "-S", "walscribe",
+		"-P", "pgoutput", "-o", "proto_version=2", "-o", "streaming=on", "-o", "messages=true",
+		"-o", "publication_names=walscribe", "-f", "/dev/null")
+	if err := cmd.Start(); err != nil {
+		return nil, fmt.Errorf("pg_recvlogical: %w", err)
+	}
+	return func() {
+		cmd.Process.Signal(os.Interrupt)
+		cmd.Wait()
+	}, nil
+}
+
 // latency runs a fixed-rate workload with walscribe attached and reads the
 // commit-to-durable latency from the entries and from the daemon's histogram.
 func (b *bench) latency(ctx context.Context, v variant, conn *pgx.Conn, dsn string, d *daemon) error {
@@ -173,7 +229,7 @@ func (b *bench) latency(ctx context.Context, v variant, conn *pgx.Conn, dsn stri
 		return err
 	}
 	logf("latency: pgbench -R %d -T %s with walscribe attached", b.o.rate, b.o.duration)
-	pb, err := b.pgbench(ctx, dsn, v, "-T", strconv.Itoa(int(b.o.duration.Seconds())), "-R", strconv.Itoa(b.o.rate))
+	pb, err := b.pgbench(ctx, dsn, v, slices.Max(b.o.clients), "-T", strconv.Itoa(int(b.o.duration.Seconds())), "-R", strconv.Itoa(b.o.rate))
 	if err != nil {
 		return err
 	}
@@ -210,13 +266,13 @@ var (
 	latencyRe = regexp.MustCompile(`(?m)^latency average = ([0-9.]+) ms`)
 )
 
-func (b *bench) pgbench(ctx context.Context, dsn string, v variant, args ...string) (pgbenchResult, error) {
+func (b *bench) pgbench(ctx context.Context, dsn string, v variant, clients int, args ...string) (pgbenchResult, error) {
 	script := filepath.Join(b.dir, "pgbench.sql")
 	if err := os.WriteFile(script, []byte(b.script(v)), 0o600); err != nil {
 		return pgbenchResult{}, err
 	}
-	jobs := min(b.o.clients, runtime.NumCPU())
-	args = append([]string{"-n", "-f", script, "-c", strconv.Itoa(b.o.clients), "-j", strconv.Itoa(jobs)}, args...)
+	jobs := min(clients, runtime.NumCPU())
+	args = append([]string{"-n", "-f", script, "-c", strconv.Itoa(clients), "-j", strconv.Itoa(jobs)}, args...)
 	out, err := exec.CommandContext(ctx, filepath.Join(b.o.pgBinDir, "pgbench"), append(args, dsn)...).CombinedOutput()
 	if err != nil {
 		return pgbenchResult{}, fmt.Errorf("pgbench: %w\n%s", err, out)

@@ -22,6 +22,7 @@ import (
 	"fmt"
 	"os"
 	"os/signal"
+	"strconv"
 	"strings"
 	"syscall"
 	"time"
@@ -34,7 +35,7 @@ type options struct {
 	huge      int
 	duration  time.Duration
 	rate      int
-	clients   int
+	clients   []int
 	updateRow int
 	out       string
 	pgBinDir  string
@@ -62,21 +63,29 @@ func main() {
 	flag.IntVar(&o.huge, "huge", 5_000_000, "rows in the one-transaction UPDATE of the memory test; 0 skips it")
 	flag.DurationVar(&o.duration, "duration", 20*time.Second, "how long each pgbench run lasts (application cost and latency)")
 	flag.IntVar(&o.rate, "rate", 2000, "transactions per second of the fixed-rate latency workload")
-	flag.IntVar(&o.clients, "clients", 4, "pgbench clients")
+	clients := flag.String("clients", "1,4", "pgbench clients of the application-cost runs, comma-separated: one run per count (the latency run uses the largest)")
 	flag.IntVar(&o.updateRow, "update-rows", 200_000, "rows in the application-cost table and its one-statement UPDATE")
 	flag.StringVar(&o.out, "out", "docs/BENCHMARKS.md", "where to write the report; empty: print only")
 	flag.StringVar(&o.pgBinDir, "pg-bindir", pgBinDir(), "where pg_recvlogical and pgbench are (PG_BINDIR)")
 	flag.StringVar(&o.steps, "steps", allSteps, "the measurements to run, comma-separated (a partial run prints the others as not run)")
 	flag.StringVar(&o.pprofDir, "pprof", "", "write CPU profiles of walscribe (drain, OLTP) into this directory, for go tool pprof")
 	flag.Parse()
+	for _, c := range strings.Split(*clients, ",") {
+		n, err := strconv.Atoi(strings.TrimSpace(c))
+		if err != nil || n < 1 {
+			fmt.Fprintf(os.Stderr, "bench: -clients: %q is not a number of clients (1 or more)\n", c)
+			os.Exit(2)
+		}
+		o.clients = append(o.clients, n)
+	}
 	for _, s := range strings.Split(o.steps, ",") {
 		if !strings.Contains(","+allSteps+",", ","+strings.TrimSpace(s)+",") {
 			fmt.Fprintf(os.Stderr, "bench: -steps: unknown step %q; the steps are %s\n", s, allSteps)
 			os.Exit(2)
 		}
 	}
-	if o.changes < 2 || o.updateRow < 1 || o.huge < 0 || o.duration < time.Second || o.rate < 1 || o.clients < 1 {
-		fmt.Fprintln(os.Stderr, "bench: -changes must be at least 2, -update-rows at least 1, -huge 0 or more, -duration at least 1s, -rate and -clients at least 1")
+	if o.changes < 2 || o.updateRow < 1 || o.huge < 0 || o.duration < time.Second || o.rate < 1 {
+		fmt.Fprintln(os.Stderr, "bench: -changes must be at least 2, -update-rows at least 1, -huge 0 or more, -duration at least 1s, -rate at least 1")
 		os.Exit(2)
 	}
 	if _, err := os.Stat(o.bin); err != nil {

@@ -4,6 +4,7 @@ import (
 	"fmt"
 	"math"
 	"os"
+	"slices"
 	"strconv"
 	"strings"
 	"time"
@@ -40,10 +41,18 @@ type results struct {
 }
 
 type appResult struct {
-	name                                         string
-	tps, latencyMS, updateSeconds, storedSeconds float64
-	// walscribe only: CPU seconds during the pgbench run.
+	name                         string
+	runs                         []oltpRun // one per -clients count, in order
+	updateSeconds, storedSeconds float64
+	// walscribe only: CPU seconds during the pgbench run with the most
+	// clients.
 	cpu, walsenderCPU, sinkCPU float64
+}
+
+// oltpRun is one pgbench run.
+type oltpRun struct {
+	clients        int
+	tps, latencyMS float64
 }
 
 // cpuInfo reads the CPU model and logical cores from /proc/cpuinfo and the
@@ -85,6 +94,13 @@ func ms(s float64) string {
 	return fmt.Sprintf("%.1f ms", s*1000)
 }
 
+func plural(n int) string {
+	if n == 1 {
+		return ""
+	}
+	return "s"
+}
+
 func ratio(a, b float64) string {
 	if b == 0 {
 		return "n/a"
@@ -117,7 +133,11 @@ func (r *results) markdown(o options) string {
 	p("Command:")
 	p("")
 	p("```")
-	cmdline := fmt.Sprintf("go run ./internal/bench -bin %s -changes %d -huge %d -duration %s -rate %d -clients %d -update-rows %d", o.bin, o.changes, o.huge, o.duration, o.rate, o.clients, o.updateRow)
+	var cs []string
+	for _, c := range o.clients {
+		cs = append(cs, strconv.Itoa(c))
+	}
+	cmdline := fmt.Sprintf("go run ./internal/bench -bin %s -changes %d -huge %d -duration %s -rate %d -clients %s -update-rows %d", o.bin, o.changes, o.huge, o.duration, o.rate, strings.Join(cs, ","), o.updateRow)
 	if o.steps != allSteps {
 		cmdline += " -steps " + o.steps
 	}
@@ -194,39 +214,57 @@ func (r *results) markdown(o options) string {
 // latency.
 func (r *results) appMarkdown(w *strings.Builder, o options) {
 	p := func(format string, args ...any) { fmt.Fprintf(w, format+"\n", args...) }
-	p("The same table with %d rows, three ways: no audit; walscribe attached (REPLICA IDENTITY FULL, publication, slot, context bridge trigger, `walscribe run` running and storing); a classic trigger audit (an AFTER row trigger inserting `to_jsonb(OLD)`, `to_jsonb(NEW)`, the actor and the request id into a table). pgbench runs %d clients for %s with a transaction of: the context, actor and request id (`SELECT audit.set_context(actor_id => …, request_id => …)` with walscribe, `SELECT set_config('audit.actor_id', …), set_config('audit.request_id', …)` for the trigger, nothing without audit), an UPDATE of a random row and an INSERT. Then one UPDATE of all %d rows.", o.updateRow, o.clients, o.duration, o.updateRow)
+	p("The same table with %d rows, four ways: no audit; walscribe attached (REPLICA IDENTITY FULL, publication, slot, context bridge trigger, `walscribe run` running and storing); the same set-up with `pg_recvlogical` reading the slot to /dev/null instead of walscribe (what PostgreSQL's logical decoding costs by itself, with nothing stored); a classic trigger audit (an AFTER row trigger inserting `to_jsonb(OLD)`, `to_jsonb(NEW)`, the actor and the request id into a table). pgbench runs for %s with a transaction of: the context, actor and request id (`SELECT audit.set_context(actor_id => …, request_id => …)` with walscribe's bridge, `SELECT set_config('audit.actor_id', …), set_config('audit.request_id', …)` for the trigger, nothing without audit), an UPDATE of a random row and an INSERT; once per client count. Then one UPDATE of all %d rows.", o.updateRow, o.duration, o.updateRow)
 	p("")
-	p("| variant | TPS | avg latency | TPS vs no audit | UPDATE %d rows | UPDATE vs no audit |", o.updateRow)
-	p("|---|---:|---:|---:|---:|---:|")
-	var base appResult
-	for _, a := range r.app {
-		if a.name == "no audit" {
-			base = a
+	head, rule := "| variant |", "|---|"
+	for _, c := range o.clients {
+		head += fmt.Sprintf(" TPS, %d client%s | avg latency | vs no audit |", c, plural(c))
+		rule += "---:|---:|---:|"
+	}
+	p("%s UPDATE %d rows | vs no audit |", head, o.updateRow)
+	p("%s---:|---:|", rule)
+	find := func(name string) appResult {
+		for _, a := range r.app {
+			if a.name == name {
+				return a
+			}
 		}
+		return appResult{}
+	}
+	base, ws, trig, dec := find(noAudit), find(withWS), find(withTrigger), find(decodingOnly)
+	tps := func(a appResult, i int) float64 {
+		if i < len(a.runs) {
+			return a.runs[i].tps
+		}
+		return 0
 	}
 	for _, a := range r.app {
-		p("| %s | %.0f | %.2f ms | %s | %.2f s | %s |", a.name, a.tps, a.latencyMS, ratio(a.tps, base.tps), a.updateSeconds, ratio(a.updateSeconds, base.updateSeconds))
+		line := "| " + a.name + " |"
+		for i, run := range a.runs {
+			line += fmt.Sprintf(" %.0f | %.2f ms | %s |", run.tps, run.latencyMS, ratio(run.tps, tps(base, i)))
+		}
+		p("%s %.2f s | %s |", line, a.updateSeconds, ratio(a.updateSeconds, base.updateSeconds))
 	}
 	p("")
-	var ws, trig appResult
-	for _, a := range r.app {
-		switch a.name {
-		case "walscribe":
-			ws = a
-		case "trigger audit":
-			trig = a
-		}
+	p("Targets: the UPDATE with walscribe within 1.2× of no audit (measured %s) and at least 2.5× faster than the trigger audit (measured: the trigger audit takes %s as long); OLTP TPS with walscribe at least that of the trigger audit:", ratio(ws.updateSeconds, base.updateSeconds), ratio(trig.updateSeconds, ws.updateSeconds))
+	p("")
+	for i, c := range o.clients {
+		p("- %d client%s: walscribe %s the trigger audit's TPS; logical decoding alone (pg_recvlogical) %s; walscribe %s of logical decoding alone.", c, plural(c), ratio(tps(ws, i), tps(trig, i)), ratio(tps(dec, i), tps(trig, i)), ratio(tps(ws, i), tps(dec, i)))
 	}
-	p("Targets: the UPDATE with walscribe within 1.2× of no audit (measured %s) and at least 2.5× faster than the trigger audit (measured: trigger audit takes %s as long); OLTP TPS with walscribe at least that of the trigger audit (measured %s).", ratio(ws.updateSeconds, base.updateSeconds), ratio(trig.updateSeconds, ws.updateSeconds), ratio(ws.tps, trig.tps))
+	p("")
 	p("walscribe had stored the %d entries of the UPDATE %.1f s after it started.", o.updateRow, ws.storedSeconds)
-	p("During the %s pgbench run with walscribe (%d cores: %.0f CPU seconds to share), walscribe used %.1f CPU seconds, its walsender %.1f and the sink's backend %.1f: %.0f µs per transaction together.",
-		o.duration, r.machine.cores, o.duration.Seconds()*float64(r.machine.cores), ws.cpu, ws.walsenderCPU, ws.sinkCPU, (ws.cpu+ws.walsenderCPU+ws.sinkCPU)/(ws.tps*o.duration.Seconds())*1e6)
+	if n := len(ws.runs); n > 0 {
+		last := ws.runs[n-1]
+		p("During the %s pgbench run with walscribe and %d clients (%d cores: %.0f CPU seconds to share), walscribe used %.1f CPU seconds, its walsender %.1f and the sink's backend %.1f: %.0f, %.0f and %.0f µs per transaction.",
+			o.duration, last.clients, r.machine.cores, o.duration.Seconds()*float64(r.machine.cores), ws.cpu, ws.walsenderCPU, ws.sinkCPU,
+			ws.cpu/(last.tps*o.duration.Seconds())*1e6, ws.walsenderCPU/(last.tps*o.duration.Seconds())*1e6, ws.sinkCPU/(last.tps*o.duration.Seconds())*1e6)
+	}
 	p("")
 
 	l := r.latency
 	p("## 3. Steady-state latency, commit to durable")
 	p("")
-	p("pgbench -R %d -T %s (same script, walscribe attached): %.0f TPS achieved, average latency %.2f ms, %d entries. From the entries: `captured_at - committed_at` (captured_at is the start of the sink transaction that stored them, so slightly before durable). From the daemon: `walscribe_commit_to_durable_seconds` (histogram, interpolated within buckets).", l.rate, o.duration, l.tps, l.latencyMS, l.entries)
+	p("pgbench -R %d -T %s -c %d (same script, walscribe attached): %.0f TPS achieved, average latency %.2f ms, %d entries. From the entries: `captured_at - committed_at` (captured_at is the start of the sink transaction that stored them, so slightly before durable). From the daemon: `walscribe_commit_to_durable_seconds` (histogram, interpolated within buckets).", l.rate, o.duration, slices.Max(o.clients), l.tps, l.latencyMS, l.entries)
 	p("")
 	p("| | p50 | p95 | p99 | max | target p99 |")
 	p("|---|---:|---:|---:|---:|---|")

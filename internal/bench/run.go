@@ -189,27 +189,31 @@ func sinkCPU(ctx context.Context, dsn string, stop <-chan struct{}) <-chan float
 }
 
 // backendCPU samples the CPU time of the server process whose pid query
-// (one argument) returns, every 100ms until stop is closed, and sends the
-// last sample. A process replaced by another (a reconnect) restarts the
-// count; the benchmarks expect none.
+// (one argument) returns, every 100ms until stop is closed, and sends what
+// it used meanwhile: from the first sample when the process was already
+// there, from its start when it appeared later. A process replaced by
+// another (a reconnect) restarts the count; the benchmarks expect none.
 func backendCPU(ctx context.Context, dsn, query, arg string, stop <-chan struct{}) <-chan float64 {
 	out := make(chan float64, 1)
 	go func() {
-		var last float64
-		defer func() { out <- last }()
+		var first, last float64
+		defer func() { out <- last - first }()
 		conn, err := pgx.Connect(ctx, dsn)
 		if err != nil {
 			return
 		}
 		defer conn.Close(context.WithoutCancel(ctx))
 		pid := 0
-		for {
+		for i := 0; ; i++ {
 			var p *int32
 			if err := conn.QueryRow(ctx, query, arg).Scan(&p); err == nil && p != nil {
 				pid = int(*p)
 			}
 			if pid != 0 {
 				if c, err := cpuSeconds(pid); err == nil && c > last {
+					if i == 0 {
+						first = c
+					}
 					last = c
 				}
 			}
