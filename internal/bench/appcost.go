@@ -103,7 +103,7 @@ func (b *bench) variant(ctx context.Context, v variant, conn *pgx.Conn, dsn stri
 	var d *daemon
 	switch v.name {
 	case withWS, decodingOnly:
-		cfg, metricsAddr, err := writeConfig(b.dir, dsn, "public.accounts", b.o.pprofDir != "")
+		cfg, metricsAddr, err := writeConfig(b.dir, daemonConfig{dsn: dsn, table: "public.accounts", profile: b.o.pprofDir != ""})
 		if err != nil {
 			return res, err
 		}

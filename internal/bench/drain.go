@@ -6,6 +6,8 @@ import (
 	"os/exec"
 	"path/filepath"
 	"time"
+
+	"github.com/jackc/pgx/v5"
 )
 
 // tableDDL is the audited table: text, numeric, jsonb, arrays, timestamps.
@@ -39,27 +41,61 @@ const updateRows = `UPDATE accounts SET balance = balance + 1, updated_at = now(
 const backlogTxnRows = 1000
 
 // drain measures how fast a backlog is drained by pg_recvlogical (to
-// /dev/null) and by walscribe (into audit.entries), one after the other.
+// /dev/null), then by walscribe into audit.entries of another database, then
+// by walscribe into audit.entries of the source database itself, one after
+// the other, each from its own slot created at the same point.
 func (b *bench) drain(ctx context.Context) error {
+	for i := range b.o.repeat {
+		logf("drain: round %d of %d", i+1, b.o.repeat)
+		round, err := b.drainRound(ctx)
+		if err != nil {
+			return err
+		}
+		b.r.drain = append(b.r.drain, round)
+	}
+	return nil
+}
+
+// drainRound is one round of drain, on fresh databases.
+func (b *bench) drainRound(ctx context.Context) (drainRound, error) {
+	var r drainRound
 	conn, dsn, err := b.createDB(ctx, "bench_drain")
 	if err != nil {
-		return err
+		return r, err
 	}
-	defer conn.Close(context.WithoutCancel(ctx))
-	if _, err := conn.Exec(ctx, tableDDL); err != nil {
-		return err
-	}
-	cfg, metricsAddr, err := writeConfig(b.dir, dsn, "public.accounts", b.o.pprofDir != "")
+	defer func() {
+		conn.Close(context.WithoutCancel(ctx))
+		b.srv.DropDB("bench_drain")
+	}()
+	sinkConn, sinkDSN, err := b.createDB(ctx, "bench_drain_sink")
 	if err != nil {
-		return err
+		return r, err
 	}
-	if err := setupDaemon(ctx, b.o.bin, cfg); err != nil {
-		return err
+	defer func() {
+		sinkConn.Close(context.WithoutCancel(ctx))
+		b.srv.DropDB("bench_drain_sink")
+	}()
+	if _, err := conn.Exec(ctx, tableDDL); err != nil {
+		return r, err
 	}
-	// The second slot starts where walscribe's does: nothing is written
-	// between the two.
+	profile := b.o.pprofDir != ""
+	same, sameMetrics, err := writeConfig(b.dir, daemonConfig{dsn: dsn, table: "public.accounts", profile: profile})
+	if err != nil {
+		return r, err
+	}
+	other, otherMetrics, err := writeConfig(b.dir, daemonConfig{dsn: dsn, table: "public.accounts", slot: "walscribe_other", sinkDSN: sinkDSN, profile: profile})
+	if err != nil {
+		return r, err
+	}
+	for _, cfg := range []string{same, other} {
+		if err := setupDaemon(ctx, b.o.bin, cfg); err != nil {
+			return r, err
+		}
+	}
+	// The last slot starts where walscribe's do: nothing is written
+	// between them.
 	if _, err := conn.Exec(ctx, `SELECT pg_create_logical_replication_slot('bench_recvlogical', 'pgoutput')`); err != nil {
-		return err
+		return r, err
 	}
 
 	inserts := int64(b.o.changes / 2)
@@ -68,91 +104,101 @@ func (b *bench) drain(ctx context.Context) error {
 	began := time.Now()
 	for lo := int64(1); lo <= inserts; lo += backlogTxnRows {
 		if _, err := conn.Exec(ctx, insertRows, lo, min(lo+backlogTxnRows-1, inserts)); err != nil {
-			return fmt.Errorf("write the backlog: %w", err)
+			return r, fmt.Errorf("write the backlog: %w", err)
 		}
 	}
 	for lo := int64(1); lo <= updates; lo += backlogTxnRows {
 		// updates beyond the inserted rows wrap around to the first ones
 		from := (lo-1)%inserts + 1
 		if _, err := conn.Exec(ctx, updateRows, from, min(from+backlogTxnRows-1, inserts, from+updates-lo)); err != nil {
-			return fmt.Errorf("write the backlog: %w", err)
+			return r, fmt.Errorf("write the backlog: %w", err)
 		}
 	}
 	var endLSN string
 	if err := conn.QueryRow(ctx, `SELECT pg_current_wal_lsn()::text`).Scan(&endLSN); err != nil {
-		return err
+		return r, err
 	}
 	var walBytes int64
 	if err := conn.QueryRow(ctx, `SELECT pg_wal_lsn_diff(pg_current_wal_lsn(), restart_lsn)::bigint FROM pg_replication_slots WHERE slot_name = 'walscribe'`).Scan(&walBytes); err != nil {
-		return err
+		return r, err
 	}
-	r := &b.r.drain
-	r.changes = int64(b.o.changes)
 	r.walBytes = walBytes
 	logf("drain: backlog written in %s, %d MiB of WAL, ends at %s", time.Since(began).Round(time.Second), walBytes>>20, endLSN)
 	// Something after the end, so that pg_recvlogical sees it pass --endpos.
 	if _, err := conn.Exec(ctx, `SELECT pg_logical_emit_message(false, 'bench', 'end')`); err != nil {
-		return err
+		return r, err
 	}
 
 	logf("drain: pg_recvlogical to /dev/null")
 	stop := make(chan struct{})
 	cpu := walsenderCPU(ctx, dsn, "bench_recvlogical", stop)
 	began = time.Now()
+	// The options walscribe streams with: the same decoding work.
 	rl := exec.CommandContext(ctx, filepath.Join(b.o.pgBinDir, "pg_recvlogical"), "-d", dsn, "--start", "-S", "bench_recvlogical",
-		"-P", "pgoutput", "-o", "proto_version=1", "-o", "publication_names=walscribe", "-f", "/dev/null",
-		"--endpos", endLSN, "--no-loop")
+		"-P", "pgoutput", "-o", "proto_version=2", "-o", "streaming=on", "-o", "messages=true", "-o", "publication_names=walscribe",
+		"-f", "/dev/null", "--endpos", endLSN, "--no-loop")
 	out, err := rl.CombinedOutput()
 	r.recvSeconds = time.Since(began).Seconds()
 	close(stop)
 	r.recvWalsenderCPU = <-cpu
 	if err != nil {
-		return fmt.Errorf("pg_recvlogical: %w\n%s", err, out)
+		return r, fmt.Errorf("pg_recvlogical: %w\n%s", err, out)
 	}
 	if _, err := conn.Exec(ctx, `SELECT pg_drop_replication_slot('bench_recvlogical')`); err != nil {
-		return err
+		return r, err
 	}
-	logf("drain: pg_recvlogical took %.1fs (%.0f changes/s)", r.recvSeconds, float64(r.changes)/r.recvSeconds)
+	logf("drain: pg_recvlogical took %.1fs (%.0f changes/s)", r.recvSeconds, float64(b.o.changes)/r.recvSeconds)
 
-	logf("drain: walscribe run into audit.entries")
-	stop = make(chan struct{})
-	cpu = walsenderCPU(ctx, dsn, "walscribe", stop)
-	scpu := sinkCPU(ctx, dsn, stop)
-	began = time.Now()
+	// The sink in another database first: its writes are not in the
+	// source database's stream, where they would add to the next run's.
+	if r.other, err = b.drainInto(ctx, "walscribe_other", other, otherMetrics, dsn, sinkConn, sinkDSN, r.recvSeconds, "drain-other"); err != nil {
+		return r, err
+	}
+	r.same, err = b.drainInto(ctx, "walscribe", same, sameMetrics, dsn, conn, dsn, r.recvSeconds, "drain")
+	return r, err
+}
+
+// drainInto runs walscribe with configuration cfg until it has stored the
+// whole backlog in the sink database (sinkConn, sinkDSN), and measures it.
+func (b *bench) drainInto(ctx context.Context, slot, cfg, metricsAddr, dsn string, sinkConn *pgx.Conn, sinkDSN string, recvSeconds float64, profileName string) (drainRun, error) {
+	r := drainRun{}
+	n := int64(b.o.changes)
+	logf("drain: walscribe run, slot %s", slot)
+	stop := make(chan struct{})
+	cpu := walsenderCPU(ctx, dsn, slot, stop)
+	scpu := sinkCPU(ctx, sinkDSN, stop)
+	began := time.Now()
 	d, err := startDaemon(b.o.bin, cfg, metricsAddr)
 	if err != nil {
-		return err
+		return r, err
 	}
 	defer d.stop()
 	// A profile of the first part of the drain (it must end before the
 	// drain does), when asked for.
-	prof := d.profile(max(1, int(r.recvSeconds)), b.profilePath("drain"))
-	if err := lastID(ctx, conn, d, r.changes, time.Hour); err != nil {
-		return err
+	prof := d.profile(max(1, int(recvSeconds)), b.profilePath(profileName))
+	if err := lastID(ctx, sinkConn, d, n, time.Hour); err != nil {
+		return r, err
 	}
-	r.wsSeconds = time.Since(began).Seconds()
+	r.seconds = time.Since(began).Seconds()
 	close(stop)
-	r.wsWalsenderCPU = <-cpu
-	r.wsSinkCPU = <-scpu
+	r.walsenderCPU = <-cpu
+	r.sinkCPU = <-scpu
 	if err := <-prof; err != nil {
-		return err
+		return r, err
 	}
-	if r.wsCPU, err = cpuSeconds(d.cmd.Process.Pid); err != nil {
-		return err
+	if r.cpu, err = cpuSeconds(d.cmd.Process.Pid); err != nil {
+		return r, err
 	}
-	if r.wsPeakRSS, err = vmHWM(d.cmd.Process.Pid); err != nil {
-		return err
+	if r.peakRSS, err = vmHWM(d.cmd.Process.Pid); err != nil {
+		return r, err
 	}
 	var stored int64
-	if err := conn.QueryRow(ctx, `SELECT count(*) FROM audit.entries WHERE table_name = 'accounts'`).Scan(&stored); err != nil {
-		return err
+	if err := sinkConn.QueryRow(ctx, `SELECT count(*) FROM audit.entries WHERE table_name = 'accounts'`).Scan(&stored); err != nil {
+		return r, err
 	}
-	if stored != r.changes {
-		return fmt.Errorf("audit.entries holds %d entries of accounts, want %d: the drain figure would be wrong", stored, r.changes)
+	if stored != n {
+		return r, fmt.Errorf("audit.entries holds %d entries of accounts, want %d: the drain figure would be wrong", stored, n)
 	}
-	logf("drain: walscribe took %.1fs (%.0f entries/s), %.1f CPU seconds", r.wsSeconds, float64(r.changes)/r.wsSeconds, r.wsCPU)
-	d.stop()
-	conn.Close(ctx)
-	b.srv.DropDB("bench_drain")
-	return nil
+	logf("drain: walscribe took %.1fs (%.0f entries/s), %.1f CPU seconds", r.seconds, float64(n)/r.seconds, r.cpu)
+	return r, nil
 }

@@ -40,6 +40,7 @@ type options struct {
 	out       string
 	pgBinDir  string
 	steps     string
+	repeat    int
 	pprofDir  string
 }
 
@@ -67,6 +68,7 @@ func main() {
 	flag.IntVar(&o.updateRow, "update-rows", 200_000, "rows in the application-cost table and its one-statement UPDATE")
 	flag.StringVar(&o.out, "out", "docs/BENCHMARKS.md", "where to write the report; empty: print only")
 	flag.StringVar(&o.pgBinDir, "pg-bindir", pgBinDir(), "where pg_recvlogical and pgbench are (PG_BINDIR)")
+	flag.IntVar(&o.repeat, "repeat", 3, "rounds of the drain measurement, each on fresh databases; the report shows the median")
 	flag.StringVar(&o.steps, "steps", allSteps, "the measurements to run, comma-separated (a partial run prints the others as not run)")
 	flag.StringVar(&o.pprofDir, "pprof", "", "write CPU profiles of walscribe (drain, OLTP) into this directory, for go tool pprof")
 	flag.Parse()
@@ -84,8 +86,8 @@ func main() {
 			os.Exit(2)
 		}
 	}
-	if o.changes < 2 || o.updateRow < 1 || o.huge < 0 || o.duration < time.Second || o.rate < 1 {
-		fmt.Fprintln(os.Stderr, "bench: -changes must be at least 2, -update-rows at least 1, -huge 0 or more, -duration at least 1s, -rate at least 1")
+	if o.changes < 2 || o.updateRow < 1 || o.huge < 0 || o.duration < time.Second || o.rate < 1 || o.repeat < 1 {
+		fmt.Fprintln(os.Stderr, "bench: -changes must be at least 2, -update-rows at least 1, -huge 0 or more, -duration at least 1s, -rate and -repeat at least 1")
 		os.Exit(2)
 	}
 	if _, err := os.Stat(o.bin); err != nil {

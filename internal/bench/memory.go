@@ -31,7 +31,7 @@ func (b *bench) memory(ctx context.Context) error {
 			return err
 		}
 	}
-	cfg, metricsAddr, err := writeConfig(b.dir, dsn, "public.big", false)
+	cfg, metricsAddr, err := writeConfig(b.dir, daemonConfig{dsn: dsn, table: "public.big"})
 	if err != nil {
 		return err
 	}

@@ -32,21 +32,39 @@ type daemon struct {
 // (100 on every Linux architecture Go supports).
 const clockTick = 100
 
-// writeConfig writes a walscribe configuration for one database and table;
-// profile turns on the profiler (http.pprof).
-func writeConfig(dir, dsn, table string, profile bool) (path, metricsAddr string, err error) {
+// daemonConfig is what a walscribe configuration of the benchmarks varies.
+type daemonConfig struct {
+	dsn, table string
+	slot       string // "": the default
+	sinkDSN    string // "": the source database
+	profile    bool   // http.pprof
+}
+
+// writeConfig writes a walscribe configuration into dir.
+func writeConfig(dir string, c daemonConfig) (path, metricsAddr string, err error) {
 	port, err := freePort()
 	if err != nil {
 		return "", "", err
 	}
 	metricsAddr = fmt.Sprintf("127.0.0.1:%d", port)
-	spool := filepath.Join(dir, "spool-"+strings.ReplaceAll(table, ".", "_"))
+	name := strings.ReplaceAll(c.table, ".", "_") + fmt.Sprint(port)
+	spool := filepath.Join(dir, "spool-"+name)
 	if err := os.MkdirAll(spool, 0o700); err != nil {
 		return "", "", err
 	}
-	yaml := fmt.Sprintf("source:\n  dsn: %q\ntables:\n  - name: %s\nspool:\n  dir: %q\nhttp:\n  listen: %q\n  pprof: %t\nlog:\n  format: json\n",
-		dsn, table, spool, metricsAddr, profile)
-	path = filepath.Join(dir, "walscribe-"+strings.ReplaceAll(table, ".", "_")+fmt.Sprint(port)+".yaml")
+	yaml := fmt.Sprintf("source:\n  dsn: %q\n", c.dsn)
+	if c.slot != "" {
+		yaml += fmt.Sprintf("  slot: %s\n", c.slot)
+	}
+	if c.sinkDSN != "" {
+		yaml += fmt.Sprintf("sink:\n  dsn: %q\n", c.sinkDSN)
+	}
+	yaml += fmt.Sprintf("tables:\n  - name: %s\nspool:\n  dir: %q\nhttp:\n  listen: %q\n", c.table, spool, metricsAddr)
+	if c.profile {
+		yaml += "  pprof: true\n" // only when asked: older binaries do not know the key
+	}
+	yaml += "log:\n  format: json\n"
+	path = filepath.Join(dir, "walscribe-"+name+".yaml")
 	return path, metricsAddr, os.WriteFile(path, []byte(yaml), 0o600)
 }
 

@@ -43,7 +43,9 @@ func run(ctx context.Context, o options) (*results, error) {
 	if err != nil {
 		return nil, err
 	}
-	defer os.RemoveAll(dir)
+	if os.Getenv("WALSCRIBE_BENCH_KEEP") == "" {
+		defer os.RemoveAll(dir)
+	}
 	if o.pprofDir != "" {
 		if err := os.MkdirAll(o.pprofDir, 0o755); err != nil {
 			return nil, err
