@@ -34,9 +34,10 @@ type Conn struct {
 	// every message: that cost a context, a timer and a watcher per message,
 	// a tenth of the daemon's CPU. The context Receive is given interrupts
 	// a read through watched, which sets the deadline to now.
-	deadline time.Time
-	watched  context.Context
-	unwatch  func()
+	deadline    time.Time
+	deadlineSet bool // deadline is the socket's read deadline
+	watched     context.Context
+	unwatch     func()
 }
 
 // Message is what Receive returns: WAL data, or a keepalive.
@@ -114,16 +115,17 @@ func quoteLiteralIdent(name string) string {
 // ErrTimeout is returned by Receive when nothing arrived before the deadline.
 var ErrTimeout = errors.New("no message before the deadline")
 
-// Receive waits until deadline for the next message, or until ctx is done.
+// Receive waits until deadline (zero: no deadline) for the next message, or
+// until ctx is done.
 func (c *Conn) Receive(ctx context.Context, deadline time.Time) (Message, error) {
 	if ctx != c.watched {
 		c.watch(ctx)
 	}
-	if !deadline.Equal(c.deadline) {
+	if !c.deadlineSet || !deadline.Equal(c.deadline) {
 		if err := c.conn.Conn().SetReadDeadline(deadline); err != nil {
 			return Message{}, fmt.Errorf("receive: %w", err)
 		}
-		c.deadline = deadline
+		c.deadline, c.deadlineSet = deadline, true
 	}
 	// After setting the deadline: a cancellation from before it would
 	// otherwise be overwritten.
@@ -179,6 +181,7 @@ func (c *Conn) watch(ctx context.Context) {
 		defer close(done)
 		c.conn.Conn().SetReadDeadline(time.Now())
 	})
+	c.deadlineSet = false // the watcher may move it: set it again before reading
 	c.watched = ctx
 	c.unwatch = func() {
 		if !stop() {
@@ -187,12 +190,13 @@ func (c *Conn) watch(ctx context.Context) {
 	}
 }
 
-// stopWatching ends watch; afterwards the deadline is Receive's again.
+// stopWatching ends watch. The watcher may have moved the read deadline:
+// the next Receive sets it again.
 func (c *Conn) stopWatching() {
 	if c.unwatch != nil {
 		c.unwatch()
 	}
-	c.watched, c.unwatch, c.deadline = nil, nil, time.Time{}
+	c.watched, c.unwatch, c.deadlineSet = nil, nil, false
 }
 
 // SendStatus acknowledges lsn as written, flushed and applied: the server may

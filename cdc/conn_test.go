@@ -301,3 +301,89 @@ func TestStream(t *testing.T) {
 		}
 	})
 }
+
+// TestReceiveDeadlinesAndCancel: a cancelled context interrupts a read that
+// has a distant deadline, or none; after that, a deadline is a deadline again
+// (not an immediate timeout), no deadline waits for the next message, and
+// Stop still ends the stream.
+func TestReceiveDeadlinesAndCancel(t *testing.T) {
+	src := newSource(t)
+	c := dial(t, src.dsn)
+	if err := c.Start(context.Background(), src.slot, src.publication, 0); err != nil {
+		t.Fatalf("Start: %v", err)
+	}
+	ack := src.confirmedLSN(t)
+	// receive is Receive answering the server's requests for a status
+	// (it ends a stream that stays silent past wal_sender_timeout).
+	receive := func(ctx context.Context, deadline time.Time) (Message, error) {
+		m, err := c.Receive(ctx, deadline)
+		if err == nil && m.ReplyRequested {
+			err = c.SendStatus(ctx, ack)
+		}
+		return m, err
+	}
+	// interrupted receives until a cancel 300ms later and reports how long
+	// that took and the error it ended with.
+	interrupted := func(deadline time.Time) (time.Duration, error) {
+		ctx, cancel := context.WithCancel(context.Background())
+		defer cancel()
+		time.AfterFunc(300*time.Millisecond, cancel)
+		began := time.Now()
+		for {
+			if _, err := receive(ctx, deadline); err != nil {
+				return time.Since(began), err
+			}
+		}
+	}
+	for _, tc := range []struct {
+		name     string
+		deadline time.Time
+	}{{"distant deadline", time.Now().Add(time.Hour)}, {"no deadline", time.Time{}}} {
+		took, err := interrupted(tc.deadline)
+		if !errors.Is(err, context.Canceled) {
+			t.Fatalf("%s: Receive ended with %v, want context.Canceled", tc.name, err)
+		}
+		if took > 2*time.Second {
+			t.Fatalf("%s: the cancel took %s to interrupt Receive", tc.name, took)
+		}
+	}
+
+	ctx := context.Background()
+	t.Run("a deadline after a cancel", func(t *testing.T) {
+		// The server sends a keepalive about every second: some of these
+		// receives time out, and each must have waited for its deadline.
+		timeouts := 0
+		for range 10 {
+			began := time.Now()
+			_, err := receive(ctx, began.Add(300*time.Millisecond))
+			if errors.Is(err, ErrTimeout) {
+				timeouts++
+				if took := time.Since(began); took < 250*time.Millisecond {
+					t.Fatalf("timed out after %s, before the 300ms deadline", took)
+				}
+			} else if err != nil {
+				t.Fatal(err)
+			}
+		}
+		if timeouts == 0 {
+			t.Fatal("no receive timed out in 10 tries: the deadline is not tested")
+		}
+	})
+	t.Run("no deadline after a deadline", func(t *testing.T) {
+		if _, err := receive(ctx, time.Time{}); err != nil {
+			t.Fatalf("Receive without a deadline: %v, want the next keepalive", err)
+		}
+	})
+	t.Run("stop after a cancel", func(t *testing.T) {
+		if _, err := interrupted(time.Now().Add(time.Hour)); !errors.Is(err, context.Canceled) {
+			t.Fatal(err)
+		}
+		began := time.Now()
+		if err := c.Stop(ctx, ack, 5*time.Second); err != nil {
+			t.Fatalf("Stop: %v", err)
+		}
+		if took := time.Since(began); took > 4*time.Second {
+			t.Fatalf("Stop took %s", took)
+		}
+	})
+}

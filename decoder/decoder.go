@@ -322,7 +322,7 @@ func (d *Decoder) Decode(ctx context.Context, data []byte) (*audit.Transaction, 
 		}
 	case *pglogrepl.TruncateMessageV2:
 		for _, id := range m.RelationIDs {
-			rel, err := d.change(id, m.Xid, audit.Truncate)
+			rel, err := d.relationFor(id, m.Xid, audit.Truncate)
 			if err != nil {
 				return nil, err
 			}
@@ -349,7 +349,7 @@ func (d *Decoder) decodeChange(c *change) error {
 	case 'U':
 		action = audit.Update
 	}
-	rel, err := d.change(c.relID, c.xid, action)
+	rel, err := d.relationFor(c.relID, c.xid, action)
 	if rel == nil {
 		return err
 	}
@@ -412,10 +412,10 @@ func (d *Decoder) relation(ctx context.Context, m *pglogrepl.RelationMessage) *r
 
 var stringType = Type{Kind: KindString}
 
-// change returns the relation a change of action a applies to, and points
+// relationFor returns the relation a change of action a applies to, and points
 // the decoder at the transaction it belongs to; nil when the rules record no
 // such change (an excluded table, an action left out).
-func (d *Decoder) change(relID, xid uint32, a audit.Action) (*relation, error) {
+func (d *Decoder) relationFor(relID, xid uint32, a audit.Action) (*relation, error) {
 	if err := d.target(xid); err != nil {
 		return nil, fmt.Errorf("relation %d: %w", relID, err)
 	}

@@ -7,14 +7,19 @@ import (
 	"unicode/utf8"
 )
 
+// fuzzKinds are the Kinds whose rendering is valid JSON whatever the text.
+// KindJSONB is not among them: it trusts jsonb's output to be JSON
+// (TestJSONBRendering checks what it does with text that is not).
+var fuzzKinds = []Kind{KindString, KindNumber, KindBool, KindJSON, KindDate, KindTimestamp, KindTimestampTZ, KindVector, KindArray}
+
 // fuzzType builds a Type from fuzzed bytes: any Kind, and for arrays and
 // vectors any element Kind (one level of nesting, as int2vector[] has) and
 // any delimiter byte (CREATE TYPE accepts any as DELIMITER).
 func fuzzType(kind, elemKind, delim byte) *Type {
-	const kinds = byte(KindArray) + 1
-	t := &Type{Kind: Kind(kind % kinds)}
+	kinds := byte(len(fuzzKinds))
+	t := &Type{Kind: fuzzKinds[kind%kinds]}
 	if t.Kind == KindArray || t.Kind == KindVector {
-		e := &Type{Kind: Kind(elemKind % kinds)}
+		e := &Type{Kind: fuzzKinds[elemKind%kinds]}
 		if e.Kind == KindArray || e.Kind == KindVector {
 			e.Elem = &typString
 			e.Delim = ','
@@ -109,4 +114,29 @@ func FuzzAppendValue(f *testing.F) {
 			t.Fatalf("AppendValue(nil type, %q) = %q, want AppendString's %q", text, s, AppendString(nil, text))
 		}
 	})
+}
+
+// TestJSONBRendering: jsonb's output is embedded as it is, and what jsonb
+// never outputs (invalid UTF-8, which a SQL_ASCII database lets through;
+// empty text) becomes a JSON string, so that the entry stays storable.
+func TestJSONBRendering(t *testing.T) {
+	for _, tc := range []struct {
+		name, text, want string
+		typ              *Type
+	}{
+		{"object", `{"a": [1, {"b": "c,d"}], "n": 9007199254740993}`, `{"a": [1, {"b": "c,d"}], "n": 9007199254740993}`, &typJSONB},
+		{"invalid UTF-8", "\"caf\xe9\"", `"\"caf\ufffd\""`, &typJSONB},
+		{"empty", "", `""`, &typJSONB},
+		{"array element", `{"{\"a\": 1}","[1, 2]",NULL}`, `[{"a": 1},[1, 2],null]`, &arrJSONB},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			got := string(AppendValue(nil, tc.typ, []byte(tc.text)))
+			if got != tc.want {
+				t.Fatalf("AppendValue(%q) = %s, want %s", tc.text, got, tc.want)
+			}
+			if !json.Valid([]byte(got)) {
+				t.Fatalf("AppendValue(%q) = %s: not valid JSON", tc.text, got)
+			}
+		})
+	}
 }

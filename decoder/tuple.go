@@ -99,6 +99,8 @@ func (c *change) parse(b []byte, inStream bool, oldBuf, newBuf *tuple) error {
 		return fmt.Errorf("not a change message: %q", c.kind)
 	}
 	if err == nil && len(b) != 0 {
+		// pgoutput never sends more: more means a protocol this decoder
+		// does not know, and guessing would record wrong values.
 		err = fmt.Errorf("%d bytes after the last tuple", len(b))
 	}
 	return err

@@ -188,8 +188,10 @@ func BuiltinType(oid uint32) (t *Type, ok bool) {
 }
 
 // AppendValue appends the JSON rendering of text (the value's text output) to
-// dst. Whatever text is, what it appends is valid JSON. A nil t renders as
-// KindString.
+// dst. Whatever text is, what it appends is valid JSON, with one exception:
+// for KindJSONB text must be jsonb's own output, which is embedded as it is
+// (only invalid UTF-8 and empty text become a JSON string). A nil t renders
+// as KindString.
 func AppendValue(dst []byte, t *Type, text []byte) []byte {
 	if t == nil {
 		return AppendString(dst, text)

@@ -7,11 +7,16 @@ import (
 	"fmt"
 	"net"
 	"net/http"
+	"net/http/httptest"
 	"strconv"
 	"strings"
 	"testing"
 	"time"
 
+	"github.com/prometheus/client_golang/prometheus"
+	"go.uber.org/zap"
+
+	"github.com/walscribe/walscribe/daemon"
 	"github.com/walscribe/walscribe/internal/faultproxy"
 	"github.com/walscribe/walscribe/internal/pgtest"
 )
@@ -180,5 +185,39 @@ func TestMetricsAndHealth(t *testing.T) {
 	}
 	if out, _ := walscribe(t, "status", "--config", cfg); !strings.Contains(out, "walscribe run") || !strings.Contains(out, "last error") {
 		t.Errorf("status output lacks the daemon's state:\n%s", out)
+	}
+}
+
+// TestPprofOnlyWhenAsked: the profiler is served under /debug/pprof/ with
+// http.pprof, and not at all without it.
+func TestPprofOnlyWhenAsked(t *testing.T) {
+	d := daemon.New(daemon.Config{SourceDSN: "postgres://localhost/none"}, zap.NewNop())
+	for _, on := range []bool{false, true} {
+		t.Run(fmt.Sprint("pprof=", on), func(t *testing.T) {
+			srv := httptest.NewServer(newHTTP(prometheus.NewRegistry(), d, on))
+			defer srv.Close()
+			for _, path := range []string{"/debug/pprof/", "/debug/pprof/cmdline"} {
+				resp, err := http.Get(srv.URL + path)
+				if err != nil {
+					t.Fatal(err)
+				}
+				resp.Body.Close()
+				want := http.StatusNotFound
+				if on {
+					want = http.StatusOK
+				}
+				if resp.StatusCode != want {
+					t.Errorf("GET %s: %s, want %d", path, resp.Status, want)
+				}
+			}
+			resp, err := http.Get(srv.URL + "/healthz")
+			if err != nil {
+				t.Fatal(err)
+			}
+			resp.Body.Close()
+			if resp.StatusCode != http.StatusOK {
+				t.Errorf("GET /healthz: %s", resp.Status)
+			}
+		})
 	}
 }

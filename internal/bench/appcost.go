@@ -189,8 +189,7 @@ func (b *bench) oltp(ctx context.Context, v variant, dsn string, d *daemon, clie
 	}
 	if measure {
 		// CPU seconds spent during the run by walscribe and by the two
-		// server processes serving it (the walsender's and the sink's
-		// include the time before the run, which is idle).
+		// server processes serving it.
 		cpu1, err := cpuSeconds(d.cmd.Process.Pid)
 		if err != nil {
 			return oltpRun{}, err

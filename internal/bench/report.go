@@ -126,7 +126,7 @@ func (r *results) markdown(o options) string {
 	m := r.machine
 	p("# Benchmarks")
 	p("")
-	p("Measured by `make bench` (the program `internal/bench`) against a throwaway PostgreSQL it starts itself. Every figure below comes from one run; the targets are those of the project, printed beside the figures, not derived from them. What limits each figure, and what can be tuned: [performance.md](performance.md).")
+	p("Measured by `make bench` (the program `internal/bench`) against a throwaway PostgreSQL it starts itself. Every figure below comes from one run of it (the drain: the median of its rounds); the targets are those of the project, printed beside the figures, not derived from them. What limits each figure, and what can be tuned: [performance.md](performance.md).")
 	p("")
 	p("## Machine")
 	p("")
