@@ -15,7 +15,7 @@ type results struct {
 	started time.Time
 	took    time.Duration
 	machine struct {
-		cpu, goVersion, pgVersion                string
+		cpu, goVersion, pgVersion, walscribe     string
 		cores                                    int
 		ramBytes                                 int64
 		sharedBuffers, fsync, syncCommit, maxWAL string
@@ -139,6 +139,7 @@ func (r *results) markdown(o options) string {
 	p("| PostgreSQL | %s |", m.pgVersion)
 	p("| server settings | shared_buffers %s, max_wal_size %s, fsync %s, synchronous_commit %s, wal_level logical; server, walscribe and pgbench on the same machine |", m.sharedBuffers, m.maxWAL, m.fsync, m.syncCommit)
 	p("| Go | %s |", m.goVersion)
+	p("| walscribe | %s |", m.walscribe)
 	p("| run took | %s |", r.took.Round(time.Second))
 	p("")
 	p("Command:")
@@ -188,8 +189,8 @@ func (r *results) markdown(o options) string {
 		}
 		p("")
 		per := func(x float64) float64 { return x / n * 1e6 }
-		p("Per entry: pg_recvlogical's walsender %.1f µs; with the sink in another database walsender %.1f µs, walscribe %.1f µs, sink backend %.1f µs; in the same database walsender %.1f µs, walscribe %.1f µs, sink backend %.1f µs.",
-			per(d.recvWalsenderCPU), per(d.other.walsenderCPU), per(d.other.cpu), per(d.other.sinkCPU), per(d.same.walsenderCPU), per(d.same.cpu), per(d.same.sinkCPU))
+		p("Per entry: pg_recvlogical's walsender %.1f µs; with the sink in another database walsender %.1f µs, walscribe %.1f µs, sink backend %.1f µs; in the same database walsender %.1f µs, walscribe %.1f µs, sink backend %.1f µs. walscribe's own CPU: %.2f s per 100,000 entries (same database).",
+			per(d.recvWalsenderCPU), per(d.other.walsenderCPU), per(d.other.cpu), per(d.other.sinkCPU), per(d.same.walsenderCPU), per(d.same.cpu), per(d.same.sinkCPU), d.same.cpu/n*1e5)
 		p("")
 		var each []string
 		for _, x := range rounds {

@@ -4,8 +4,10 @@ import (
 	"context"
 	"fmt"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"runtime"
+	"strings"
 	"time"
 
 	"github.com/jackc/pgx/v5"
@@ -107,6 +109,11 @@ func (b *bench) machine(ctx context.Context) error {
 	m := &b.r.machine
 	m.cpu, m.cores, m.ramBytes = cpuInfo()
 	m.goVersion = runtime.Version()
+	out, err := exec.CommandContext(ctx, b.o.bin, "--version").Output()
+	if err != nil {
+		return fmt.Errorf("%s --version: %w", b.o.bin, err)
+	}
+	m.walscribe = strings.TrimSpace(string(out))
 	conn, err := pgx.Connect(ctx, b.srv.DSN("postgres"))
 	if err != nil {
 		return err
