@@ -518,13 +518,13 @@ func (d *Daemon) session(ctx context.Context, ch chan<- *audit.Transaction) (*cd
 		d.m.Streaming.Set(0)
 	}()
 	progressed := false
-	nextStatus := time.Now()
-	lastMessage := time.Now()
+	now := time.Now() // as of the last receive: one clock read per message
+	nextStatus, lastMessage := now, now
 	for {
 		if ctx.Err() != nil {
 			return conn, progressed, nil
 		}
-		if !time.Now().Before(nextStatus) {
+		if !now.Before(nextStatus) {
 			if err := conn.SendStatus(ctx, d.Durable()); err != nil {
 				return conn, progressed, err
 			}
@@ -535,14 +535,15 @@ func (d *Daemon) session(ctx context.Context, ch chan<- *audit.Transaction) (*cd
 			} else {
 				d.m.LagBytes.Set(0)
 			}
-			nextStatus = time.Now().Add(d.cfg.StatusInterval)
+			nextStatus = now.Add(d.cfg.StatusInterval)
 		}
 		msg, err := conn.Receive(ctx, nextStatus)
+		now = time.Now()
 		if errors.Is(err, cdc.ErrTimeout) {
 			// The server sends at least a keepalive every half
 			// wal_sender_timeout; silence far longer than that is a stream
 			// that stopped moving (a half-open connection): start over.
-			if since := time.Since(lastMessage); since > stallTimeout {
+			if since := now.Sub(lastMessage); since > stallTimeout {
 				return conn, progressed, fmt.Errorf("watchdog: nothing received from the server for %s", since.Round(time.Second))
 			}
 			continue
@@ -550,15 +551,15 @@ func (d *Daemon) session(ctx context.Context, ch chan<- *audit.Transaction) (*cd
 		if err != nil {
 			return conn, progressed, err
 		}
-		lastMessage = time.Now()
-		d.lastMessage.Store(lastMessage.UnixNano())
+		lastMessage = now
+		d.lastMessage.Store(now.UnixNano())
 		progressed = true
 		if msg.ServerWALEnd > d.walEnd {
 			d.walEnd = msg.ServerWALEnd
 		}
 		if msg.Data == nil { // keepalive
 			if msg.ReplyRequested {
-				nextStatus = time.Now()
+				nextStatus = now
 			}
 			if !d.dec.Busy() {
 				if err := d.applyReload(ctx, conn, ch); err != nil {
