@@ -1,6 +1,7 @@
 package main
 
 import (
+	"cmp"
 	"context"
 	"fmt"
 	"math"
@@ -69,27 +70,71 @@ END;
 `, b.o.updateRow, v.context)
 }
 
-// appCost runs the OLTP workload and the big UPDATE under each variant;
-// with walscribe attached it then measures the latency at a fixed rate.
+// appCost runs the OLTP workload and the big UPDATE under each variant, in
+// -repeat rounds that take the variants in turn, each on a fresh database;
+// with walscribe attached, in the last round, it then measures the latency
+// at a fixed rate.
 func (b *bench) appCost(ctx context.Context) error {
-	for i, v := range variants {
-		db := fmt.Sprintf("bench_app_%d", i)
-		conn, dsn, err := b.createDB(ctx, db)
-		if err != nil {
-			return err
+	rounds := make([][]appResult, len(variants))
+	for round := range b.o.repeat {
+		logf("application cost: round %d of %d", round+1, b.o.repeat)
+		for i, v := range variants {
+			db := fmt.Sprintf("bench_app_%d", i)
+			conn, dsn, err := b.createDB(ctx, db)
+			if err != nil {
+				return err
+			}
+			res, err := b.variant(ctx, v, conn, dsn, round == b.o.repeat-1)
+			conn.Close(context.WithoutCancel(ctx))
+			b.srv.DropDB(db)
+			if err != nil {
+				return fmt.Errorf("%s: %w", v.name, err)
+			}
+			rounds[i] = append(rounds[i], res)
 		}
-		res, err := b.variant(ctx, v, conn, dsn)
-		conn.Close(context.WithoutCancel(ctx))
-		b.srv.DropDB(db)
-		if err != nil {
-			return fmt.Errorf("%s: %w", v.name, err)
-		}
-		b.r.app = append(b.r.app, res)
+	}
+	for _, rs := range rounds {
+		b.r.app = append(b.r.app, medianResult(rs))
 	}
 	return nil
 }
 
-func (b *bench) variant(ctx context.Context, v variant, conn *pgx.Conn, dsn string) (appResult, error) {
+// medianResult sums up a variant's rounds: for each client count the run
+// with the median TPS (its latency with it), the median UPDATE and storing
+// times, and the CPU figures of the round whose run with the most clients
+// had the median TPS.
+func medianResult(rs []appResult) appResult {
+	out := appResult{name: rs[0].name}
+	pick := func(i int) appResult {
+		byTPS := slices.Clone(rs)
+		slices.SortFunc(byTPS, func(a, b appResult) int { return cmp.Compare(a.runs[i].tps, b.runs[i].tps) })
+		return byTPS[len(byTPS)/2]
+	}
+	for i := range rs[0].runs {
+		out.runs = append(out.runs, pick(i).runs[i])
+		out.roundsTPS = append(out.roundsTPS, nil)
+		for _, r := range rs {
+			out.roundsTPS[i] = append(out.roundsTPS[i], r.runs[i].tps)
+		}
+	}
+	m := pick(len(rs[0].runs) - 1)
+	out.cpu, out.walsenderCPU, out.sinkCPU = m.cpu, m.walsenderCPU, m.sinkCPU
+	median := func(f func(appResult) float64) float64 {
+		var xs []float64
+		for _, r := range rs {
+			xs = append(xs, f(r))
+		}
+		slices.Sort(xs)
+		return xs[len(xs)/2]
+	}
+	out.updateSeconds = median(func(r appResult) float64 { return r.updateSeconds })
+	out.storedSeconds = median(func(r appResult) float64 { return r.storedSeconds })
+	return out
+}
+
+// variant measures one variant on a fresh database; with latency, it also
+// runs the latency measurement when the variant is walscribe.
+func (b *bench) variant(ctx context.Context, v variant, conn *pgx.Conn, dsn string, latency bool) (appResult, error) {
 	res := appResult{name: v.name}
 	if _, err := conn.Exec(ctx, tableDDL); err != nil {
 		return res, err
@@ -161,6 +206,9 @@ func (b *bench) variant(ctx context.Context, v variant, conn *pgx.Conn, dsn stri
 		return res, err
 	}
 	res.storedSeconds = time.Since(began).Seconds()
+	if !latency {
+		return res, nil
+	}
 	return res, b.latency(ctx, v, conn, dsn, d)
 }
 

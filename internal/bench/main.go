@@ -68,7 +68,7 @@ func main() {
 	flag.IntVar(&o.updateRow, "update-rows", 200_000, "rows in the application-cost table and its one-statement UPDATE")
 	flag.StringVar(&o.out, "out", "docs/BENCHMARKS.md", "where to write the report; empty: print only")
 	flag.StringVar(&o.pgBinDir, "pg-bindir", pgBinDir(), "where pg_recvlogical and pgbench are (PG_BINDIR)")
-	flag.IntVar(&o.repeat, "repeat", 3, "rounds of the drain measurement, each on fresh databases; the report shows the median")
+	flag.IntVar(&o.repeat, "repeat", 3, "rounds of the drain and application-cost measurements, each on fresh databases; the report shows the medians")
 	flag.StringVar(&o.steps, "steps", allSteps, "the measurements to run, comma-separated (a partial run prints the others as not run)")
 	flag.StringVar(&o.pprofDir, "pprof", "", "write CPU profiles of walscribe (drain, OLTP) into this directory, for go tool pprof")
 	flag.Parse()

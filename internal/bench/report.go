@@ -52,8 +52,10 @@ type drainRun struct {
 }
 
 type appResult struct {
-	name                         string
-	runs                         []oltpRun // one per -clients count, in order
+	name string
+	runs []oltpRun // one per -clients count, in order
+	// roundsTPS are the TPS of every round, per client count.
+	roundsTPS                    [][]float64
 	updateSeconds, storedSeconds float64
 	// walscribe only: CPU seconds during the pgbench run with the most
 	// clients.
@@ -255,6 +257,8 @@ func (r *results) appMarkdown(w *strings.Builder, o options) {
 		head += fmt.Sprintf(" TPS, %d client%s | avg latency | vs no audit |", c, plural(c))
 		rule += "---:|---:|---:|"
 	}
+	p("%d rounds, each taking the variants in turn on fresh databases; the table shows the medians, the lines after it every round's TPS.", o.repeat)
+	p("")
 	p("%s UPDATE %d rows | vs no audit |", head, o.updateRow)
 	p("%s---:|---:|", rule)
 	find := func(name string) appResult {
@@ -278,6 +282,20 @@ func (r *results) appMarkdown(w *strings.Builder, o options) {
 			line += fmt.Sprintf(" %.0f | %.2f ms | %s |", run.tps, run.latencyMS, ratio(run.tps, tps(base, i)))
 		}
 		p("%s %.2f s | %s |", line, a.updateSeconds, ratio(a.updateSeconds, base.updateSeconds))
+	}
+	p("")
+	for i, c := range o.clients {
+		var each []string
+		for _, a := range r.app {
+			if i < len(a.roundsTPS) {
+				var xs []string
+				for _, x := range a.roundsTPS[i] {
+					xs = append(xs, fmt.Sprintf("%.0f", x))
+				}
+				each = append(each, a.name+" "+strings.Join(xs, ", "))
+			}
+		}
+		p("- TPS of every round, %d client%s: %s.", c, plural(c), strings.Join(each, "; "))
 	}
 	p("")
 	p("Targets: the UPDATE with walscribe within 1.2× of no audit (measured %s) and at least 2.5× faster than the trigger audit (measured: the trigger audit takes %s as long); OLTP TPS with walscribe at least that of the trigger audit:", ratio(ws.updateSeconds, base.updateSeconds), ratio(trig.updateSeconds, ws.updateSeconds))
