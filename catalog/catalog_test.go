@@ -3,16 +3,14 @@ package catalog
 import (
 	"context"
 	"encoding/json"
-	"fmt"
 	"slices"
-	"strconv"
 	"testing"
 
 	"github.com/jackc/pgx/v5"
 
-	"github.com/walscribe/walscribe/cdc"
 	"github.com/walscribe/walscribe/decoder"
 	"github.com/walscribe/walscribe/internal/pgtest"
+	"github.com/walscribe/walscribe/internal/rendertest"
 )
 
 // typesSQL creates the non-built-in types the resolver must handle.
@@ -60,7 +58,7 @@ func checkShape(t *testing.T, got *decoder.Type, want shape) {
 func TestResolveType(t *testing.T) {
 	dsn := srv.NewDB(t)
 	pgtest.Exec(t, dsn, typesSQL...)
-	conn := connectWalsenderSettings(t, dsn)
+	conn := rendertest.Connect(t, dsn)
 	ctx := context.Background()
 	c := New(dsn)
 	t.Cleanup(func() { c.Close(ctx) })
@@ -100,18 +98,18 @@ func TestResolveType(t *testing.T) {
 	}
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
-			r, err := renderOnServer(ctx, conn, tc.expr)
+			r, err := rendertest.Render(ctx, conn, tc.expr)
 			if err != nil {
 				t.Fatal(err)
 			}
-			typ, err := c.ResolveType(ctx, r.oid)
+			typ, err := c.ResolveType(ctx, r.OID)
 			if err != nil {
-				t.Fatalf("ResolveType(%d): %v", r.oid, err)
+				t.Fatalf("ResolveType(%d): %v", r.OID, err)
 			}
 			checkShape(t, typ, tc.want)
-			again, err := c.ResolveType(ctx, r.oid)
+			again, err := c.ResolveType(ctx, r.OID)
 			if err != nil || again != typ {
-				t.Fatalf("second ResolveType(%d) = %p, %v; want the cached %p", r.oid, again, err, typ)
+				t.Fatalf("second ResolveType(%d) = %p, %v; want the cached %p", r.OID, again, err, typ)
 			}
 			requireRendersLikeServer(t, conn, typ, r)
 		})
@@ -134,7 +132,7 @@ func TestResolveType(t *testing.T) {
 			t.Fatalf("ResolveType(%d): %v", oid, err)
 		}
 		checkShape(t, typ, str)
-		requireRendersLikeServer(t, conn, typ, serverRendering{oid: oid, text: []byte(text), tojson: []byte(want)})
+		requireRendersLikeServer(t, conn, typ, rendertest.Rendering{OID: oid, Text: []byte(text), ToJSONB: []byte(want)})
 	})
 
 	t.Run("built-in types need no query", func(t *testing.T) {
@@ -235,81 +233,14 @@ func TestCatalogReconnects(t *testing.T) {
 	}
 }
 
-// connectWalsenderSettings opens a connection with the walsender session's
-// settings, so that values come out in the text form pgoutput sends.
-func connectWalsenderSettings(t testing.TB, dsn string) *pgx.Conn {
-	t.Helper()
-	cfg, err := pgx.ParseConfig(dsn)
-	if err != nil {
-		t.Fatal(err)
-	}
-	for k, v := range cdc.SessionSettings {
-		cfg.RuntimeParams[k] = v
-	}
-	ctx := context.Background()
-	conn, err := pgx.ConnectConfig(ctx, cfg)
-	if err != nil {
-		t.Fatalf("connect with walsender settings: %v", err)
-	}
-	t.Cleanup(func() { conn.Close(ctx) })
-	return conn
-}
-
-// serverRendering is a value as the server sees it: its type, its output
-// function's text (what pgoutput sends) and its to_jsonb.
-type serverRendering struct {
-	oid    uint32
-	text   []byte
-	tojson []byte
-}
-
-// renderOnServer evaluates expr with the simple protocol, so that the value
-// arrives as its output function writes it.
-func renderOnServer(ctx context.Context, conn *pgx.Conn, expr string) (serverRendering, error) {
-	q := `SELECT pg_typeof(v)::oid, v, to_jsonb(v) FROM (SELECT ` + expr + ` AS v) s`
-	rows, err := conn.Query(ctx, q, pgx.QueryExecModeSimpleProtocol)
-	if err != nil {
-		return serverRendering{}, fmt.Errorf("%s: %w", q, err)
-	}
-	defer rows.Close()
-	if !rows.Next() {
-		if err := rows.Err(); err != nil {
-			return serverRendering{}, fmt.Errorf("%s: %w", q, err)
-		}
-		return serverRendering{}, fmt.Errorf("%s: no row", q)
-	}
-	raw := rows.RawValues()
-	oid, err := strconv.ParseUint(string(raw[0]), 10, 32)
-	if err != nil {
-		return serverRendering{}, fmt.Errorf("%s: type oid %q: %w", q, raw[0], err)
-	}
-	if raw[1] == nil {
-		return serverRendering{}, fmt.Errorf("%s: the value is NULL", q)
-	}
-	r := serverRendering{oid: uint32(oid), text: append([]byte(nil), raw[1]...), tojson: append([]byte(nil), raw[2]...)}
-	rows.Close()
-	return r, rows.Err()
-}
-
 // requireRendersLikeServer renders r's text with typ and requires valid JSON
-// equal to r.tojson as jsonb, and byte-identical once the server has
+// equal to r.ToJSONB as jsonb, and byte-identical once the server has
 // normalised both.
-func requireRendersLikeServer(t *testing.T, conn *pgx.Conn, typ *decoder.Type, r serverRendering) {
+func requireRendersLikeServer(t *testing.T, conn *pgx.Conn, typ *decoder.Type, r rendertest.Rendering) {
 	t.Helper()
-	got := decoder.AppendValue(nil, typ, r.text)
+	got := decoder.AppendValue(nil, typ, r.Text)
 	if !json.Valid(got) {
-		t.Fatalf("AppendValue(%q) = %s: not valid JSON", r.text, got)
+		t.Fatalf("AppendValue(%q) = %s: not valid JSON", r.Text, got)
 	}
-	var (
-		equal         bool
-		gotNF, wantNF string
-	)
-	err := conn.QueryRow(context.Background(), `SELECT $1::text::jsonb = $2::text::jsonb, $1::text::jsonb::text, $2::text::jsonb::text`,
-		string(got), string(r.tojson)).Scan(&equal, &gotNF, &wantNF)
-	if err != nil {
-		t.Fatalf("compare as jsonb: %v\n got: %s\nwant: %s", err, got, r.tojson)
-	}
-	if !equal || gotNF != wantNF {
-		t.Fatalf("rendering differs from to_jsonb (jsonb equal: %v)\n got: %s\nwant: %s", equal, gotNF, wantNF)
-	}
+	rendertest.RequireSameJSONB(t, conn, got, r.ToJSONB)
 }

@@ -3,14 +3,12 @@ package decoder
 import (
 	"context"
 	"encoding/json"
-	"fmt"
-	"strconv"
 	"testing"
 	"unicode/utf8"
 
 	"github.com/jackc/pgx/v5"
 
-	"github.com/walscribe/walscribe/cdc"
+	"github.com/walscribe/walscribe/internal/rendertest"
 )
 
 // valueCase is one SQL expression whose value AppendValue must render as the
@@ -209,117 +207,34 @@ var valueCases = []valueCase{
 	{"txid_snapshot", `'10:20:10,14,15'::txid_snapshot`},
 }
 
-// connectWalsenderSettings opens a connection with the walsender session's
-// settings, so that ::text yields what pgoutput sends.
-func connectWalsenderSettings(t testing.TB, dsn string) *pgx.Conn {
-	t.Helper()
-	cfg, err := pgx.ParseConfig(dsn)
-	if err != nil {
-		t.Fatal(err)
-	}
-	for k, v := range cdc.SessionSettings {
-		cfg.RuntimeParams[k] = v
-	}
-	ctx := context.Background()
-	conn, err := pgx.ConnectConfig(ctx, cfg)
-	if err != nil {
-		t.Fatalf("connect with walsender settings: %v", err)
-	}
-	t.Cleanup(func() { conn.Close(ctx) })
-	return conn
-}
-
-// requireSameJSONB fails unless got and want are equal as jsonb and render
-// byte-identically once the server has normalised both.
-func requireSameJSONB(t *testing.T, conn *pgx.Conn, got, want []byte) {
-	t.Helper()
-	var (
-		equal         bool
-		gotNF, wantNF string
-		ctx           = context.Background()
-	)
-	err := conn.QueryRow(ctx, `SELECT $1::text::jsonb = $2::text::jsonb, $1::text::jsonb::text, $2::text::jsonb::text`,
-		string(got), string(want)).Scan(&equal, &gotNF, &wantNF)
-	if err != nil {
-		t.Fatalf("compare as jsonb: %v\n got: %s\nwant: %s", err, got, want)
-	}
-	if !equal || gotNF != wantNF {
-		t.Fatalf("rendering differs from to_jsonb (jsonb equal: %v)\n got: %s\nwant: %s\n got (normalised): %s\nwant (normalised): %s",
-			equal, got, want, gotNF, wantNF)
-	}
-}
-
-// serverRendering is what the server says about one value: its type, the
-// text its output function writes (what pgoutput sends), and to_jsonb.
-type serverRendering struct {
-	oid    uint32
-	text   []byte
-	tojson []byte
-}
-
-// renderOnServer evaluates expr on conn. It uses the simple protocol so that
-// every value arrives in text form, written by the type's output function
-// under the session's settings, exactly as pgoutput writes column values.
-// (A ::text cast is not the same: bool, bpchar, inet and xml have casts to
-// text that differ from their output functions.)
-func renderOnServer(ctx context.Context, conn *pgx.Conn, expr string) (serverRendering, error) {
-	q := `SELECT pg_typeof(v)::oid, v, to_jsonb(v) FROM (SELECT ` + expr + ` AS v) s`
-	rows, err := conn.Query(ctx, q, pgx.QueryExecModeSimpleProtocol)
-	if err != nil {
-		return serverRendering{}, fmt.Errorf("%s: %w", q, err)
-	}
-	defer rows.Close()
-	if !rows.Next() {
-		if err := rows.Err(); err != nil {
-			return serverRendering{}, fmt.Errorf("%s: %w", q, err)
-		}
-		return serverRendering{}, fmt.Errorf("%s: no row", q)
-	}
-	raw := rows.RawValues()
-	oid, err := strconv.ParseUint(string(raw[0]), 10, 32)
-	if err != nil {
-		return serverRendering{}, fmt.Errorf("%s: type oid %q: %w", q, raw[0], err)
-	}
-	if raw[1] == nil {
-		return serverRendering{}, fmt.Errorf("%s: the value is NULL; pgoutput sends no text for NULL", q)
-	}
-	r := serverRendering{
-		oid:    uint32(oid),
-		text:   append([]byte(nil), raw[1]...),
-		tojson: append([]byte(nil), raw[2]...),
-	}
-	rows.Close()
-	return r, rows.Err()
-}
-
 // requireRendersLikeServer renders the server's text with typ and requires
 // valid JSON equal to the server's to_jsonb.
-func requireRendersLikeServer(t *testing.T, conn *pgx.Conn, typ *Type, r serverRendering) {
+func requireRendersLikeServer(t *testing.T, conn *pgx.Conn, typ *Type, r rendertest.Rendering) {
 	t.Helper()
 	prefix := []byte(`{"k":`)
-	got := AppendValue(append([]byte(nil), prefix...), typ, r.text)
+	got := AppendValue(append([]byte(nil), prefix...), typ, r.Text)
 	if string(got[:len(prefix)]) != string(prefix) {
 		t.Fatalf("AppendValue changed dst's existing bytes: %q", got)
 	}
 	got = got[len(prefix):]
 	if !json.Valid(got) || !utf8.Valid(got) {
-		t.Fatalf("AppendValue(%q) = %s: not valid JSON", r.text, got)
+		t.Fatalf("AppendValue(%q) = %s: not valid JSON", r.Text, got)
 	}
-	requireSameJSONB(t, conn, got, r.tojson)
+	rendertest.RequireSameJSONB(t, conn, got, r.ToJSONB)
 }
 
 func TestAppendValueMatchesToJSONB(t *testing.T) {
-	conn := connectWalsenderSettings(t, srv.NewDB(t))
+	conn := rendertest.Connect(t, srv.NewDB(t))
 	ctx := context.Background()
 	for _, tc := range valueCases {
 		t.Run(tc.name, func(t *testing.T) {
-			r, err := renderOnServer(ctx, conn, tc.expr)
+			r, err := rendertest.Render(ctx, conn, tc.expr)
 			if err != nil {
 				t.Fatal(err)
 			}
-			typ, ok := BuiltinType(r.oid)
+			typ, ok := BuiltinType(r.OID)
 			if !ok {
-				t.Fatalf("BuiltinType(%d) unknown for %s", r.oid, tc.expr)
+				t.Fatalf("BuiltinType(%d) unknown for %s", r.OID, tc.expr)
 			}
 			requireRendersLikeServer(t, conn, typ, r)
 		})
@@ -331,7 +246,7 @@ func TestAppendValueMatchesToJSONB(t *testing.T) {
 // array renders as an array of its element with the catalog's delimiter, and
 // nothing that is not a built-in type is listed.
 func TestBuiltinTypesCoverCatalog(t *testing.T) {
-	conn := connectWalsenderSettings(t, srv.NewDB(t))
+	conn := rendertest.Connect(t, srv.NewDB(t))
 	ctx := context.Background()
 	rows, err := conn.Query(ctx, `
 		SELECT t.oid::int8, t.typname::text, t.typtype::text, t.typelem::int8, t.typdelim::text, coalesce(e.typtype::text, ''),
@@ -415,7 +330,7 @@ func TestBuiltinTypesCoverCatalog(t *testing.T) {
 // them. Such a value is kept as a JSON string of its text, so the entry can
 // still be stored.
 func TestAppendValueJSONWithNULEscape(t *testing.T) {
-	conn := connectWalsenderSettings(t, srv.NewDB(t))
+	conn := rendertest.Connect(t, srv.NewDB(t))
 	ctx := context.Background()
 	cases := []struct {
 		name string
@@ -427,7 +342,7 @@ func TestAppendValueJSONWithNULEscape(t *testing.T) {
 	}
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
-			r, err := renderOnServer(ctx, conn, tc.expr)
+			r, err := rendertest.Render(ctx, conn, tc.expr)
 			if err == nil {
 				t.Fatalf("to_jsonb(%s) succeeded: the case no longer needs special handling", tc.expr)
 			}
@@ -444,7 +359,7 @@ func TestAppendValueJSONWithNULEscape(t *testing.T) {
 			if !ok {
 				t.Fatalf("BuiltinType(%d) unknown", oid)
 			}
-			r = serverRendering{oid: oid, text: []byte(text), tojson: []byte(want)}
+			r = rendertest.Rendering{OID: oid, Text: []byte(text), ToJSONB: []byte(want)}
 			requireRendersLikeServer(t, conn, typ, r)
 		})
 	}
