@@ -2185,7 +2185,11 @@ func TestComposeDemo(t *testing.T) {
 		vars["WALSCRIBE_SOURCE_DSN"] = pointAt(t, vars["WALSCRIBE_SOURCE_DSN"], srv)
 		vars["WALSCRIBE_SPOOL_DIR"] = t.TempDir() // a volume in compose
 		if _, ok := vars["WALSCRIBE_HTTP_LISTEN"]; ok {
-			vars["WALSCRIBE_HTTP_LISTEN"] = "127.0.0.1:" + strconv.Itoa(freePort(t))
+			port, err := pgtest.FreePort()
+			if err != nil {
+				t.Fatal(err)
+			}
+			vars["WALSCRIBE_HTTP_LISTEN"] = "127.0.0.1:" + strconv.Itoa(port)
 		}
 		var out []string
 		for _, kv := range os.Environ() {
@@ -2389,16 +2393,6 @@ func pointAt(t *testing.T, dsn string, srv *pgtest.Server) string {
 
 // httpClient gives up on a request that hangs.
 var httpClient = &http.Client{Timeout: 10 * time.Second}
-
-func freePort(t *testing.T) int {
-	t.Helper()
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer l.Close()
-	return l.Addr().(*net.TCPAddr).Port
-}
 
 // waitReady polls /readyz until it answers 200, the process exits (exited
 // is closed, and *runErr says how), or ctx ends.

@@ -6,7 +6,6 @@ import (
 	"fmt"
 	"io"
 	"math"
-	"net"
 	"net/http"
 	"os"
 	"os/exec"
@@ -16,6 +15,8 @@ import (
 	"strings"
 	"syscall"
 	"time"
+
+	"github.com/walscribe/walscribe/internal/pgtest"
 )
 
 // daemon is one `walscribe run` subprocess with its /metrics address.
@@ -42,7 +43,7 @@ type daemonConfig struct {
 
 // writeConfig writes a walscribe configuration into dir.
 func writeConfig(dir string, c daemonConfig) (path, metricsAddr string, err error) {
-	port, err := freePort()
+	port, err := pgtest.FreePort()
 	if err != nil {
 		return "", "", err
 	}
@@ -266,13 +267,4 @@ func quantile(before, after histogram, q float64) float64 {
 		prevLE, prevN = le, n
 	}
 	return math.Inf(1)
-}
-
-func freePort() (int, error) {
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		return 0, err
-	}
-	defer l.Close()
-	return l.Addr().(*net.TCPAddr).Port, nil
 }

@@ -69,7 +69,7 @@ func Start(opts Options) (*Server, error) {
 	}
 	var err error
 	for attempt := 0; attempt < 5; attempt++ {
-		if s.Port, err = freePort(); err != nil {
+		if s.Port, err = FreePort(); err != nil {
 			break
 		}
 		if err = s.Restart(); err == nil {
@@ -317,7 +317,8 @@ func Connect(t testing.TB, dsn string) *pgx.Conn {
 	return conn
 }
 
-func freePort() (int, error) {
+// FreePort returns a TCP port of 127.0.0.1 that nothing listens on now.
+func FreePort() (int, error) {
 	l, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		return 0, err
