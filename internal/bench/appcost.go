@@ -99,6 +99,14 @@ func (b *bench) appCost(ctx context.Context) error {
 	return nil
 }
 
+// medianBy returns the element of xs whose key is the median (the upper one
+// of an even count).
+func medianBy[T any](xs []T, key func(T) float64) T {
+	sorted := slices.Clone(xs)
+	slices.SortFunc(sorted, func(a, b T) int { return cmp.Compare(key(a), key(b)) })
+	return sorted[len(sorted)/2]
+}
+
 // medianResult sums up a variant's rounds: for each client count the run
 // with the median TPS (its latency with it), the median UPDATE and storing
 // times, and the CPU figures of the round whose run with the most clients
@@ -106,9 +114,7 @@ func (b *bench) appCost(ctx context.Context) error {
 func medianResult(rs []appResult) appResult {
 	out := appResult{name: rs[0].name}
 	pick := func(i int) appResult {
-		byTPS := slices.Clone(rs)
-		slices.SortFunc(byTPS, func(a, b appResult) int { return cmp.Compare(a.runs[i].tps, b.runs[i].tps) })
-		return byTPS[len(byTPS)/2]
+		return medianBy(rs, func(r appResult) float64 { return r.runs[i].tps })
 	}
 	for i := range rs[0].runs {
 		out.runs = append(out.runs, pick(i).runs[i])
@@ -119,16 +125,8 @@ func medianResult(rs []appResult) appResult {
 	}
 	m := pick(len(rs[0].runs) - 1)
 	out.cpu, out.walsenderCPU, out.sinkCPU = m.cpu, m.walsenderCPU, m.sinkCPU
-	median := func(f func(appResult) float64) float64 {
-		var xs []float64
-		for _, r := range rs {
-			xs = append(xs, f(r))
-		}
-		slices.Sort(xs)
-		return xs[len(xs)/2]
-	}
-	out.updateSeconds = median(func(r appResult) float64 { return r.updateSeconds })
-	out.storedSeconds = median(func(r appResult) float64 { return r.storedSeconds })
+	out.updateSeconds = medianBy(rs, func(r appResult) float64 { return r.updateSeconds }).updateSeconds
+	out.storedSeconds = medianBy(rs, func(r appResult) float64 { return r.storedSeconds }).storedSeconds
 	return out
 }
 

@@ -100,3 +100,22 @@ func TestProcReadings(t *testing.T) {
 		}
 	}
 }
+
+// TestMedianBy: the median element by key, whatever the order, and the upper
+// middle one of an even count.
+func TestMedianBy(t *testing.T) {
+	type round struct {
+		name  string
+		ratio float64
+	}
+	key := func(r round) float64 { return r.ratio }
+	if got := medianBy([]round{{"a", 0.71}, {"b", 0.47}, {"c", 0.64}}, key); got.name != "c" {
+		t.Errorf("median of 0.71, 0.47, 0.64 is round %s, want c (0.64)", got.name)
+	}
+	if got := medianBy([]round{{"a", 3}, {"b", 1}, {"c", 4}, {"d", 2}}, key); got.name != "a" {
+		t.Errorf("median of 3, 1, 4, 2 is round %s, want a (3)", got.name)
+	}
+	if got := medianBy([]round{{"only", 1}}, key); got.name != "only" {
+		t.Errorf("median of one round is %s", got.name)
+	}
+}

@@ -1,7 +1,6 @@
 package main
 
 import (
-	"cmp"
 	"fmt"
 	"math"
 	"os"
@@ -128,7 +127,7 @@ func (r *results) markdown(o options) string {
 	m := r.machine
 	p("# Benchmarks")
 	p("")
-	p("Measured by `make bench` (the program `internal/bench`) against a throwaway PostgreSQL it starts itself. Every figure below comes from one run of it (the drain: the median of its rounds); the targets are those of the project, printed beside the figures, not derived from them. What limits each figure, and what can be tuned: [performance.md](performance.md).")
+	p("Measured by `make bench` (the program `internal/bench`) against a throwaway PostgreSQL it starts itself. Every figure below comes from one run of it (the drain and the application cost: medians of its rounds); the targets are those of the project, printed beside the figures, not derived from them. What limits each figure, and what can be tuned: [performance.md](performance.md).")
 	p("")
 	p("## Machine")
 	p("")
@@ -169,11 +168,7 @@ func (r *results) markdown(o options) string {
 		rounds := r.drain
 		// The median round by the ratio of the default (same database),
 		// so that every figure of a row comes from one run.
-		med := slices.Clone(rounds)
-		slices.SortFunc(med, func(a, b drainRound) int {
-			return cmp.Compare(a.recvSeconds/a.same.seconds, b.recvSeconds/b.same.seconds)
-		})
-		d := med[len(med)/2]
+		d := medianBy(rounds, func(x drainRound) float64 { return x.recvSeconds / x.same.seconds })
 		recvRate := n / d.recvSeconds
 		p("A backlog of %d changes (half inserts, then half updates, %d rows per transaction; %d MiB of WAL) on a table with text, numeric, jsonb, arrays and timestamps, written while nothing reads the slots. Then, one after the other, each from its own slot created at the same point: `pg_recvlogical` (pgoutput with walscribe's options: proto_version 2, streaming, messages) to /dev/null, the decoding limit; `walscribe run` into `audit.entries` of another database of the same server; `walscribe run` into `audit.entries` of the source database itself (the default), where the walsender also decodes the sink's own writes, since they are in the same database's WAL. walscribe is timed from its start until `audit.checkpoints` covers the last entry. CPU is user+system from /proc: of the walsender, of walscribe itself, and of the server backend its sink writes through.", o.changes, backlogTxnRows, d.walBytes>>20)
 		p("")
