@@ -93,3 +93,11 @@ func (t *Transaction) Len() int {
 	}
 	return len(t.Entries)
 }
+
+// Gap is a stretch of the source's history the trail cannot hold.
+type Gap struct {
+	Reason string        // slot_missing, slot_lost, slot_ahead
+	From   pglogrepl.LSN // the last position stored before the gap
+	To     pglogrepl.LSN // where the trail resumes; 0 when it does not
+	Detail string        // what happened, for people
+}

@@ -6,12 +6,14 @@ package catalog
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"sync"
 
 	"github.com/jackc/pgx/v5"
 
 	"github.com/walscribe/walscribe/decoder"
+	"github.com/walscribe/walscribe/internal/pg"
 )
 
 // Catalog reads pg_catalog on a regular connection to the source database,
@@ -65,7 +67,7 @@ func (c *Catalog) connLocked(ctx context.Context) (*pgx.Conn, error) {
 	if c.conn != nil && !c.conn.IsClosed() {
 		return c.conn, nil
 	}
-	conn, err := pgx.Connect(ctx, c.dsn)
+	conn, err := pg.Connect(ctx, c.dsn, pg.AppTool)
 	if err != nil {
 		return nil, fmt.Errorf("catalog: connect: %w", err)
 	}
@@ -75,7 +77,8 @@ func (c *Catalog) connLocked(ctx context.Context) (*pgx.Conn, error) {
 
 // ResolveType returns how values of type oid render: a domain as its base
 // type, an array as an array of its element, everything else (enums,
-// composites, ranges, extension types) as text.
+// composites, ranges, extension types) as text; nil when the type no longer
+// exists (it renders as text).
 func (c *Catalog) ResolveType(ctx context.Context, oid uint32) (*decoder.Type, error) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
@@ -103,6 +106,9 @@ func (c *Catalog) resolveLocked(ctx context.Context, oid uint32, depth int) (*de
 		return conn.QueryRow(ctx, `SELECT typtype::text, typbasetype, typelem, typdelim::text, typcategory::text
 			FROM pg_type WHERE oid = $1`, oid).Scan(&typtype, &base, &elem, &delim, &category)
 	})
+	if errors.Is(err, pgx.ErrNoRows) {
+		return nil, nil // dropped since the change was written
+	}
 	if err != nil {
 		return nil, fmt.Errorf("catalog: type %d: %w", oid, err)
 	}
@@ -112,10 +118,16 @@ func (c *Catalog) resolveLocked(ctx context.Context, oid uint32, depth int) (*de
 		if t, err = c.resolveLocked(ctx, base, depth+1); err != nil {
 			return nil, err
 		}
+		if t == nil {
+			t = &decoder.Type{Kind: decoder.KindString}
+		}
 	case category == "A" && elem != 0:
 		et, err := c.resolveLocked(ctx, elem, depth+1)
 		if err != nil {
 			return nil, err
+		}
+		if et == nil {
+			et = &decoder.Type{Kind: decoder.KindString}
 		}
 		t = &decoder.Type{Kind: decoder.KindArray, Elem: et, Delim: ','}
 		if len(delim) == 1 {

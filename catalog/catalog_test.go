@@ -143,10 +143,21 @@ func TestResolveType(t *testing.T) {
 		}
 	})
 
-	t.Run("unknown oid is an error", func(t *testing.T) {
+	t.Run("a type the catalog no longer has is nil, not an error", func(t *testing.T) {
 		typ, err := c.ResolveType(ctx, 4294967000)
-		if err == nil {
-			t.Fatalf("ResolveType(unknown) = %+v, want an error", typ)
+		if err != nil || typ != nil {
+			t.Fatalf("ResolveType(unknown) = %+v, %v; want nil, nil (the decoder renders it as text)", typ, err)
+		}
+	})
+
+	t.Run("a failed lookup is an error, not a guess", func(t *testing.T) {
+		bad := New("postgres://postgres@127.0.0.1:1/none?sslmode=disable&connect_timeout=2")
+		defer bad.Close(ctx)
+		if typ, err := bad.ResolveType(ctx, 4294967000); err == nil {
+			t.Fatalf("ResolveType on an unreachable server = %+v, nil; want an error", typ)
+		}
+		if keys, err := bad.PrimaryKey(ctx, 1259); err == nil {
+			t.Fatalf("PrimaryKey on an unreachable server = %v, nil; want an error", keys)
 		}
 	})
 }

@@ -13,6 +13,8 @@ import (
 	"github.com/jackc/pglogrepl"
 	"github.com/jackc/pgx/v5/pgconn"
 	"github.com/jackc/pgx/v5/pgproto3"
+
+	"github.com/walscribe/walscribe/internal/pg"
 )
 
 // SessionSettings are the settings of the walsender session, so that values
@@ -55,23 +57,7 @@ type Message struct {
 
 // Dial opens a replication connection to the database at dsn.
 func Dial(ctx context.Context, dsn string) (*Conn, error) {
-	cfg, err := pgconn.ParseConfig(dsn)
-	if err != nil {
-		return nil, fmt.Errorf("parse dsn: %w", err)
-	}
-	if cfg.ConnectTimeout == 0 {
-		// A network that swallows packets must not hang the reconnect
-		// loop; connect_timeout in the DSN overrides this.
-		cfg.ConnectTimeout = 10 * time.Second
-	}
-	cfg.RuntimeParams["replication"] = "database"
-	if cfg.RuntimeParams["application_name"] == "" {
-		cfg.RuntimeParams["application_name"] = "walscribe"
-	}
-	for k, v := range SessionSettings {
-		cfg.RuntimeParams[k] = v
-	}
-	conn, err := pgconn.ConnectConfig(ctx, cfg)
+	conn, err := pg.ConnectReplication(ctx, dsn, pg.AppDaemon, SessionSettings)
 	if err != nil {
 		return nil, fmt.Errorf("replication connection: %w", err)
 	}
@@ -236,13 +222,4 @@ func (c *Conn) Stop(ctx context.Context, lsn pglogrepl.LSN, timeout time.Duratio
 func (c *Conn) Close(ctx context.Context) error {
 	c.stopWatching()
 	return c.conn.Close(ctx)
-}
-
-// SQLState returns the SQLSTATE of err, or "".
-func SQLState(err error) string {
-	var pgErr *pgconn.PgError
-	if errors.As(err, &pgErr) {
-		return pgErr.Code
-	}
-	return ""
 }

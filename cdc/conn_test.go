@@ -9,6 +9,8 @@ import (
 	"time"
 
 	"github.com/jackc/pglogrepl"
+
+	"github.com/walscribe/walscribe/internal/pg"
 )
 
 // replicationDSN is dsn with a short wal_sender_timeout, so that the server
@@ -262,7 +264,7 @@ func TestStream(t *testing.T) {
 		if err == nil {
 			t.Fatal("a second Start on an active slot succeeded")
 		}
-		if got := SQLState(err); got != "55006" {
+		if got := pg.SQLState(err); got != "55006" {
 			t.Errorf("SQLState = %q, want 55006 (object in use): %v", got, err)
 		}
 		if !strings.Contains(err.Error(), src.slot) {
@@ -283,7 +285,7 @@ func TestStream(t *testing.T) {
 			if err == nil {
 				break
 			}
-			if SQLState(err) != "55006" || time.Now().After(deadline) {
+			if !pg.ObjectInUse(err) || time.Now().After(deadline) {
 				t.Fatalf("Start after the first consumer closed: %v", err)
 			}
 			time.Sleep(50 * time.Millisecond)

@@ -5,7 +5,6 @@ import (
 	"errors"
 	"fmt"
 	"slices"
-	"strconv"
 	"strings"
 	"time"
 
@@ -244,47 +243,4 @@ func PublishedTables(ctx context.Context, conn *pgx.Conn, name string) ([]string
 		return nil, fmt.Errorf("read publication %q: %w", name, err)
 	}
 	return out, nil
-}
-
-// EnsureSlot creates the permanent pgoutput slot unless it exists in this
-// database. Creation waits for every transaction that holds an xid, in any
-// database of the server, to finish; after timeout (default 1m) the server
-// gives up waiting and EnsureSlot fails with a message saying how to find the
-// transactions in the way.
-func EnsureSlot(ctx context.Context, conn *pgx.Conn, slot string, timeout time.Duration) (created bool, err error) {
-	var exists bool
-	if err := conn.QueryRow(ctx, `SELECT EXISTS (SELECT 1 FROM pg_replication_slots WHERE slot_name = $1 AND database = current_database())`,
-		slot).Scan(&exists); err != nil {
-		return false, fmt.Errorf("read replication slots: %w", err)
-	}
-	if exists {
-		return false, nil
-	}
-	if timeout <= 0 {
-		timeout = time.Minute
-	}
-	// The timeout is the server's, not a cancelled context: a client that
-	// hangs up leaves the backend waiting, and it would create the slot
-	// after setup has reported failure.
-	tx, err := conn.Begin(ctx)
-	if err != nil {
-		return false, fmt.Errorf("create replication slot %q: %w", slot, err)
-	}
-	defer tx.Rollback(ctx)
-	if _, err := tx.Exec(ctx, `SELECT set_config('statement_timeout', $1, true)`, strconv.FormatInt(max(timeout.Milliseconds(), 1), 10)); err != nil {
-		return false, fmt.Errorf("create replication slot %q: %w", slot, err)
-	}
-	if _, err := tx.Exec(ctx, `SELECT pg_create_logical_replication_slot($1, 'pgoutput')`, slot); err != nil {
-		if SQLState(err) == "57014" && ctx.Err() == nil { // query_canceled: the statement timeout
-			return false, fmt.Errorf("create replication slot %q: still waiting after %s for open transactions to finish; find them with "+
-				"SELECT pid, datname, usename, state, xact_start, query FROM pg_stat_activity WHERE backend_xid IS NOT NULL ORDER BY xact_start; "+
-				"(and prepared ones with SELECT gid, database, prepared FROM pg_prepared_xacts;) "+
-				"then end them (SELECT pg_terminate_backend(pid); or ROLLBACK PREPARED 'gid';) or wait, and run setup again (--slot-timeout waits longer)", slot, timeout)
-		}
-		return false, fmt.Errorf("create replication slot %q: %w", slot, err)
-	}
-	if err := tx.Commit(ctx); err != nil {
-		return false, fmt.Errorf("create replication slot %q: %w", slot, err)
-	}
-	return true, nil
 }

@@ -19,8 +19,8 @@ func BenchmarkDrain(b *testing.B) {
 		items jsonb, tags text[], created timestamptz DEFAULT now(), updated timestamptz)`, "orders")
 	// Measure walscribe alone: no oracle triggers writing on the side.
 	h.exec(`DROP TRIGGER oracle_row ON orders`)
-	h.cfg.Sink.BatchMaxEntries = 5000
-	h.cfg.Sink.BatchMaxWait = 100 * time.Millisecond
+	h.sinkCfg.BatchMaxEntries = 5000
+	h.sinkCfg.BatchMaxWait = 100 * time.Millisecond
 	const half = 50_000
 	var total time.Duration
 	for b.Loop() {

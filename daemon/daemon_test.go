@@ -257,8 +257,8 @@ func TestIdleSlotAdvances(t *testing.T) {
 // acknowledged.
 func TestStopDrains(t *testing.T) {
 	h := newHarness(t, `CREATE TABLE d (id int)`, "d")
-	h.cfg.Sink.BatchMaxWait = time.Minute
-	h.cfg.Sink.BatchMaxEntries = 1_000_000
+	h.sinkCfg.BatchMaxWait = time.Minute
+	h.sinkCfg.BatchMaxEntries = 1_000_000
 	h.start()
 	h.exec(`INSERT INTO d SELECT generate_series(1, 500)`)
 	time.Sleep(time.Second) // received, waiting in the batch

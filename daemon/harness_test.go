@@ -31,13 +31,14 @@ func TestMain(m *testing.M) {
 }
 
 type harness struct {
-	t      testing.TB
-	dsn    string
-	conn   *pgx.Conn
-	cfg    Config
-	tables []cdc.Table
-	log    *zap.Logger
-	prefix string // context.prefix; "" is the default
+	t       testing.TB
+	dsn     string
+	conn    *pgx.Conn
+	cfg     Config
+	sinkCfg sink.Config
+	tables  []cdc.Table
+	log     *zap.Logger
+	prefix  string // context.prefix; "" is the default
 	// setupRules, when set, make setup pick the tables from the rules'
 	// names and patterns, and install the capture of new tables.
 	setupRules *rules.Set
@@ -71,9 +72,9 @@ func newHarness(t testing.TB, schema string, tables ...string) *harness {
 		Slot:           "walscribe",
 		Publication:    "walscribe",
 		StatusInterval: 200 * time.Millisecond,
-		Sink: sink.Config{DSN: dsn, Schema: "audit", Slot: "walscribe",
-			BatchMaxEntries: 1000, BatchMaxWait: 20 * time.Millisecond},
 	}
+	h.sinkCfg = sink.Config{DSN: dsn, Schema: "audit", Slot: "walscribe",
+		BatchMaxEntries: 1000, BatchMaxWait: 20 * time.Millisecond}
 	h.setup()
 	t.Cleanup(h.stopQuietly)
 	return h
@@ -101,7 +102,11 @@ func (h *harness) start() {
 	h.t.Helper()
 	ctx, cancel := context.WithCancel(context.Background())
 	h.cancel, h.done = cancel, make(chan error, 1)
-	h.d = New(h.cfg, h.log)
+	sc := h.sinkCfg
+	if sc.Metrics == nil {
+		sc.Metrics = h.cfg.Metrics
+	}
+	h.d = New(h.cfg, sink.NewPostgres(sc, h.log), h.log)
 	go func() { h.done <- h.d.Run(ctx) }()
 }
 

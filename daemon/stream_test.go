@@ -52,7 +52,7 @@ func TestStreamedTransactions(t *testing.T) {
 	if n := h.count(`SELECT count(*) FROM audit.entries WHERE table_name = 'big' AND seq BETWEEN 1 AND 24000`); n != 24000 {
 		t.Errorf("A's entries are not numbered 1..24000: %d in range", n)
 	}
-	sp := h.d.Spool()
+	sp := h.d.spool
 	if sp.Spills.Load() == 0 {
 		t.Error("no transaction spilled to disk: the test proves nothing about the memory limit")
 	}

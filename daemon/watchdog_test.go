@@ -16,10 +16,8 @@ import (
 // carries nothing (a half-open network) is noticed and replaced; nothing is
 // lost.
 func TestWatchdogReconnectsAStalledStream(t *testing.T) {
-	saved := stallTimeout
-	stallTimeout = 2 * time.Second
-	defer func() { stallTimeout = saved }()
 	h := newHarness(t, `CREATE TABLE t (id int PRIMARY KEY)`, "t")
+	h.cfg.StallTimeout = 2 * time.Second
 	proxy, err := faultproxy.Start(fmt.Sprintf("%s:%d", srv.Host, srv.Port))
 	if err != nil {
 		t.Fatal(err)
@@ -31,7 +29,7 @@ func TestWatchdogReconnectsAStalledStream(t *testing.T) {
 	h.sync()
 	proxy.Stall()
 	h.exec(`INSERT INTO t VALUES (2)`)
-	time.Sleep(2 * stallTimeout) // the watchdog fires; reconnecting stalls too, until the network is back
+	time.Sleep(2 * h.cfg.StallTimeout) // the watchdog fires; reconnecting stalls too, until the network is back
 	proxy.Restore()
 	h.exec(`INSERT INTO t VALUES (3)`)
 	h.sync()
@@ -52,7 +50,7 @@ func TestSinkOutage(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer proxy.Close()
-	h.cfg.Sink.DSN = strings.Replace(h.dsn, fmt.Sprintf(":%d/", srv.Port), fmt.Sprintf(":%d/", proxy.Addr().Port), 1)
+	h.sinkCfg.DSN = strings.Replace(h.dsn, fmt.Sprintf(":%d/", srv.Port), fmt.Sprintf(":%d/", proxy.Addr().Port), 1)
 	h.start()
 	h.exec(`INSERT INTO t VALUES (0)`)
 	h.sync()

@@ -16,7 +16,10 @@ import (
 // is not built in (domains, enums, arrays of them), and a table's primary
 // key. It is called only when a Relation message arrives, never per row.
 type Resolver interface {
-	// ResolveType returns the rendering of a non-built-in type.
+	// ResolveType returns the rendering of a non-built-in type; nil when
+	// the catalog no longer has the type (a lagging stream meets dropped
+	// types), which renders as text. An error means the lookup failed: the
+	// decoder guesses nothing and returns a LookupError.
 	ResolveType(ctx context.Context, oid uint32) (*Type, error)
 	// PrimaryKey returns the primary-key columns of a table, in key order;
 	// none when it has no primary key.
@@ -314,7 +317,10 @@ func (d *Decoder) Decode(ctx context.Context, data []byte) (*audit.Transaction, 
 		}
 		return tx, nil
 	case *pglogrepl.RelationMessageV2:
-		rel := d.relation(ctx, &m.RelationMessage)
+		rel, err := d.relation(ctx, &m.RelationMessage)
+		if err != nil {
+			return nil, err
+		}
 		if st := d.streams[d.streamXid]; d.inStream && st != nil {
 			st.rels[m.RelationID] = rel
 		} else {
@@ -371,13 +377,30 @@ func (d *Decoder) decodeChange(c *change) error {
 	}
 }
 
-func (d *Decoder) relation(ctx context.Context, m *pglogrepl.RelationMessage) *relation {
+// LookupError is a Resolver call that failed: the relation cannot be
+// decoded as it should (its key, a type's rendering) until it succeeds.
+// Decoding the message again may succeed; nothing is guessed meanwhile.
+type LookupError struct {
+	Relation string // schema.table
+	Err      error
+}
+
+func (e *LookupError) Error() string {
+	return fmt.Sprintf("look up %s in the source's catalog: %v", e.Relation, e.Err)
+}
+
+func (e *LookupError) Unwrap() error { return e.Err }
+
+func (d *Decoder) relation(ctx context.Context, m *pglogrepl.RelationMessage) (*relation, error) {
 	rel := &relation{schema: m.Namespace, table: m.RelationName, cols: make([]column, len(m.Columns)), all: make([]int, len(m.Columns))}
 	for i, c := range m.Columns {
 		t, ok := BuiltinType(c.DataType)
 		if !ok {
 			var err error
-			if t, err = d.res.ResolveType(ctx, c.DataType); err != nil || t == nil {
+			if t, err = d.res.ResolveType(ctx, c.DataType); err != nil {
+				return nil, &LookupError{Relation: m.Namespace + "." + m.RelationName, Err: err}
+			}
+			if t == nil { // a type the catalog no longer knows: text
 				t = &stringType
 				d.Fallbacks++
 			}
@@ -389,25 +412,28 @@ func (d *Decoder) relation(ctx context.Context, m *pglogrepl.RelationMessage) *r
 			rel.ident = append(rel.ident, i)
 		}
 	}
-	if keys, err := d.res.PrimaryKey(ctx, m.RelationID); err == nil {
-		for _, k := range keys {
-			for i, c := range rel.cols {
-				if c.name == k {
-					rel.pk = append(rel.pk, i)
-				}
+	keys, err := d.res.PrimaryKey(ctx, m.RelationID)
+	if err != nil {
+		return nil, &LookupError{Relation: m.Namespace + "." + m.RelationName, Err: err}
+	}
+	for _, k := range keys {
+		for i, c := range rel.cols {
+			if c.name == k {
+				rel.pk = append(rel.pk, i)
 			}
 		}
 	}
 	if len(rel.pk) == 0 {
-		// No primary key (or it cannot be read): the replica identity
-		// columns, which under REPLICA IDENTITY FULL are all of them.
+		// No primary key (or the table is gone from today's catalog): the
+		// replica identity columns, which under REPLICA IDENTITY FULL are
+		// all of them.
 		rel.pk = rel.ident
 	}
 	if len(rel.pk) == 0 {
 		rel.pk = rel.all
 	}
 	d.applyRules(rel)
-	return rel
+	return rel, nil
 }
 
 var stringType = Type{Kind: KindString}

@@ -13,6 +13,7 @@ import (
 	"github.com/jackc/pgx/v5"
 
 	"github.com/walscribe/walscribe/cdc"
+	"github.com/walscribe/walscribe/internal/pg"
 	"github.com/walscribe/walscribe/migrations"
 	"github.com/walscribe/walscribe/rules"
 )
@@ -38,7 +39,7 @@ type Config struct {
 // Run prepares the databases, telling say what it did. On an unprepared
 // server it returns cdc.Problems, each saying what to run.
 func Run(ctx context.Context, cfg Config, say func(format string, args ...any)) error {
-	src, err := pgx.Connect(ctx, cfg.SourceDSN)
+	src, err := pg.Connect(ctx, cfg.SourceDSN, pg.AppTool)
 	if err != nil {
 		return fmt.Errorf("connect to source (source.dsn): %w", err)
 	}
@@ -68,7 +69,7 @@ func Run(ctx context.Context, cfg Config, say func(format string, args ...any)) 
 
 	sinkConn := src
 	if !sameDB {
-		if sinkConn, err = pgx.Connect(ctx, cfg.SinkDSN); err != nil {
+		if sinkConn, err = pg.Connect(ctx, cfg.SinkDSN, pg.AppTool); err != nil {
 			return fmt.Errorf("connect to sink (sink.dsn): %w", err)
 		}
 		defer sinkConn.Close(ctx)

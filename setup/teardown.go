@@ -7,10 +7,12 @@ import (
 	"strings"
 	"time"
 
+	"github.com/jackc/pgerrcode"
 	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgconn"
 
 	"github.com/walscribe/walscribe/cdc"
+	"github.com/walscribe/walscribe/internal/pg"
 )
 
 // TeardownConfig is what Teardown needs: the names setup used.
@@ -53,7 +55,7 @@ const forceTimeout = 10 * time.Second
 // trigger, which setup installs as a superuser, needs one). It does not change REPLICA IDENTITY back: setup does not know
 // what it was before.
 func Teardown(ctx context.Context, cfg TeardownConfig, say func(format string, args ...any)) error {
-	src, err := pgx.Connect(ctx, cfg.SourceDSN)
+	src, err := pg.Connect(ctx, cfg.SourceDSN, pg.AppTool)
 	if err != nil {
 		return fmt.Errorf("connect to source (source.dsn): %w", err)
 	}
@@ -126,7 +128,7 @@ func Teardown(ctx context.Context, cfg TeardownConfig, say func(format string, a
 	for _, f := range funcs {
 		if _, err := src.Exec(ctx, `DROP FUNCTION IF EXISTS `+f); err != nil {
 			var pgErr *pgconn.PgError
-			if errors.As(err, &pgErr) && pgErr.Code == "2BP01" { // dependent_objects_still_exist
+			if errors.As(err, &pgErr) && pgErr.Code == pgerrcode.DependentObjectsStillExist {
 				return fmt.Errorf("drop function %s: objects that walscribe did not create use it (%s): drop them or make them stop using it, then run teardown again", f, pgErr.Detail)
 			}
 			return fmt.Errorf("drop function %s: %w", f, err)
@@ -171,10 +173,10 @@ func Teardown(ctx context.Context, cfg TeardownConfig, say func(format string, a
 		// The sink is elsewhere: the schema in the source held only the
 		// bridge, unless it was there before with other objects.
 		_, err := src.Exec(ctx, `DROP SCHEMA `+schema)
-		switch cdc.SQLState(err) {
-		case "":
+		switch {
+		case err == nil:
 			say("schema %q in the source database: dropped (it held only the bridge)", cfg.SinkSchema)
-		case "2BP01": // dependent_objects_still_exist
+		case pg.Is(err, pgerrcode.DependentObjectsStillExist):
 			say("schema %q in the source database: kept, it holds objects that are not walscribe's", cfg.SinkSchema)
 		default:
 			return fmt.Errorf("drop schema %q in the source database: %w", cfg.SinkSchema, err)
@@ -187,7 +189,7 @@ func Teardown(ctx context.Context, cfg TeardownConfig, say func(format string, a
 	}
 	sinkConn := src
 	if !sameDB {
-		if sinkConn, err = pgx.Connect(ctx, cfg.SinkDSN); err != nil {
+		if sinkConn, err = pg.Connect(ctx, cfg.SinkDSN, pg.AppTool); err != nil {
 			return fmt.Errorf("connect to sink (sink.dsn): %w", err)
 		}
 		defer sinkConn.Close(ctx)
@@ -232,38 +234,35 @@ func checkOwnership(ctx context.Context, conn *pgx.Conn, cfg TeardownConfig) err
 // an error, unless force: then its user is terminated until the slot can be
 // dropped.
 func dropSlot(ctx context.Context, conn *pgx.Conn, slot string, force bool, say func(format string, args ...any)) error {
-	var db, current string
-	err := conn.QueryRow(ctx, `SELECT coalesce(database::text, ''), current_database()::text FROM pg_replication_slots WHERE slot_name = $1`,
-		slot).Scan(&db, &current)
-	if errors.Is(err, pgx.ErrNoRows) {
+	_, err := cdc.ReadSlot(ctx, conn, slot)
+	switch {
+	case errors.Is(err, cdc.ErrNoSlot):
 		say("replication slot %q: not there", slot)
 		return nil
-	}
-	if err != nil {
-		return fmt.Errorf("read replication slot %q: %w", slot, err)
-	}
-	if db != current {
+	case errors.Is(err, cdc.ErrOtherDatabase):
 		// Slot names are server-wide: this one streams another database.
-		say("replication slot %q: belongs to database %q, not %q: left alone", slot, db, current)
+		say("%v: left alone", err)
 		return nil
+	case err != nil:
+		return err
 	}
 	deadline := time.Now().Add(forceTimeout)
 	for {
-		_, err := conn.Exec(ctx, `SELECT pg_drop_replication_slot($1)`, slot)
-		switch cdc.SQLState(err) {
-		case "":
+		dropped, err := cdc.DropSlot(ctx, conn, slot)
+		switch {
+		case err == nil && dropped:
 			say("replication slot %q: dropped (the server no longer keeps WAL for walscribe)", slot)
 			return nil
-		case "42704": // undefined_object: dropped meanwhile
+		case err == nil:
 			say("replication slot %q: not there", slot)
 			return nil
-		case "55006": // object_in_use
+		case pg.ObjectInUse(err):
 			if !force {
 				return fmt.Errorf("replication slot %q is in use (%w): stop every `walscribe run` on this database first, "+
 					"then run teardown again; --force terminates the connection that holds the slot instead", slot, err)
 			}
 		default:
-			return fmt.Errorf("drop replication slot %q: %w", slot, err)
+			return err
 		}
 		if time.Now().After(deadline) {
 			return fmt.Errorf("replication slot %q: still in use after %s of terminating its connection (%w): "+

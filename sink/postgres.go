@@ -8,8 +8,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
-	"io"
-	"net"
+	"sync"
 	"sync/atomic"
 	"time"
 
@@ -19,6 +18,7 @@ import (
 	"go.uber.org/zap"
 
 	"github.com/walscribe/walscribe/audit"
+	"github.com/walscribe/walscribe/internal/pg"
 	"github.com/walscribe/walscribe/metrics"
 	"github.com/walscribe/walscribe/migrations"
 )
@@ -31,7 +31,6 @@ type Config struct {
 	BatchMaxEntries int              // a batch is written once it holds this many entries
 	BatchMaxWait    time.Duration    // or once its first transaction waited this long
 	Metrics         *metrics.Metrics // nil: counted nowhere
-	OnError         func(string)     // told of each failed write, retried or not
 }
 
 // Postgres is the PostgreSQL sink. One Postgres is the only writer of its
@@ -47,13 +46,25 @@ type Postgres struct {
 	lastCommitted time.Time
 	months        map[int]bool // year*12+month → partitions known to exist
 	healthy       atomic.Bool  // the last write succeeded
+
+	errMu     sync.Mutex
+	lastErr   string
+	lastErrAt time.Time
 }
 
-// LastCommitted is the commit time of the last source transaction stored.
-func (p *Postgres) LastCommitted() time.Time { return p.lastCommitted }
+// Health reports whether the last write succeeded (or none failed yet), and
+// the last error met, retried or not, with its time.
+func (p *Postgres) Health() (ok bool, lastErr string, at time.Time) {
+	p.errMu.Lock()
+	defer p.errMu.Unlock()
+	return p.healthy.Load(), p.lastErr, p.lastErrAt
+}
 
-// Healthy reports whether the last write succeeded (or none failed yet).
-func (p *Postgres) Healthy() bool { return p.healthy.Load() }
+func (p *Postgres) noteError(err error) {
+	p.errMu.Lock()
+	p.lastErr, p.lastErrAt = "sink: "+err.Error(), time.Now().UTC()
+	p.errMu.Unlock()
+}
 
 // NewPostgres returns a sink; it does no I/O until Open.
 func NewPostgres(cfg Config, log *zap.Logger) *Postgres {
@@ -68,17 +79,7 @@ var ErrNotSetUp = errors.New("the audit schema is not set up")
 
 // Open connects, checks the schema, and loads the stored progress.
 func (p *Postgres) Open(ctx context.Context) error {
-	cfg, err := pgx.ParseConfig(p.cfg.DSN)
-	if err != nil {
-		return fmt.Errorf("sink dsn: %w", err)
-	}
-	if cfg.ConnectTimeout == 0 {
-		cfg.ConnectTimeout = 10 * time.Second // a network that swallows packets must not hang the retries
-	}
-	if cfg.RuntimeParams["application_name"] == "" {
-		cfg.RuntimeParams["application_name"] = "walscribe sink" // found in pg_stat_activity
-	}
-	conn, err := pgx.ConnectConfig(ctx, cfg)
+	conn, err := pg.Connect(ctx, p.cfg.DSN, pg.AppSink)
 	if err != nil {
 		return fmt.Errorf("connect to sink: %w", err)
 	}
@@ -101,24 +102,8 @@ func (p *Postgres) load(ctx context.Context, conn *pgx.Conn) error {
 		return fmt.Errorf("%w: schema %q is at version %d, this walscribe needs %d: run `walscribe setup`",
 			ErrNotSetUp, p.cfg.Schema, v, migrations.Latest())
 	}
-	var end *string
-	var committed *time.Time
-	err = conn.QueryRow(ctx, `SELECT end_lsn::text, committed_at FROM `+p.schema+`.checkpoints
-		WHERE slot = $1 ORDER BY end_lsn DESC LIMIT 1`, p.cfg.Slot).Scan(&end, &committed)
-	if err != nil && !errors.Is(err, pgx.ErrNoRows) {
-		return fmt.Errorf("read checkpoint: %w", err)
-	}
-	p.lastEnd = 0
-	if end != nil {
-		if p.lastEnd, err = pglogrepl.ParseLSN(*end); err != nil {
-			return fmt.Errorf("read checkpoint: %w", err)
-		}
-	}
-	if committed != nil {
-		p.lastCommitted = *committed
-	}
-	if err := conn.QueryRow(ctx, `SELECT coalesce(max(last_id), 0) FROM `+p.schema+`.checkpoints`).Scan(&p.lastID); err != nil {
-		return fmt.Errorf("read last id: %w", err)
+	if err := p.readProgress(ctx, conn, false); err != nil {
+		return err
 	}
 	p.months = map[int]bool{}
 	now := time.Now().UTC()
@@ -221,14 +206,12 @@ func (p *Postgres) writeRetrying(ctx context.Context, batch []*audit.Transaction
 		p.healthy.Store(false)
 		p.cfg.Metrics.SinkUp.Set(0)
 		p.cfg.Metrics.Errors.WithLabelValues("sink").Inc()
-		if !Retryable(err) && (p.conn == nil || !p.conn.IsClosed()) {
+		p.noteError(err)
+		if !pg.Retryable(err) && (p.conn == nil || !p.conn.IsClosed()) {
 			return err
 		}
 		if attempt == 1 || attempt%10 == 0 {
 			p.log.Warn("sink write failed, retrying", zap.Int("attempt", attempt), zap.Duration("backoff", backoff), zap.Error(err))
-		}
-		if p.cfg.OnError != nil {
-			p.cfg.OnError("sink: " + err.Error())
 		}
 		if p.conn != nil {
 			p.conn.Close(context.WithoutCancel(ctx))
@@ -253,27 +236,40 @@ func (p *Postgres) writeRetrying(ctx context.Context, batch []*audit.Transaction
 	}
 }
 
-// lockAndReload takes the schema's writer lock for the transaction and
-// reads the stored progress: this slot's last end LSN, and the last entry id
-// of the schema.
-func (p *Postgres) lockAndReload(ctx context.Context, dbtx pgx.Tx) error {
-	var end *string
+// progressQuery reads the stored progress: this slot's newest checkpoint
+// (end LSN and commit time; compared and sorted as pg_lsn, never as text)
+// and the last entry id of the schema, which every writer and slot
+// continues. With the lock, it first takes the schema's writer lock for the
+// transaction.
+func (p *Postgres) progressQuery(lock bool) string {
+	first := `NULL::void`
+	if lock {
+		first = `pg_advisory_xact_lock(hashtext('walscribe.sink.' || $2))`
+	}
+	return `SELECT ` + first + `, c.end_lsn, c.committed_at,
+			greatest((SELECT coalesce(max(last_id), 0) FROM ` + p.schema + `.checkpoints),
+			         (SELECT coalesce(max(entry_id), 0) FROM ` + p.schema + `.gaps))
+		FROM (SELECT 1) one
+		LEFT JOIN LATERAL (SELECT end_lsn, committed_at FROM ` + p.schema + `.checkpoints
+			WHERE slot = $1 ORDER BY end_lsn DESC LIMIT 1) c ON true`
+}
+
+// readProgress loads the stored progress into p; with lock, under the
+// schema's writer lock for the transaction q is in.
+func (p *Postgres) readProgress(ctx context.Context, q querier, lock bool) error {
+	var end *pglogrepl.LSN
 	var committed *time.Time
 	var lastID int64
-	err := dbtx.QueryRow(ctx, `SELECT pg_advisory_xact_lock(hashtext('walscribe.sink.' || $2)),
-			(SELECT end_lsn::text FROM `+p.schema+`.checkpoints WHERE slot = $1 ORDER BY end_lsn DESC LIMIT 1),
-			(SELECT committed_at FROM `+p.schema+`.checkpoints WHERE slot = $1 ORDER BY end_lsn DESC LIMIT 1),
-			greatest((SELECT coalesce(max(last_id), 0) FROM `+p.schema+`.checkpoints),
-			         (SELECT coalesce(max(entry_id), 0) FROM `+p.schema+`.gaps))`, p.cfg.Slot, p.cfg.Schema).
-		Scan(nil, &end, &committed, &lastID)
-	if err != nil {
+	args := []any{p.cfg.Slot}
+	if lock {
+		args = append(args, p.cfg.Schema)
+	}
+	if err := q.QueryRow(ctx, p.progressQuery(lock), args...).Scan(nil, &end, &committed, &lastID); err != nil {
 		return fmt.Errorf("read the stored progress: %w", err)
 	}
 	p.lastEnd, p.lastID = 0, lastID
 	if end != nil {
-		if p.lastEnd, err = pglogrepl.ParseLSN(*end); err != nil {
-			return fmt.Errorf("read the stored progress: %w", err)
-		}
+		p.lastEnd = *end
 	}
 	if committed != nil {
 		p.lastCommitted = *committed
@@ -281,18 +277,16 @@ func (p *Postgres) lockAndReload(ctx context.Context, dbtx pgx.Tx) error {
 	return nil
 }
 
-// Gap is a stretch of the source's history the trail cannot hold.
-type Gap struct {
-	Reason string        // slot_missing, slot_lost, slot_ahead
-	From   pglogrepl.LSN // the last position stored before the gap
-	To     pglogrepl.LSN // where the trail resumes; 0 when it does not
-	Detail string        // what happened, for people
+// lockAndReload takes the schema's writer lock for the transaction and
+// reads the stored progress.
+func (p *Postgres) lockAndReload(ctx context.Context, dbtx pgx.Tx) error {
+	return p.readProgress(ctx, dbtx, true)
 }
 
 // RecordGap records a gap, once: in the gaps table and as an entry of the
 // trail (action gap), and moves the stored progress to g.To when set. It
 // reports whether the gap was new. Call it after Open, before Run.
-func (p *Postgres) RecordGap(ctx context.Context, g Gap) (bool, error) {
+func (p *Postgres) RecordGap(ctx context.Context, g audit.Gap) (bool, error) {
 	dbtx, err := p.conn.Begin(ctx)
 	if err != nil {
 		return false, fmt.Errorf("record gap: %w", err)
@@ -302,8 +296,8 @@ func (p *Postgres) RecordGap(ctx context.Context, g Gap) (bool, error) {
 		return false, err
 	}
 	var known bool
-	if err := dbtx.QueryRow(ctx, `SELECT EXISTS (SELECT 1 FROM `+p.schema+`.gaps WHERE slot = $1 AND reason = $2 AND from_lsn = $3::text::pg_lsn)`,
-		p.cfg.Slot, g.Reason, g.From.String()).Scan(&known); err != nil {
+	if err := dbtx.QueryRow(ctx, `SELECT EXISTS (SELECT 1 FROM `+p.schema+`.gaps WHERE slot = $1 AND reason = $2 AND from_lsn = $3)`,
+		p.cfg.Slot, g.Reason, g.From).Scan(&known); err != nil {
 		return false, fmt.Errorf("record gap: %w", err)
 	}
 	if known {
@@ -313,28 +307,32 @@ func (p *Postgres) RecordGap(ctx context.Context, g Gap) (bool, error) {
 	if !p.lastCommitted.IsZero() {
 		lastCommit = p.lastCommitted
 	}
-	var to any
+	var to *pglogrepl.LSN
 	if g.To != 0 {
-		to = g.To.String()
+		to = &g.To
 	}
 	id := p.lastID + 1
 	now := time.Now().UTC()
 	if err := p.ensureMonth(ctx, dbtx, now); err != nil {
 		return false, err
 	}
+	var toText any
+	if to != nil {
+		toText = to.String()
+	}
 	detail, _ := json.Marshal(map[string]any{"reason": g.Reason, "slot": p.cfg.Slot, "from_lsn": g.From.String(),
-		"to_lsn": to, "last_commit": lastCommit, "detail": g.Detail})
+		"to_lsn": toText, "last_commit": lastCommit, "detail": g.Detail})
 	if _, err := dbtx.Exec(ctx, `INSERT INTO `+p.schema+`.entries (id, commit_lsn, seq, committed_at, schema_name, table_name, action, new)
-		VALUES ($1, $2::text::pg_lsn, 0, $3, 'walscribe', $4, 'gap', $5)`, id, g.From.String(), now, p.cfg.Slot, string(detail)); err != nil {
+		VALUES ($1, $2, 0, $3, 'walscribe', $4, 'gap', $5)`, id, g.From, now, p.cfg.Slot, string(detail)); err != nil {
 		return false, fmt.Errorf("record gap entry: %w", err)
 	}
 	if _, err := dbtx.Exec(ctx, `INSERT INTO `+p.schema+`.gaps (slot, reason, from_lsn, to_lsn, last_commit, entry_id)
-		VALUES ($1, $2, $3::text::pg_lsn, $4::text::pg_lsn, $5, $6)`, p.cfg.Slot, g.Reason, g.From.String(), to, lastCommit, id); err != nil {
+		VALUES ($1, $2, $3, $4, $5, $6)`, p.cfg.Slot, g.Reason, g.From, to, lastCommit, id); err != nil {
 		return false, fmt.Errorf("record gap: %w", err)
 	}
 	if g.To > p.lastEnd {
 		if _, err := dbtx.Exec(ctx, `INSERT INTO `+p.schema+`.checkpoints (slot, end_lsn, last_id, committed_at, entries)
-			VALUES ($1, $2::text::pg_lsn, $3, $4, 1)`, p.cfg.Slot, g.To.String(), id, lastCommit); err != nil {
+			VALUES ($1, $2, $3, $4, 1)`, p.cfg.Slot, g.To, id, lastCommit); err != nil {
 			return false, fmt.Errorf("record gap: %w", err)
 		}
 	}
@@ -449,7 +447,7 @@ func (p *Postgres) Write(ctx context.Context, batch []*audit.Transaction) error 
 			committedArg = committed
 		}
 		if _, err := dbtx.Exec(wctx, `INSERT INTO `+p.schema+`.checkpoints (slot, end_lsn, last_id, committed_at, entries)
-			VALUES ($1, $2::text::pg_lsn, $3, $4, $5)`, p.cfg.Slot, end.String(), p.lastID+int64(n), committedArg, n); err != nil {
+			VALUES ($1, $2, $3, $4, $5)`, p.cfg.Slot, end, p.lastID+int64(n), committedArg, n); err != nil {
 			return fmt.Errorf("insert checkpoint: %w", err)
 		}
 	}
@@ -463,11 +461,15 @@ func (p *Postgres) Write(ctx context.Context, batch []*audit.Transaction) error 
 	return nil
 }
 
-func insertRules(ctx context.Context, q interface {
+// querier is a connection or a transaction.
+type querier interface {
 	Exec(context.Context, string, ...any) (pgconn.CommandTag, error)
-}, schema, slot string, from pglogrepl.LSN, rules []byte, reason string) error {
-	if _, err := q.Exec(ctx, `INSERT INTO `+schema+`.rules (slot, from_lsn, rules, reason) VALUES ($1, $2::text::pg_lsn, $3, $4)`,
-		slot, from.String(), string(rules), reason); err != nil {
+	QueryRow(context.Context, string, ...any) pgx.Row
+}
+
+func insertRules(ctx context.Context, q querier, schema, slot string, from pglogrepl.LSN, rules []byte, reason string) error {
+	if _, err := q.Exec(ctx, `INSERT INTO `+schema+`.rules (slot, from_lsn, rules, reason) VALUES ($1, $2, $3, $4)`,
+		slot, from, string(rules), reason); err != nil {
 		return fmt.Errorf("record the rules in force: %w", err)
 	}
 	return nil
@@ -538,33 +540,4 @@ func (p *Postgres) count(batch []*audit.Transaction, tally map[tallyKey]int, n i
 		}
 		m.ContextEntries.WithLabelValues(label).Add(float64(c))
 	}
-}
-
-// Retryable reports whether err is worth retrying on a new connection: the
-// connection broke, the server is shutting down or out of resources, or a
-// serialization conflict.
-func Retryable(err error) bool {
-	if err == nil {
-		return false
-	}
-	if pgconn.SafeToRetry(err) || pgconn.Timeout(err) {
-		return true
-	}
-	var pgErr *pgconn.PgError
-	if errors.As(err, &pgErr) {
-		switch pgErr.Code[:2] {
-		case "08", "53", "57", "58", "40":
-			return true
-		}
-		return false
-	}
-	var netErr net.Error
-	if errors.As(err, &netErr) {
-		return true
-	}
-	var connErr *pgconn.ConnectError
-	if errors.As(err, &connErr) {
-		return true
-	}
-	return errors.Is(err, net.ErrClosed) || errors.Is(err, io.EOF) || errors.Is(err, io.ErrUnexpectedEOF)
 }

@@ -9,10 +9,10 @@ import (
 	"strings"
 	"text/tabwriter"
 
-	"github.com/jackc/pgx/v5"
 	"github.com/spf13/cobra"
 
 	"github.com/walscribe/walscribe/config"
+	"github.com/walscribe/walscribe/internal/pg"
 	"github.com/walscribe/walscribe/setup"
 )
 
@@ -68,7 +68,7 @@ func inspect(ctx context.Context, c *config.Config) (*setup.Report, error) {
 	if err != nil {
 		return nil, err
 	}
-	conn, err := pgx.Connect(ctx, c.Source.DSN)
+	conn, err := pg.Connect(ctx, c.Source.DSN, pg.AppTool)
 	if err != nil {
 		return nil, fmt.Errorf("connect to source (source.dsn): %w", err)
 	}

@@ -19,6 +19,7 @@ import (
 	"github.com/walscribe/walscribe/daemon"
 	"github.com/walscribe/walscribe/internal/faultproxy"
 	"github.com/walscribe/walscribe/internal/pgtest"
+	"github.com/walscribe/walscribe/sink"
 )
 
 // scrape returns the sum of each metric's samples, by name.
@@ -191,7 +192,7 @@ func TestMetricsAndHealth(t *testing.T) {
 // TestPprofOnlyWhenAsked: the profiler is served under /debug/pprof/ with
 // http.pprof, and not at all without it.
 func TestPprofOnlyWhenAsked(t *testing.T) {
-	d := daemon.New(daemon.Config{SourceDSN: "postgres://localhost/none"}, zap.NewNop())
+	d := daemon.New(daemon.Config{SourceDSN: "postgres://localhost/none"}, sink.NewPostgres(sink.Config{}, zap.NewNop()), zap.NewNop())
 	for _, on := range []bool{false, true} {
 		t.Run(fmt.Sprint("pprof=", on), func(t *testing.T) {
 			srv := httptest.NewServer(newHTTP(prometheus.NewRegistry(), d, on))

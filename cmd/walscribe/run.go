@@ -57,11 +57,12 @@ rules in force stay. Tables to add to or remove from the publication need
 				}
 			}
 			cancel()
-			cfg := daemonConfig(c)
+			cfg, sinkCfg := daemonConfig(c)
 			cfg.Rules = rs
 			reg := prometheus.NewRegistry()
 			cfg.Metrics = metrics.New(reg, version)
-			d := daemon.New(cfg, log)
+			sinkCfg.Metrics = cfg.Metrics
+			d := daemon.New(cfg, sink.NewPostgres(sinkCfg, log), log)
 			ctx, stop := context.WithCancel(cmd.Context())
 			defer stop()
 			if c.HTTP.Listen != "" {
@@ -102,20 +103,19 @@ func reloadOnHangup(ctx context.Context, hup <-chan os.Signal, g *globals, d *da
 	}
 }
 
-func daemonConfig(c *config.Config) daemon.Config {
+func daemonConfig(c *config.Config) (daemon.Config, sink.Config) {
 	return daemon.Config{
-		SourceDSN:      c.Source.DSN,
-		Slot:           c.Source.Slot,
-		Publication:    c.Source.Publication,
-		StatusInterval: c.Source.StatusInterval,
-		Sink: sink.Config{
+			SourceDSN:        c.Source.DSN,
+			Slot:             c.Source.Slot,
+			Publication:      c.Source.Publication,
+			StatusInterval:   c.Source.StatusInterval,
+			Spool:            spool.Config{Dir: c.Spool.Dir, TxnMemory: int64(c.Spool.TxnMemory)},
+			RecreateLostSlot: c.Source.RecreateLostSlot,
+		}, sink.Config{
 			DSN:             c.SinkDSN(),
 			Schema:          c.Sink.Schema,
 			Slot:            c.Source.Slot,
 			BatchMaxEntries: c.Sink.BatchMaxEntries,
 			BatchMaxWait:    c.Sink.BatchMaxWait,
-		},
-		Spool:            spool.Config{Dir: c.Spool.Dir, TxnMemory: int64(c.Spool.TxnMemory)},
-		RecreateLostSlot: c.Source.RecreateLostSlot,
-	}
+		}
 }

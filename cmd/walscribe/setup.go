@@ -4,11 +4,11 @@ import (
 	"fmt"
 	"time"
 
-	"github.com/jackc/pgx/v5"
 	"github.com/spf13/cobra"
 
 	"github.com/walscribe/walscribe/cdc"
 	"github.com/walscribe/walscribe/config"
+	"github.com/walscribe/walscribe/internal/pg"
 	"github.com/walscribe/walscribe/migrations"
 	"github.com/walscribe/walscribe/setup"
 )
@@ -70,7 +70,7 @@ func newMigrateCmd(g *globals) *cobra.Command {
 				return err
 			}
 			ctx := cmd.Context()
-			conn, err := pgx.Connect(ctx, c.SinkDSN())
+			conn, err := pg.Connect(ctx, c.SinkDSN(), pg.AppTool)
 			if err != nil {
 				return fmt.Errorf("connect to sink: %w", err)
 			}

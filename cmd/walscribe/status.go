@@ -11,11 +11,13 @@ import (
 	"text/tabwriter"
 	"time"
 
+	"github.com/jackc/pglogrepl"
 	"github.com/jackc/pgx/v5"
 	"github.com/spf13/cobra"
 
 	"github.com/walscribe/walscribe/cdc"
 	"github.com/walscribe/walscribe/config"
+	"github.com/walscribe/walscribe/internal/pg"
 )
 
 // statusReport is what `walscribe status` prints.
@@ -125,7 +127,7 @@ func newStatusCmd(g *globals) *cobra.Command {
 }
 
 func readStatus(ctx context.Context, c *config.Config) (*statusReport, error) {
-	src, err := pgx.Connect(ctx, c.Source.DSN)
+	src, err := pg.Connect(ctx, c.Source.DSN, pg.AppTool)
 	if err != nil {
 		return nil, fmt.Errorf("connect to source: %w", err)
 	}
@@ -148,25 +150,24 @@ func readStatus(ctx context.Context, c *config.Config) (*statusReport, error) {
 	}
 	sinkConn := src
 	if c.SinkDSN() != c.Source.DSN {
-		if sinkConn, err = pgx.Connect(ctx, c.SinkDSN()); err != nil {
+		if sinkConn, err = pg.Connect(ctx, c.SinkDSN(), pg.AppTool); err != nil {
 			return nil, fmt.Errorf("connect to sink: %w", err)
 		}
 		defer sinkConn.Close(ctx)
 	}
-	var lsn *string
-	var lsnBehind *bool
-	err = sinkConn.QueryRow(ctx, `SELECT end_lsn::text, written_at, committed_at, last_id, end_lsn < $2::text::pg_lsn
+	var lsn pglogrepl.LSN
+	err = sinkConn.QueryRow(ctx, `SELECT end_lsn, written_at, committed_at, last_id
 		FROM `+pgx.Identifier{c.Sink.Schema, "checkpoints"}.Sanitize()+`
-		WHERE slot = $1 ORDER BY end_lsn DESC LIMIT 1`, c.Source.Slot, r.ConfirmedLSN).Scan(
-		&lsn, &r.CheckpointAt, &r.LastCommitAt, &r.LastID, &lsnBehind)
+		WHERE slot = $1 ORDER BY end_lsn DESC LIMIT 1`, c.Source.Slot).Scan(
+		&lsn, &r.CheckpointAt, &r.LastCommitAt, &r.LastID)
 	switch {
 	case errors.Is(err, pgx.ErrNoRows):
 		r.CheckpointMissing = true
 	case err != nil:
 		return nil, fmt.Errorf("read checkpoint (is the audit schema set up? run `walscribe setup`): %w", err)
 	default:
-		r.CheckpointLSN = *lsn
-		r.CheckpointBehind = lsnBehind != nil && *lsnBehind
+		r.CheckpointLSN = lsn.String()
+		r.CheckpointBehind = lsn < slot.ConfirmedFlushLSN
 	}
 	gaps := pgx.Identifier{c.Sink.Schema, "gaps"}.Sanitize()
 	if err := sinkConn.QueryRow(ctx, `SELECT count(*) FROM `+gaps+` WHERE slot = $1`, c.Source.Slot).Scan(&r.Gaps); err != nil {

@@ -1,0 +1,170 @@
+// Package pg is how walscribe talks to PostgreSQL: it opens connections —
+// regular and replication — with a connect timeout, an application_name and
+// TCP keepalives, and it classifies errors (retry, fatal, data) by SQLSTATE
+// class and by what broke. Every package that connects goes through it.
+package pg
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"time"
+
+	"github.com/jackc/pgerrcode"
+	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgconn"
+)
+
+// ConnectTimeout bounds connecting when the DSN sets no connect_timeout: a
+// network that swallows packets must not hang a reconnect loop.
+const ConnectTimeout = 10 * time.Second
+
+// keepAlive finds a peer that vanished (a failover, a cable pulled) within
+// about a minute instead of the kernel's two hours.
+var keepAlive = net.KeepAliveConfig{Enable: true, Idle: 30 * time.Second, Interval: 10 * time.Second, Count: 3}
+
+// Names walscribe's connections go by in pg_stat_activity, unless the DSN
+// sets application_name.
+const (
+	AppDaemon = "walscribe"      // the replication connection
+	AppSink   = "walscribe sink" // the sink's writer
+	AppTool   = "walscribe tool" // catalog lookups, setup, status, slot reads
+)
+
+// ParseConfig parses dsn and applies walscribe's connection defaults:
+// connect timeout, application_name appName (unless the DSN names one) and
+// TCP keepalives.
+func ParseConfig(dsn, appName string) (*pgx.ConnConfig, error) {
+	cfg, err := pgx.ParseConfig(dsn)
+	if err != nil {
+		return nil, fmt.Errorf("parse dsn: %w", err)
+	}
+	configure(&cfg.Config, appName)
+	return cfg, nil
+}
+
+func configure(cfg *pgconn.Config, appName string) {
+	if cfg.ConnectTimeout == 0 {
+		cfg.ConnectTimeout = ConnectTimeout
+	}
+	if cfg.RuntimeParams["application_name"] == "" && appName != "" {
+		cfg.RuntimeParams["application_name"] = appName
+	}
+	d := &net.Dialer{KeepAliveConfig: keepAlive}
+	cfg.DialFunc = d.DialContext
+}
+
+// Connect opens a regular connection to dsn.
+func Connect(ctx context.Context, dsn, appName string) (*pgx.Conn, error) {
+	cfg, err := ParseConfig(dsn, appName)
+	if err != nil {
+		return nil, err
+	}
+	conn, err := pgx.ConnectConfig(ctx, cfg)
+	if err != nil {
+		return nil, err
+	}
+	return conn, nil
+}
+
+// ConnectReplication opens a logical replication connection (replication =
+// database) to dsn, with params set for the walsender session.
+func ConnectReplication(ctx context.Context, dsn, appName string, params map[string]string) (*pgconn.PgConn, error) {
+	cfg, err := pgconn.ParseConfig(dsn)
+	if err != nil {
+		return nil, fmt.Errorf("parse dsn: %w", err)
+	}
+	configure(cfg, appName)
+	cfg.RuntimeParams["replication"] = "database"
+	for k, v := range params {
+		cfg.RuntimeParams[k] = v
+	}
+	return pgconn.ConnectConfig(ctx, cfg)
+}
+
+// Class says what to do about an error.
+type Class int
+
+const (
+	// None: no error.
+	None Class = iota
+	// Retry: the connection broke, the server is starting, stopping or out
+	// of resources, a lock or serialization conflict, a timeout. Retrying
+	// on a new connection may succeed.
+	Retry
+	// Data: the values sent were refused (a data exception, a constraint,
+	// a value too large). Retrying the same values fails the same way.
+	Data
+	// Fatal: everything else — a missing object, missing privileges, a
+	// failed login, a bug. Someone has to act.
+	Fatal
+)
+
+func (c Class) String() string {
+	switch c {
+	case None:
+		return "none"
+	case Retry:
+		return "retry"
+	case Data:
+		return "data"
+	}
+	return "fatal"
+}
+
+// Classify says what kind of error err is.
+func Classify(err error) Class {
+	if err == nil {
+		return None
+	}
+	var pgErr *pgconn.PgError
+	if errors.As(err, &pgErr) {
+		code := pgErr.Code
+		switch {
+		case pgerrcode.IsConnectionException(code), pgerrcode.IsTransactionRollback(code),
+			pgerrcode.IsInsufficientResources(code), pgerrcode.IsOperatorIntervention(code),
+			pgerrcode.IsSystemError(code), code == pgerrcode.LockNotAvailable:
+			return Retry
+		case pgerrcode.IsDataException(code), pgerrcode.IsIntegrityConstraintViolation(code),
+			pgerrcode.IsProgramLimitExceeded(code):
+			return Data
+		}
+		return Fatal
+	}
+	if errors.Is(err, context.Canceled) || errors.Is(err, context.DeadlineExceeded) {
+		// The caller's own deadline, or a shutdown: a retry loop checks its
+		// context and knows which.
+		return Retry
+	}
+	if pgconn.SafeToRetry(err) || pgconn.Timeout(err) {
+		return Retry
+	}
+	var netErr net.Error
+	var connErr *pgconn.ConnectError
+	if errors.As(err, &netErr) || errors.As(err, &connErr) ||
+		errors.Is(err, net.ErrClosed) || errors.Is(err, io.EOF) || errors.Is(err, io.ErrUnexpectedEOF) {
+		return Retry
+	}
+	return Fatal
+}
+
+// Retryable reports whether retrying err on a new connection may succeed.
+func Retryable(err error) bool { return Classify(err) == Retry }
+
+// SQLState returns the SQLSTATE of err, or "".
+func SQLState(err error) string {
+	var pgErr *pgconn.PgError
+	if errors.As(err, &pgErr) {
+		return pgErr.Code
+	}
+	return ""
+}
+
+// ObjectInUse reports SQLSTATE 55006: another process uses the object
+// (for a replication slot: another consumer streams it).
+func ObjectInUse(err error) bool { return SQLState(err) == pgerrcode.ObjectInUse }
+
+// Is reports whether err carries SQLSTATE code (a pgerrcode constant).
+func Is(err error, code string) bool { return SQLState(err) == code }
