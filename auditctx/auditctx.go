@@ -141,9 +141,12 @@ func SetSession(ctx context.Context, conn Execer, c Context, opts ...Option) err
 	return execPgx(ctx, conn, setSessionSQL, args)
 }
 
-// SetLocalSQL is SetLocal for database/sql; tx is a *sql.Tx. With pgx's
-// stdlib driver in its default mode the first call on each connection also
-// prepares the statement (one more round trip, cached afterwards).
+// SetLocalSQL is SetLocal for database/sql; tx is a *sql.Tx. The statement
+// carries its values as literals and has no parameters, so with any driver
+// it is one round trip and nothing is prepared, whatever the driver's mode:
+// it works behind PgBouncer in transaction pooling mode even where the
+// application's own statements need a setting (see the package
+// documentation).
 func SetLocalSQL(ctx context.Context, tx SQLExecer, c Context, opts ...Option) error {
 	args, err := arguments(c, opts)
 	if err != nil {
@@ -152,7 +155,7 @@ func SetLocalSQL(ctx context.Context, tx SQLExecer, c Context, opts ...Option) e
 	if _, ok := tx.(*sql.DB); ok {
 		return errors.New("auditctx: SetLocalSQL on a *sql.DB has no effect: each statement runs outside a transaction on whichever connection is free; begin a transaction (or use BeginTxSQL) and pass the *sql.Tx")
 	}
-	if _, err := tx.ExecContext(ctx, setLocalSQL, args...); err != nil {
+	if _, err := tx.ExecContext(ctx, literalStatement(args, true)); err != nil {
 		return fmt.Errorf("auditctx: set context: %w", err)
 	}
 	return nil
@@ -168,7 +171,7 @@ func SetSessionSQL(ctx context.Context, conn SQLExecer, c Context, opts ...Optio
 	if _, ok := conn.(*sql.DB); ok {
 		return errors.New("auditctx: SetSessionSQL on a *sql.DB would set the context on whichever connection is free, for whoever uses it next: call db.Conn and pass the *sql.Conn, or use SetLocalSQL in a transaction")
 	}
-	if _, err := conn.ExecContext(ctx, setSessionSQL, args...); err != nil {
+	if _, err := conn.ExecContext(ctx, literalStatement(args, false)); err != nil {
 		return fmt.Errorf("auditctx: set context: %w", err)
 	}
 	return nil
@@ -197,7 +200,7 @@ func BeginTx(ctx context.Context, db TxBeginner, txOptions pgx.TxOptions, opts .
 }
 
 // BeginTxSQL is BeginTx for database/sql; db is a *sql.DB or *sql.Conn and
-// txOptions may be nil.
+// txOptions may be nil. Like SetLocalSQL, it prepares nothing.
 func BeginTxSQL(ctx context.Context, db SQLTxBeginner, txOptions *sql.TxOptions, opts ...Option) (*sql.Tx, error) {
 	c, _ := FromContext(ctx)
 	args, err := arguments(c, opts)
@@ -208,7 +211,7 @@ func BeginTxSQL(ctx context.Context, db SQLTxBeginner, txOptions *sql.TxOptions,
 	if err != nil {
 		return nil, fmt.Errorf("auditctx: begin transaction: %w", err)
 	}
-	if _, err := tx.ExecContext(ctx, setLocalSQL, args...); err != nil {
+	if _, err := tx.ExecContext(ctx, literalStatement(args, true)); err != nil {
 		_ = tx.Rollback() // the error that matters is the one returned
 		return nil, fmt.Errorf("auditctx: set context: %w", err)
 	}
@@ -227,6 +230,60 @@ func NewContext(ctx context.Context, c Context) context.Context {
 func FromContext(ctx context.Context) (Context, bool) {
 	c, ok := ctx.Value(contextKey{}).(Context)
 	return c, ok
+}
+
+// literalStatement is the statement for database/sql: setLocalSQL (local)
+// or setSessionSQL with the twelve arguments written in as literals, so
+// that it has no parameters. database/sql drivers send such a statement as
+// it is, in one simple-protocol round trip, and prepare nothing, whatever
+// their mode: pgx's stdlib driver, by default, prepares and caches every
+// statement that has parameters under a name, which PgBouncer before 1.21
+// cannot pass between server connections in transaction pooling mode.
+func literalStatement(args []any, local bool) string {
+	flag := "false"
+	if local {
+		flag = "true"
+	}
+	var b strings.Builder
+	b.WriteString("SELECT ")
+	for i := 0; i+1 < len(args); i += 2 {
+		if i > 0 {
+			b.WriteString(", ")
+		}
+		b.WriteString("set_config(")
+		writeLiteral(&b, args[i].(string))
+		b.WriteString(", ")
+		writeLiteral(&b, args[i+1].(string))
+		b.WriteString(", " + flag + ")")
+	}
+	return b.String()
+}
+
+// writeLiteral writes s as an escape string constant, E'...': a quote or
+// backslash is escaped with a backslash, an ASCII control character becomes
+// a Unicode escape (\uXXXX, valid in every server encoding below 0x80),
+// and everything else is written as UTF-8. The server reads E'...' the same
+// way whatever standard_conforming_strings says, and in UTF-8 — the client
+// encoding pgx, lib/pq and every Go driver use — no byte of a multi-byte
+// character is a quote or a backslash, so no value can end the literal
+// early. Characters above 0x7F are not escaped, so that a database whose
+// encoding is not UTF8 still takes those it can represent, as it would from
+// a bound parameter. s holds no NUL (see clean), which no escape may
+// produce.
+func writeLiteral(b *strings.Builder, s string) {
+	b.WriteString("E'")
+	for _, r := range s {
+		switch {
+		case r == '\'' || r == '\\':
+			b.WriteByte('\\')
+			b.WriteRune(r)
+		case r < 0x20 || r == 0x7f:
+			fmt.Fprintf(b, `\u%04X`, r)
+		default:
+			b.WriteRune(r)
+		}
+	}
+	b.WriteByte('\'')
 }
 
 // execPgx sends the statement in pgx's exec mode: an unnamed statement sent

@@ -12,7 +12,7 @@ import (
 
 	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgxpool"
-	_ "github.com/jackc/pgx/v5/stdlib" // registers the "pgx" database/sql driver
+	"github.com/jackc/pgx/v5/stdlib" // also registers the "pgx" database/sql driver
 
 	"github.com/walscribe/walscribe/auditctx"
 	"github.com/walscribe/walscribe/internal/pgtest"
@@ -157,47 +157,62 @@ var fullWant = [5]string{"42", "alice@example.com", "203.0.113.7", "Mozilla/5.0 
 
 const fullJSON = `{"tenant": "acme", "reason": "support ticket 12"}`
 
+// valueCases are contexts and what the six variables must read afterwards,
+// for SetLocal and SetLocalSQL alike.
+var valueCases = []struct {
+	name     string
+	c        auditctx.Context
+	want     [5]string
+	wantJSON string
+}{
+	{"every field", full, fullWant, fullJSON},
+	{"nothing", auditctx.Context{}, [5]string{}, ""},
+	{"empty extra", auditctx.Context{ActorID: "7", Extra: map[string]any{}}, [5]string{"7"}, ""},
+	{"nested extra", auditctx.Context{Extra: map[string]any{
+		"n": 3, "ok": true, "none": nil, "list": []any{1, "two", 3.5}, "sub": map[string]any{"a": "<b>&</b>"},
+	}}, [5]string{}, `{"n": 3, "ok": true, "none": null, "list": [1, "two", 3.5], "sub": {"a": "<b>&</b>"}}`},
+	{"quotes and injection", auditctx.Context{
+		ActorID:   `42'; DROP TABLE users; --`,
+		Actor:     `O'Brien "the" \ back\\slash`,
+		IP:        `'), set_config('audit.actor_id', 'root', true), ('`,
+		UserAgent: `E'\x27' $1 $$ %s`,
+		RequestID: "tab\tnew\nline",
+		Extra:     map[string]any{"q": `it's "quoted" \ `, "'": `"`},
+	}, [5]string{
+		`42'; DROP TABLE users; --`,
+		`O'Brien "the" \ back\\slash`,
+		`'), set_config('audit.actor_id', 'root', true), ('`,
+		`E'\x27' $1 $$ %s`,
+		"tab\tnew\nline",
+	}, `{"q": "it's \"quoted\" \\ ", "'": "\""}`},
+	{"unicode", auditctx.Context{
+		Actor:     "Łukasz Żółć 日本語 🙂",
+		UserAgent: "naïve/1.0 (ünïcode)",
+		Extra:     map[string]any{"ü": "ñ", "emoji": "🙂"},
+	}, [5]string{"", "Łukasz Żółć 日本語 🙂", "", "naïve/1.0 (ünïcode)"}, `{"ü": "ñ", "emoji": "🙂"}`},
+	{"text postgres cannot store", auditctx.Context{
+		ActorID:   "nul\x00byte",
+		UserAgent: "bad\xff\xfeutf8",
+	}, [5]string{"nul\uFFFDbyte", "", "", "bad\uFFFDutf8"}, ""},
+	{"ip not an address", auditctx.Context{IP: "203.0.113.7:52100"}, [5]string{"", "", "203.0.113.7:52100"}, ""},
+	{"escapes read as text", auditctx.Context{
+		ActorID:   `ends in a backslash \`,
+		Actor:     "\x01\x1f\x7f\u0080\u00a0\u2028",
+		UserAgent: `\u0041 \U0001F642 \x41 \101 \' \\`,
+		RequestID: `''`,
+	}, [5]string{
+		`ends in a backslash \`,
+		"\x01\x1f\x7f\u0080\u00a0\u2028",
+		"",
+		`\u0041 \U0001F642 \x41 \101 \' \\`,
+		`''`,
+	}, ""},
+}
+
 func TestSetLocal(t *testing.T) {
 	t.Parallel()
 	dsn := srv.NewDB(t)
-	cases := []struct {
-		name     string
-		c        auditctx.Context
-		want     [5]string
-		wantJSON string
-	}{
-		{"every field", full, fullWant, fullJSON},
-		{"nothing", auditctx.Context{}, [5]string{}, ""},
-		{"empty extra", auditctx.Context{ActorID: "7", Extra: map[string]any{}}, [5]string{"7"}, ""},
-		{"nested extra", auditctx.Context{Extra: map[string]any{
-			"n": 3, "ok": true, "none": nil, "list": []any{1, "two", 3.5}, "sub": map[string]any{"a": "<b>&</b>"},
-		}}, [5]string{}, `{"n": 3, "ok": true, "none": null, "list": [1, "two", 3.5], "sub": {"a": "<b>&</b>"}}`},
-		{"quotes and injection", auditctx.Context{
-			ActorID:   `42'; DROP TABLE users; --`,
-			Actor:     `O'Brien "the" \ back\\slash`,
-			IP:        `'), set_config('audit.actor_id', 'root', true), ('`,
-			UserAgent: `E'\x27' $1 $$ %s`,
-			RequestID: "tab\tnew\nline",
-			Extra:     map[string]any{"q": `it's "quoted" \ `, "'": `"`},
-		}, [5]string{
-			`42'; DROP TABLE users; --`,
-			`O'Brien "the" \ back\\slash`,
-			`'), set_config('audit.actor_id', 'root', true), ('`,
-			`E'\x27' $1 $$ %s`,
-			"tab\tnew\nline",
-		}, `{"q": "it's \"quoted\" \\ ", "'": "\""}`},
-		{"unicode", auditctx.Context{
-			Actor:     "Łukasz Żółć 日本語 🙂",
-			UserAgent: "naïve/1.0 (ünïcode)",
-			Extra:     map[string]any{"ü": "ñ", "emoji": "🙂"},
-		}, [5]string{"", "Łukasz Żółć 日本語 🙂", "", "naïve/1.0 (ünïcode)"}, `{"ü": "ñ", "emoji": "🙂"}`},
-		{"text postgres cannot store", auditctx.Context{
-			ActorID:   "nul\x00byte",
-			UserAgent: "bad\xff\xfeutf8",
-		}, [5]string{"nul\uFFFDbyte", "", "", "bad\uFFFDutf8"}, ""},
-		{"ip not an address", auditctx.Context{IP: "203.0.113.7:52100"}, [5]string{"", "", "203.0.113.7:52100"}, ""},
-	}
-	for _, tc := range cases {
+	for _, tc := range valueCases {
 		for _, end := range []string{"commit", "rollback"} {
 			t.Run(tc.name+"/"+end, func(t *testing.T) {
 				conn := pgtest.Connect(t, dsn)
@@ -552,6 +567,76 @@ func TestOneRoundTrip(t *testing.T) {
 	}
 }
 
+// TestOneRoundTripSQL: through database/sql with pgx's stdlib driver in its
+// default mode, which prepares every statement that has parameters, the
+// helpers still prepare nothing: each call costs one round trip, the first
+// one on a connection too.
+func TestOneRoundTripSQL(t *testing.T) {
+	t.Parallel()
+	cfg, err := pgx.ParseConfig(srv.NewDB(t))
+	if err != nil {
+		t.Fatalf("parse dsn: %v", err)
+	}
+	writes := new(atomic.Int64)
+	dial := cfg.DialFunc
+	cfg.DialFunc = func(ctx context.Context, network, addr string) (net.Conn, error) {
+		c, err := dial(ctx, network, addr)
+		if err != nil {
+			return nil, err
+		}
+		return countingConn{Conn: c, writes: writes}, nil
+	}
+	db := stdlib.OpenDB(*cfg)
+	t.Cleanup(func() { db.Close() })
+	db.SetMaxIdleConns(0) // each case starts on a connection of its own
+	ctx := auditctx.NewContext(t.Context(), full)
+	cases := []struct {
+		name string
+		// prepare readies a fresh connection; call is then counted.
+		prepare func(t *testing.T, c *sql.Conn) auditctx.SQLExecer
+		call    func(e auditctx.SQLExecer) error
+		want    int64
+	}{
+		{"SetLocalSQL", func(t *testing.T, c *sql.Conn) auditctx.SQLExecer {
+			tx, err := c.BeginTx(ctx, nil)
+			if err != nil {
+				t.Fatalf("begin: %v", err)
+			}
+			t.Cleanup(func() { tx.Rollback() })
+			return tx
+		}, func(e auditctx.SQLExecer) error { return auditctx.SetLocalSQL(ctx, e, full) }, 1},
+		{"SetSessionSQL", func(t *testing.T, c *sql.Conn) auditctx.SQLExecer { return c },
+			func(e auditctx.SQLExecer) error { return auditctx.SetSessionSQL(ctx, e, full) }, 1},
+		{"BeginTxSQL: BEGIN, then the settings", func(t *testing.T, c *sql.Conn) auditctx.SQLExecer { return c },
+			func(e auditctx.SQLExecer) error {
+				tx, err := auditctx.BeginTxSQL(ctx, e.(*sql.Conn), nil)
+				if err == nil {
+					err = tx.Rollback()
+				}
+				return err
+			}, 3}, // BEGIN, the settings, ROLLBACK
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			c, err := db.Conn(ctx)
+			if err != nil {
+				t.Fatalf("conn: %v", err)
+			}
+			t.Cleanup(func() { c.Close() })
+			e := tc.prepare(t, c)
+			for i := range 3 {
+				before := writes.Load()
+				if err := tc.call(e); err != nil {
+					t.Fatalf("call %d: %v", i+1, err)
+				}
+				if n := writes.Load() - before; n != tc.want {
+					t.Errorf("call %d: %d round trips, want %d", i+1, n, tc.want)
+				}
+			}
+		})
+	}
+}
+
 func TestBeginTx(t *testing.T) {
 	t.Parallel()
 	dsn := srv.NewDB(t)
@@ -665,7 +750,7 @@ func TestDatabaseSQL(t *testing.T) {
 			t.Fatalf("begin: %v", err)
 		}
 		defer tx.Rollback()
-		for range 2 { // the second call runs the prepared statement
+		for range 2 {
 			if err := auditctx.SetLocalSQL(t.Context(), tx, full); err != nil {
 				t.Fatalf("SetLocalSQL: %v", err)
 			}
@@ -675,6 +760,27 @@ func TestDatabaseSQL(t *testing.T) {
 		got := settingsSQL(t, c, "audit")
 		checkCleared(t, got)
 	})
+	// The values travel as literals in the statement's text: whatever they
+	// hold, and however the session reads backslashes, they arrive intact.
+	for _, conforming := range []string{"on", "off"} {
+		for _, tc := range valueCases {
+			t.Run("SetLocalSQL values/standard_conforming_strings "+conforming+"/"+tc.name, func(t *testing.T) {
+				c := conn(t)
+				if _, err := c.ExecContext(t.Context(), "SET standard_conforming_strings = "+conforming); err != nil {
+					t.Fatalf("set standard_conforming_strings: %v", err)
+				}
+				tx, err := c.BeginTx(t.Context(), nil)
+				if err != nil {
+					t.Fatalf("begin: %v", err)
+				}
+				defer tx.Rollback()
+				if err := auditctx.SetLocalSQL(t.Context(), tx, tc.c); err != nil {
+					t.Fatalf("SetLocalSQL: %v", err)
+				}
+				checkSettings(t, jsonConn, settingsSQL(t, tx, "audit"), tc.want, tc.wantJSON)
+			})
+		}
+	}
 	t.Run("SetSessionSQL", func(t *testing.T) {
 		c := conn(t)
 		if err := auditctx.SetSessionSQL(t.Context(), c, full, auditctx.WithPrefix("app")); err != nil {

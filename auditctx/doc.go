@@ -43,8 +43,24 @@
 // worker, a script).
 //
 // Behind PgBouncer in transaction pooling mode use only the transaction-local
-// forms (BeginTx, SetLocal): a session-level setting stays on the server
-// connection and reaches whichever client uses it next.
+// forms (BeginTx, SetLocal, BeginTxSQL, SetLocalSQL): a session-level setting
+// stays on the server connection and reaches whichever client uses it next.
+// This package's statements are never prepared, whatever the driver's mode.
+// The application's own statements are: by default pgx prepares every
+// statement that has parameters under a name ("stmtcache_..."), which
+// PgBouncer before 1.21, or with max_prepared_statements = 0, cannot follow
+// from one server connection to the next; they fail with 'prepared statement
+// "stmtcache_..." already exists' (42P05) or '... does not exist' (26000).
+// Add default_query_exec_mode=exec to the connection string, which
+// pgx.Connect, pgxpool.New and sql.Open("pgx", ...) with
+// github.com/jackc/pgx/v5/stdlib all read:
+//
+//	postgres://app@pgbouncer:6432/app?default_query_exec_mode=exec
+//
+// or set DefaultQueryExecMode to pgx.QueryExecModeExec in the pgx.ConnConfig
+// (pgxpool.Config.ConnConfig; stdlib.OpenDB for database/sql).
+// default_query_exec_mode=simple_protocol (pgx.QueryExecModeSimpleProtocol)
+// works too.
 //
 // If walscribe's context.prefix is not "audit", pass the same prefix with
 // WithPrefix to every call.

@@ -36,6 +36,10 @@ var BinDir = "/usr/lib/postgresql/15/bin"
 type Options struct {
 	// Settings are extra postgresql.conf settings, name → value.
 	Settings map[string]string
+	// WALStart, when set, starts the new cluster's WAL at the 16 MB segment
+	// holding this position (pg_resetwal -l), so that tests reach the LSNs
+	// of a long-lived server — 0/10000000, 1/00000000 — in seconds.
+	WALStart uint64
 }
 
 // Server is one running (or stopped) cluster.
@@ -54,7 +58,7 @@ type Server struct {
 
 // Start creates and starts a new cluster, or attaches to WALSCRIBE_TEST_DSN.
 func Start(opts Options) (*Server, error) {
-	if dsn := os.Getenv("WALSCRIBE_TEST_DSN"); dsn != "" && len(opts.Settings) == 0 {
+	if dsn := os.Getenv("WALSCRIBE_TEST_DSN"); dsn != "" && len(opts.Settings) == 0 && opts.WALStart == 0 {
 		u, err := url.Parse(dsn)
 		if err != nil {
 			return nil, fmt.Errorf("WALSCRIBE_TEST_DSN: %w", err)
@@ -127,6 +131,15 @@ func (s *Server) initdb() error {
 	cmd.SysProcAttr = &syscall.SysProcAttr{Credential: s.cred, Setpgid: true} // a terminal Ctrl-C goes to the caller, not initdb
 	if out, err := cmd.CombinedOutput(); err != nil {
 		return fmt.Errorf("initdb: %w\n%s", err, out)
+	}
+	if s.opts.WALStart != 0 {
+		const segment = 16 << 20
+		seg := fmt.Sprintf("%08X%08X%08X", 1, s.opts.WALStart>>32, (s.opts.WALStart&0xFFFFFFFF)/segment)
+		cmd := exec.Command(bin("pg_resetwal"), "-l", seg, s.dataDir)
+		cmd.SysProcAttr = &syscall.SysProcAttr{Credential: s.cred, Setpgid: true}
+		if out, err := cmd.CombinedOutput(); err != nil {
+			return fmt.Errorf("pg_resetwal -l %s: %w\n%s", seg, err, out)
+		}
 	}
 	return nil
 }
