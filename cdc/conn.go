@@ -151,8 +151,9 @@ func (c *Conn) Receive(ctx context.Context, deadline time.Time) (Message, error)
 		}
 	case *pgproto3.ErrorResponse:
 		return Message{}, fmt.Errorf("receive: %w", pgconn.ErrorResponseToPgError(msg))
-	case *pgproto3.CopyDone:
-		return Message{}, errors.New("receive: the server ended the stream")
+	case *pgproto3.CopyDone, *pgproto3.CommandComplete:
+		// A walsender ends its stream this way when its server shuts down.
+		return Message{}, errors.New("receive: the server ended the stream (is it shutting down?)")
 	default:
 		return Message{}, fmt.Errorf("receive: unexpected message %T", raw)
 	}

@@ -100,13 +100,19 @@ func (h *harness) exec(sql string, args ...any) {
 
 func (h *harness) start() {
 	h.t.Helper()
-	ctx, cancel := context.WithCancel(context.Background())
-	h.cancel, h.done = cancel, make(chan error, 1)
 	sc := h.sinkCfg
 	if sc.Metrics == nil {
 		sc.Metrics = h.cfg.Metrics
 	}
-	h.d = New(h.cfg, sink.NewPostgres(sc, h.log), h.log)
+	h.startWith(sink.NewPostgres(sc, h.log))
+}
+
+// startWith starts the daemon writing to snk.
+func (h *harness) startWith(snk Sink) {
+	h.t.Helper()
+	ctx, cancel := context.WithCancel(context.Background())
+	h.cancel, h.done = cancel, make(chan error, 1)
+	h.d = New(h.cfg, snk, h.log)
 	go func() { h.done <- h.d.Run(ctx) }()
 }
 

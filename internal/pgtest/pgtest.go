@@ -233,6 +233,29 @@ func (s *Server) kill(sig syscall.Signal) {
 // Stop shuts the server down cleanly (fast shutdown).
 func (s *Server) Stop() { s.kill(syscall.SIGINT) }
 
+// Shutdown modes, as pg_ctl stop -m names them.
+const (
+	Smart     = syscall.SIGTERM // wait for every session to end
+	Fast      = syscall.SIGINT  // end the sessions, then stop cleanly
+	Immediate = syscall.SIGQUIT // stop at once; crash recovery at the next start
+)
+
+// Shutdown asks the server to stop in mode and waits up to timeout for it to
+// exit. It returns an error, leaving the server to finish, when it has not
+// exited by then.
+func (s *Server) Shutdown(mode syscall.Signal, timeout time.Duration) error {
+	if s.cmd == nil || s.cmd.Process == nil {
+		return errors.New("pgtest: the server is not running")
+	}
+	s.cmd.Process.Signal(mode)
+	select {
+	case <-s.exited:
+		return nil
+	case <-time.After(timeout):
+		return fmt.Errorf("pgtest: the server did not stop within %s (signal %v)", timeout, mode)
+	}
+}
+
 // Crash stops the server the way `pg_ctl -m immediate` does: no shutdown
 // checkpoint, crash recovery on the next start.
 func (s *Server) Crash() { s.kill(syscall.SIGQUIT) }
