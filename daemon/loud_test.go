@@ -265,4 +265,3 @@ func TestSlotOfAnotherDatabaseIsNeverTouched(t *testing.T) {
 	}
 	mustExec(t, otherConn, `SELECT pg_drop_replication_slot('`+name+`')`)
 }
-
