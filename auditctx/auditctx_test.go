@@ -110,8 +110,8 @@ func (c countingConn) Write(b []byte) (int, error) {
 	return c.Conn.Write(b)
 }
 
-// connectCounting opens a connection whose writes are counted.
-func connectCounting(t *testing.T, dsn string) (*pgx.Conn, *atomic.Int64) {
+// countingConfig is the configuration for dsn with its writes counted.
+func countingConfig(t *testing.T, dsn string) (*pgx.ConnConfig, *atomic.Int64) {
 	t.Helper()
 	cfg, err := pgx.ParseConfig(dsn)
 	if err != nil {
@@ -126,6 +126,13 @@ func connectCounting(t *testing.T, dsn string) (*pgx.Conn, *atomic.Int64) {
 		}
 		return countingConn{Conn: c, writes: writes}, nil
 	}
+	return cfg, writes
+}
+
+// connectCounting opens a connection whose writes are counted.
+func connectCounting(t *testing.T, dsn string) (*pgx.Conn, *atomic.Int64) {
+	t.Helper()
+	cfg, writes := countingConfig(t, dsn)
 	conn, err := pgx.ConnectConfig(t.Context(), cfg)
 	if err != nil {
 		t.Fatalf("connect: %v", err)
@@ -573,19 +580,7 @@ func TestOneRoundTrip(t *testing.T) {
 // one on a connection too.
 func TestOneRoundTripSQL(t *testing.T) {
 	t.Parallel()
-	cfg, err := pgx.ParseConfig(srv.NewDB(t))
-	if err != nil {
-		t.Fatalf("parse dsn: %v", err)
-	}
-	writes := new(atomic.Int64)
-	dial := cfg.DialFunc
-	cfg.DialFunc = func(ctx context.Context, network, addr string) (net.Conn, error) {
-		c, err := dial(ctx, network, addr)
-		if err != nil {
-			return nil, err
-		}
-		return countingConn{Conn: c, writes: writes}, nil
-	}
+	cfg, writes := countingConfig(t, srv.NewDB(t))
 	db := stdlib.OpenDB(*cfg)
 	t.Cleanup(func() { db.Close() })
 	db.SetMaxIdleConns(0) // each case starts on a connection of its own

@@ -456,6 +456,18 @@ type client struct {
 // clients are the recipes of docs/integration.md through a pgx pool and a
 // database/sql pool.
 func clients(pool *pgxpool.Pool, db *sql.DB) []client {
+	// With or without a context in ctx: the same recipe.
+	sqlBeginTx := func(ctx context.Context, tag string, _ int) (int, error) {
+		tx, err := auditctx.BeginTxSQL(ctx, db, nil)
+		if err != nil {
+			return 0, err
+		}
+		defer tx.Rollback()
+		if _, err := tx.ExecContext(ctx, insertRow, tag); err != nil {
+			return 0, err
+		}
+		return 1, tx.Commit()
+	}
 	return []client{
 		{"pgx BeginTx", true, func(ctx context.Context, tag string, i int) (int, error) {
 			tx, err := auditctx.BeginTx(ctx, pool, pgx.TxOptions{})
@@ -504,17 +516,7 @@ func clients(pool *pgxpool.Pool, db *sql.DB) []client {
 			_, err := pool.Exec(ctx, insertRow, tag)
 			return 1, err
 		}},
-		{"sql BeginTxSQL", true, func(ctx context.Context, tag string, _ int) (int, error) {
-			tx, err := auditctx.BeginTxSQL(ctx, db, nil)
-			if err != nil {
-				return 0, err
-			}
-			defer tx.Rollback()
-			if _, err := tx.ExecContext(ctx, insertRow, tag); err != nil {
-				return 0, err
-			}
-			return 1, tx.Commit()
-		}},
+		{"sql BeginTxSQL", true, sqlBeginTx},
 		{"sql SetLocalSQL", true, func(ctx context.Context, tag string, _ int) (int, error) {
 			tx, err := db.BeginTx(ctx, nil)
 			if err != nil {
@@ -530,17 +532,7 @@ func clients(pool *pgxpool.Pool, db *sql.DB) []client {
 			}
 			return 1, tx.Commit()
 		}},
-		{"sql BeginTxSQL without context", false, func(ctx context.Context, tag string, _ int) (int, error) {
-			tx, err := auditctx.BeginTxSQL(ctx, db, nil)
-			if err != nil {
-				return 0, err
-			}
-			defer tx.Rollback()
-			if _, err := tx.ExecContext(ctx, insertRow, tag); err != nil {
-				return 0, err
-			}
-			return 1, tx.Commit()
-		}},
+		{"sql BeginTxSQL without context", false, sqlBeginTx},
 		{"sql without auditctx", false, func(ctx context.Context, tag string, _ int) (int, error) {
 			_, err := db.ExecContext(ctx, insertRow, tag)
 			return 1, err

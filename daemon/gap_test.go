@@ -25,12 +25,7 @@ func (h *harness) runErr() error {
 // recorded once, and the trail goes on after it.
 func TestGapSlotAhead(t *testing.T) {
 	h := newHarness(t, `CREATE TABLE t (id int PRIMARY KEY)`, "t")
-	h.start()
-	h.exec(`INSERT INTO t VALUES (1)`)
-	h.sync()
-	h.stop()
-	h.exec(`INSERT INTO t VALUES (2)`) // lost: the slot is moved past it
-	h.exec(`SELECT pg_replication_slot_advance('walscribe', pg_current_wal_lsn())`)
+	h.loseRow(1, 2)
 	h.start()
 	h.exec(`INSERT INTO t VALUES (3)`)
 	h.sync()

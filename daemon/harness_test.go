@@ -235,3 +235,32 @@ func mustExec(t *testing.T, conn *pgx.Conn, sql string) {
 		t.Fatalf("%s: %v", sql, err)
 	}
 }
+
+// useServer runs the rest of the test on a server of its own, started with
+// opts (settings that need a restart, or a server the test stops).
+func useServer(t *testing.T, opts pgtest.Options) *pgtest.Server {
+	t.Helper()
+	s, err := pgtest.Start(opts)
+	if err != nil {
+		t.Fatal(err)
+	}
+	saved := srv
+	srv = s
+	t.Cleanup(func() {
+		srv = saved
+		s.Close()
+	})
+	return s
+}
+
+// loseRow stores row id of t through the daemon, then writes row lost and
+// moves the slot past it behind the daemon's back: a gap of one change.
+func (h *harness) loseRow(id, lost int) {
+	h.t.Helper()
+	h.start()
+	h.exec(`INSERT INTO t VALUES ($1)`, id)
+	h.sync()
+	h.stop()
+	h.exec(`INSERT INTO t VALUES ($1)`, lost)
+	h.exec(`SELECT pg_replication_slot_advance('walscribe', pg_current_wal_lsn())`)
+}

@@ -111,10 +111,13 @@ func (d *Daemon) idle() bool {
 	return !d.dec.InTransaction() && d.queued == d.Durable()
 }
 
-// errSinkHoldsShutdown ends a session the server wants to close while the
-// sink cannot store what it sent.
-var errSinkHoldsShutdown = errors.New("the server asks to confirm what it sent, and the sink cannot store it now " +
-	"(is the server shutting down?): disconnecting so as not to hold it up; it sends the rest again when it is back")
+// errSinkDown ends a session while the sink cannot store what the server
+// sent: a server that shuts down waits for its client to confirm
+// everything, and a session held open would hold the shutdown up. The
+// server sends again what was not confirmed when the session resumes, once
+// the sink stores again.
+var errSinkDown = errors.New("the sink cannot store what the server sent (is the server shutting down?): " +
+	"ending the session so as not to hold the server up; it resumes once the sink stores again")
 
 // keepalive handles a keepalive: idle progress on a timer, and a prompt
 // answer when the server asks for one.
@@ -122,7 +125,7 @@ func (d *Daemon) keepalive(ctx context.Context, conn *cdc.Conn, ch chan<- *audit
 	walEnd := msg.ServerWALEnd
 	if !d.idle() {
 		if ok, _, _ := d.sink.Health(); msg.ReplyRequested && !ok {
-			return errSinkHoldsShutdown
+			return errSinkDown
 		}
 		return nil
 	}

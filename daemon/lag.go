@@ -34,12 +34,17 @@ type pendingTx struct {
 	committed time.Time
 }
 
-// queued notes a transaction handed to the sink.
+// queued notes a transaction handed to the sink (just after: the sink may
+// have stored it already).
 func (l *lagState) queued(tx *audit.Transaction) {
 	if tx.CommittedAt.IsZero() || tx.EndLSN == 0 {
 		return // rules records, idle progress: no source commit waits
 	}
 	l.mu.Lock()
+	if tx.EndLSN <= l.durable { // stored before it was noted
+		l.mu.Unlock()
+		return
+	}
 	if l.head > 0 && l.head == len(l.pending) {
 		l.pending, l.head = l.pending[:0], 0
 	}

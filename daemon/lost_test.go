@@ -9,16 +9,9 @@ import (
 // TestGapSlotLost: a slot the server invalidated (max_slot_wal_keep_size)
 // is a gap too; with recreate_lost_slot the daemon goes on with a new one.
 func TestGapSlotLost(t *testing.T) {
-	small, err := pgtest.Start(pgtest.Options{Settings: map[string]string{
+	useServer(t, pgtest.Options{Settings: map[string]string{
 		"max_slot_wal_keep_size": "1MB", "min_wal_size": "32MB", "max_wal_size": "32MB", "wal_keep_size": "0",
 	}})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer small.Close()
-	saved := srv
-	srv = small
-	defer func() { srv = saved }()
 	h := newHarness(t, `CREATE TABLE t (id int PRIMARY KEY); CREATE TABLE filler (pad text)`, "t")
 	h.cfg.RecreateLostSlot = true
 	h.start()

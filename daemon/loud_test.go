@@ -57,12 +57,7 @@ func TestLagRisesWhileTheSinkIsBlocked(t *testing.T) {
 // the trail goes on.
 func TestGapThatCannotBeRecordedStopsTheStart(t *testing.T) {
 	h := newHarness(t, `CREATE TABLE t (id int PRIMARY KEY)`, "t")
-	h.start()
-	h.exec(`INSERT INTO t VALUES (1)`)
-	h.sync()
-	h.stop()
-	h.exec(`INSERT INTO t VALUES (2)`) // lost: the slot is moved past it
-	h.exec(`SELECT pg_replication_slot_advance('walscribe', pg_current_wal_lsn())`)
+	h.loseRow(1, 2)
 	h.exec(`CREATE FUNCTION public.refuse() RETURNS trigger LANGUAGE plpgsql AS $$ BEGIN RAISE EXCEPTION 'gaps refused'; END $$`)
 	h.exec(`CREATE TRIGGER refuse BEFORE INSERT ON audit.gaps FOR EACH ROW EXECUTE FUNCTION public.refuse()`)
 	h.exec(`INSERT INTO t VALUES (3)`)
@@ -118,12 +113,7 @@ func (f *flakySink) Run(ctx context.Context, in <-chan *audit.Transaction, durab
 // fix is retried; the stream starts only once it is recorded.
 func TestGapRecordRetried(t *testing.T) {
 	h := newHarness(t, `CREATE TABLE t (id int PRIMARY KEY)`, "t")
-	h.start()
-	h.exec(`INSERT INTO t VALUES (1)`)
-	h.sync()
-	h.stop()
-	h.exec(`INSERT INTO t VALUES (2)`)
-	h.exec(`SELECT pg_replication_slot_advance('walscribe', pg_current_wal_lsn())`)
+	h.loseRow(1, 2)
 	h.cfg.MaxBackoff = 200 * time.Millisecond
 	f := &flakySink{Postgres: sink.NewPostgres(h.sinkCfg, h.log)}
 	f.gapFailures.Store(2)
@@ -177,14 +167,7 @@ func TestNothingAcknowledgedPastTheSink(t *testing.T) {
 // identity (the whole row, under FULL). Once the catalog answers, they are
 // stored with their primary key.
 func TestCatalogFailureDoesNotChangeTheKey(t *testing.T) {
-	small, err := pgtest.Start(pgtest.Options{Settings: map[string]string{"max_connections": "20", "superuser_reserved_connections": "0"}})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer small.Close()
-	saved := srv
-	srv = small
-	defer func() { srv = saved }()
+	useServer(t, pgtest.Options{Settings: map[string]string{"max_connections": "20", "superuser_reserved_connections": "0"}})
 	h := newHarness(t, `CREATE TABLE k (id int PRIMARY KEY, v text)`, "k")
 	m := metrics.Discard()
 	h.cfg.Metrics = m

@@ -38,14 +38,7 @@ func TestCleanShutdownOfTheSource(t *testing.T) {
 		{name: "idle fast, daemon restarted", restartDaemon: true},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			server, err := pgtest.Start(pgtest.Options{})
-			if err != nil {
-				t.Fatal(err)
-			}
-			defer server.Close()
-			saved := srv
-			srv = server
-			defer func() { srv = saved }()
+			server := useServer(t, pgtest.Options{})
 			h := newHarness(t, `CREATE TABLE t (id serial PRIMARY KEY, v int)`, "t")
 			h.cfg.Spool.Dir = t.TempDir()
 			h.start()

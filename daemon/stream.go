@@ -37,6 +37,13 @@ func (d *Daemon) stream(ctx context.Context, ch chan<- *audit.Transaction) (*cdc
 		}
 		var lookup *decoder.LookupError
 		switch {
+		case errors.Is(err, errSinkDown):
+			d.log.Warn("the sink cannot store what the server sends; the stream waits for it", zap.Error(err))
+			d.noteError("stream: " + err.Error())
+			if !d.waitForSink(ctx) {
+				return nil, nil
+			}
+			continue
 		case pg.ObjectInUse(err):
 			// Another walscribe streams this slot: stand by, and take over
 			// within a couple of seconds of it going away.
@@ -63,6 +70,22 @@ func (d *Daemon) stream(ctx context.Context, ch chan<- *audit.Transaction) (*cdc
 		case <-time.After(backoff):
 		}
 		backoff = min(backoff*2, d.cfg.MaxBackoff)
+	}
+}
+
+// waitForSink waits until the sink stores again; false when ctx ended first.
+func (d *Daemon) waitForSink(ctx context.Context) bool {
+	t := time.NewTicker(200 * time.Millisecond)
+	defer t.Stop()
+	for {
+		if ok, _, _ := d.sink.Health(); ok {
+			return true
+		}
+		select {
+		case <-ctx.Done():
+			return false
+		case <-t.C:
+		}
 	}
 }
 
@@ -217,29 +240,51 @@ func (d *Daemon) logInvalid(n int) {
 }
 
 // queue hands a transaction to the sink. While the sink is busy it keeps
-// the walsender informed, so a slow sink does not get the stream killed.
+// the walsender informed, so a slow sink does not get the stream killed;
+// while the sink fails, it ends the session (errSinkDown) rather than
+// wait with it open.
 func (d *Daemon) queue(ctx context.Context, conn *cdc.Conn, ch chan<- *audit.Transaction, tx *audit.Transaction) error {
 	if tx.Rules == nil && tx.EndLSN <= d.queued {
 		return nil // replayed: already stored or on its way
 	}
-	d.lag.queued(tx)
 	select {
 	case ch <- tx: // the usual case: no timer needed
+		d.lag.queued(tx)
 		d.queued = max(d.queued, tx.EndLSN)
 		return nil
 	default:
 	}
+	tick := time.NewTicker(min(d.cfg.StatusInterval, time.Second))
+	defer tick.Stop()
+	nextStatus := time.Now().Add(d.cfg.StatusInterval)
 	for {
 		select {
 		case ch <- tx:
+			d.lag.queued(tx)
 			d.queued = max(d.queued, tx.EndLSN)
 			return nil
 		case <-ctx.Done():
+			abandon(tx)
 			return nil
-		case <-time.After(d.cfg.StatusInterval):
-			if err := d.sendStatus(ctx, conn); err != nil {
-				return err
+		case now := <-tick.C:
+			if ok, _, _ := d.sink.Health(); !ok {
+				abandon(tx) // sent again when the session resumes
+				return errSinkDown
+			}
+			if now.After(nextStatus) {
+				if err := d.sendStatus(ctx, conn); err != nil {
+					abandon(tx)
+					return err
+				}
+				nextStatus = now.Add(d.cfg.StatusInterval)
 			}
 		}
+	}
+}
+
+// abandon releases a transaction that was not handed to the sink.
+func abandon(tx *audit.Transaction) {
+	if tx.Spilled != nil {
+		tx.Spilled.Close()
 	}
 }
