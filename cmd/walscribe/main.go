@@ -37,7 +37,7 @@ func newRoot() *cobra.Command {
 	g := &globals{}
 	root := &cobra.Command{
 		Use:           "walscribe",
-		Short:         "A complete, tamper-evident audit trail for PostgreSQL, from logical replication",
+		Short:         "A complete, append-only audit trail for PostgreSQL, from logical replication",
 		Version:       version,
 		SilenceUsage:  true,
 		SilenceErrors: true,

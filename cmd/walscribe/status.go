@@ -230,7 +230,7 @@ func printStatus(w io.Writer, r *statusReport) {
 			r.LastGap.FromLSN, to, r.LastGap.DetectedAt.UTC().Format(time.RFC3339))
 	}
 	if r.CheckpointBehind {
-		fmt.Fprintf(tw, "WARNING\tthe slot is ahead of the stored checkpoint: changes may be missing from the trail\n")
+		fmt.Fprintf(tw, "WARNING\tthe slot is ahead of the stored checkpoint: changes may be missing from the trail (walscribe checks at its next start, and records a gap unless the stretch was idle)\n")
 	}
 	tw.Flush()
 }
