@@ -3,16 +3,13 @@ package daemon
 import (
 	"context"
 	"strings"
-	"sync/atomic"
 	"testing"
 	"time"
 
 	"github.com/jackc/pglogrepl"
 	"github.com/jackc/pgx/v5"
-	"github.com/jackc/pgx/v5/pgconn"
 	"github.com/prometheus/client_golang/prometheus/testutil"
 
-	"github.com/walscribe/walscribe/audit"
 	"github.com/walscribe/walscribe/internal/pgtest"
 	"github.com/walscribe/walscribe/metrics"
 	"github.com/walscribe/walscribe/sink"
@@ -78,35 +75,6 @@ func TestGapThatCannotBeRecordedStopsTheStart(t *testing.T) {
 	if n := h.count(`SELECT count(*) FROM audit.entries WHERE table_name = 't'`); n != 2 {
 		t.Errorf("%d entries of t, want 2 (rows 1 and 3)", n)
 	}
-}
-
-// flakySink is the PostgreSQL sink with faults put in front of it: the
-// first gap records fail with a retryable error, and Run can be held.
-type flakySink struct {
-	*sink.Postgres
-	gapFailures atomic.Int32
-	gapCalls    atomic.Int32
-	hold        chan struct{} // Run takes nothing until it is closed
-}
-
-var _ Sink = (*flakySink)(nil)
-
-func (f *flakySink) RecordGap(ctx context.Context, g audit.Gap) (bool, error) {
-	f.gapCalls.Add(1)
-	if f.gapFailures.Add(-1) >= 0 {
-		return false, &pgconn.PgError{Code: "57P01", Message: "terminating connection due to administrator command"}
-	}
-	return f.Postgres.RecordGap(ctx, g)
-}
-
-func (f *flakySink) Run(ctx context.Context, in <-chan *audit.Transaction, durable func(pglogrepl.LSN)) error {
-	if f.hold != nil {
-		select {
-		case <-f.hold:
-		case <-ctx.Done():
-		}
-	}
-	return f.Postgres.Run(ctx, in, durable)
 }
 
 // TestGapRecordRetried: a gap record that fails with an error retrying may
