@@ -259,8 +259,8 @@ func literalStatement(args []any, local bool) string {
 	return b.String()
 }
 
-// writeLiteral writes s as an escape string constant, E'...': a quote or
-// backslash is escaped with a backslash, an ASCII control character becomes
+// writeLiteral writes s as an escape string constant, E'...': a quote is
+// doubled, a backslash escaped with a backslash, an ASCII control character becomes
 // a Unicode escape (\uXXXX, valid in every server encoding below 0x80),
 // and everything else is written as UTF-8. The server reads E'...' the same
 // way whatever standard_conforming_strings says, and in UTF-8 — the client
@@ -274,9 +274,10 @@ func writeLiteral(b *strings.Builder, s string) {
 	b.WriteString("E'")
 	for _, r := range s {
 		switch {
-		case r == '\'' || r == '\\':
-			b.WriteByte('\\')
-			b.WriteRune(r)
+		case r == '\'':
+			b.WriteString("''") // not \', which backslash_quote = off refuses
+		case r == '\\':
+			b.WriteString(`\\`)
 		case r < 0x20 || r == 0x7f:
 			fmt.Fprintf(b, `\u%04X`, r)
 		default:

@@ -756,13 +756,14 @@ func TestDatabaseSQL(t *testing.T) {
 		checkCleared(t, got)
 	})
 	// The values travel as literals in the statement's text: whatever they
-	// hold, and however the session reads backslashes, they arrive intact.
-	for _, conforming := range []string{"on", "off"} {
+	// hold, and however the session reads backslashes and quotes, they
+	// arrive intact.
+	for _, session := range []string{"standard_conforming_strings = on", "standard_conforming_strings = off", "backslash_quote = off"} {
 		for _, tc := range valueCases {
-			t.Run("SetLocalSQL values/standard_conforming_strings "+conforming+"/"+tc.name, func(t *testing.T) {
+			t.Run("SetLocalSQL values/"+session+"/"+tc.name, func(t *testing.T) {
 				c := conn(t)
-				if _, err := c.ExecContext(t.Context(), "SET standard_conforming_strings = "+conforming); err != nil {
-					t.Fatalf("set standard_conforming_strings: %v", err)
+				if _, err := c.ExecContext(t.Context(), "SET "+session); err != nil {
+					t.Fatalf("set %s: %v", session, err)
 				}
 				tx, err := c.BeginTx(t.Context(), nil)
 				if err != nil {

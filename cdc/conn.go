@@ -8,6 +8,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"strings"
 	"time"
 
 	"github.com/jackc/pglogrepl"
@@ -62,6 +63,45 @@ func Dial(ctx context.Context, dsn string) (*Conn, error) {
 		return nil, fmt.Errorf("replication connection: %w", err)
 	}
 	return &Conn{conn: conn}, nil
+}
+
+// SystemID returns the server's system identifier (IDENTIFY_SYSTEM): the
+// same for a cluster and its physical replicas, different for any other.
+func (c *Conn) SystemID(ctx context.Context) (string, error) {
+	r, err := pglogrepl.IdentifySystem(ctx, c.conn)
+	if err != nil {
+		return "", fmt.Errorf("identify system: %w", err)
+	}
+	return r.SystemID, nil
+}
+
+// SlotPosition reads slot's confirmed position and wal_status on the
+// replication connection itself (before Start: it takes no other
+// connection). It returns ErrNoSlot when the slot is gone and
+// ErrOtherDatabase when the slot of that name is another database's.
+func (c *Conn) SlotPosition(ctx context.Context, slot string) (pglogrepl.LSN, string, error) {
+	// A replication connection takes only the simple protocol: the name
+	// goes in as a literal, quotes doubled.
+	lit := "'" + strings.ReplaceAll(slot, "'", "''") + "'"
+	rs, err := c.conn.Exec(ctx, `SELECT confirmed_flush_lsn::text, coalesce(wal_status, ''), database IS NOT DISTINCT FROM current_database()
+		FROM pg_replication_slots WHERE slot_name = `+lit).ReadAll()
+	if err != nil {
+		return 0, "", fmt.Errorf("read slot %q: %w", slot, err)
+	}
+	if len(rs) != 1 || len(rs[0].Rows) == 0 {
+		return 0, "", fmt.Errorf("%w: %q", ErrNoSlot, slot)
+	}
+	row := rs[0].Rows[0]
+	if string(row[2]) != "t" {
+		return 0, "", fmt.Errorf("replication slot %q (%w)", slot, ErrOtherDatabase)
+	}
+	var lsn pglogrepl.LSN
+	if row[0] != nil {
+		if lsn, err = pglogrepl.ParseLSN(string(row[0])); err != nil {
+			return 0, "", fmt.Errorf("read slot %q: %w", slot, err)
+		}
+	}
+	return lsn, string(row[1]), nil
 }
 
 // Start begins streaming slot from start (0: from the slot's confirmed

@@ -25,7 +25,7 @@ type Slot struct {
 	ActivePID         *int32
 	ConfirmedFlushLSN pglogrepl.LSN
 	RestartLSN        pglogrepl.LSN
-	CurrentLSN        pglogrepl.LSN // pg_current_wal_lsn() when read
+	CurrentLSN        pglogrepl.LSN // pg_current_wal_lsn() when read (on a standby, the last WAL replayed)
 	WALStatus         string        // reserved, extended, unreserved, lost
 	SafeWALSize       *int64        // bytes that can still be written before the slot is lost; nil without max_slot_wal_keep_size
 }
@@ -51,7 +51,9 @@ func ReadSlot(ctx context.Context, conn *pgx.Conn, slot string) (*Slot, error) {
 	var status, db *string
 	var current string
 	err := conn.QueryRow(ctx, `SELECT database::text, current_database()::text, active, active_pid,
-			confirmed_flush_lsn, restart_lsn, pg_current_wal_lsn(), wal_status, safe_wal_size
+			confirmed_flush_lsn, restart_lsn,
+			CASE WHEN pg_is_in_recovery() THEN pg_last_wal_replay_lsn() ELSE pg_current_wal_lsn() END,
+			wal_status, safe_wal_size
 		FROM pg_replication_slots WHERE slot_name = $1`, slot).Scan(
 		&db, &current, &s.Active, &s.ActivePID, &confirmed, &restart, &s.CurrentLSN, &status, &s.SafeWALSize)
 	if errors.Is(err, pgx.ErrNoRows) {

@@ -133,3 +133,31 @@ func TestReadSlotLag(t *testing.T) {
 		t.Errorf("RetainedBytes = %d < LagBytes = %d", after.RetainedBytes(), after.LagBytes())
 	}
 }
+
+// TestSlotOfAnotherDatabase: slot names are server-wide, and
+// pg_drop_replication_slot drops another database's logical slot when
+// asked; ReadSlot, EnsureSlot and DropSlot never touch it.
+func TestSlotOfAnotherDatabase(t *testing.T) {
+	ctx := context.Background()
+	src := newSource(t) // its slot is named after its database
+	conn := pgtest.Connect(t, srv.NewDB(t))
+	if _, err := ReadSlot(ctx, conn, src.slot); !errors.Is(err, ErrOtherDatabase) || !strings.Contains(err.Error(), "belongs to database") {
+		t.Errorf("ReadSlot of another database's slot: %v, want ErrOtherDatabase", err)
+	}
+	if created, err := EnsureSlot(ctx, conn, src.slot, 10*time.Second); created || !errors.Is(err, ErrOtherDatabase) {
+		t.Errorf("EnsureSlot over another database's slot = %v, %v; want ErrOtherDatabase", created, err)
+	}
+	if dropped, err := DropSlot(ctx, conn, src.slot); dropped || err != nil {
+		t.Errorf("DropSlot of another database's slot = %v, %v; want false, nil", dropped, err)
+	}
+	if _, err := ReadSlot(ctx, src.conn, src.slot); err != nil {
+		t.Fatalf("the slot is gone from its own database: %v", err)
+	}
+	// From its own database it goes.
+	if dropped, err := DropSlot(ctx, src.conn, src.slot); !dropped || err != nil {
+		t.Errorf("DropSlot in its own database = %v, %v; want true, nil", dropped, err)
+	}
+	if _, err := ReadSlot(ctx, src.conn, src.slot); !errors.Is(err, ErrNoSlot) {
+		t.Errorf("after DropSlot: %v, want ErrNoSlot", err)
+	}
+}

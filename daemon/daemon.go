@@ -138,8 +138,14 @@ type Daemon struct {
 	// acked is the position last acknowledged to the server: the durable
 	// LSN, or past it when the daemon was idle (idle.go).
 	acked pglogrepl.LSN
-	// database is the source database's name, as the slot reports it.
+	// database is the source database's name, as the slot reports it, and
+	// systemID the server's system identifier: what an idle note is for.
 	database string
+	systemID string
+	// recreated is the gap of a slot this daemon recreated, until it is
+	// recorded: a retry finds the new slot ahead, and records the gap for
+	// what it is.
+	recreated audit.Gap
 
 	lag lagState
 
@@ -189,9 +195,16 @@ func (d *Daemon) Reload(rs *rules.Set) {
 // Durable returns the last LSN stored by the sink.
 func (d *Daemon) Durable() pglogrepl.LSN { return pglogrepl.LSN(d.durable.Load()) }
 
-// stored is the sink's report that everything up to lsn is stored.
+// stored is the sink's report that everything up to lsn is stored. The
+// durable position only moves forward.
 func (d *Daemon) stored(lsn pglogrepl.LSN) {
-	d.durable.Store(uint64(lsn))
+	for {
+		old := d.durable.Load()
+		if uint64(lsn) <= old || d.durable.CompareAndSwap(old, uint64(lsn)) {
+			break
+		}
+	}
+	lsn = d.Durable()
 	d.lag.stored(lsn)
 	d.m.AcknowledgedLSN.Set(float64(lsn))
 }
@@ -205,6 +218,21 @@ func (d *Daemon) Run(ctx context.Context) error {
 	if err := d.spool.Clean(); err != nil {
 		d.log.Warn("cannot remove old spill files", zap.Error(err))
 	}
+	defer d.catalog.Close(context.WithoutCancel(ctx))
+	for {
+		err := d.runOnce(ctx)
+		if !errors.Is(err, errSlotChanged) || ctx.Err() != nil {
+			return err
+		}
+		// What was received is stored; the start checks the slot against
+		// it again, and records the gap.
+		d.log.Warn("the slot changed while the stream was down; checking it against the trail", zap.Error(err))
+	}
+}
+
+// runOnce starts from the stored progress and streams until ctx is done or
+// the stream stops.
+func (d *Daemon) runOnce(ctx context.Context) error {
 	start, err := d.start(ctx)
 	if err != nil {
 		if ctx.Err() != nil {
@@ -213,10 +241,10 @@ func (d *Daemon) Run(ctx context.Context) error {
 		return err
 	}
 	defer d.sink.Close(context.WithoutCancel(ctx))
-	defer d.catalog.Close(context.WithoutCancel(ctx))
-	d.durable.Store(uint64(start))
-	d.queued, d.acked = start, start
-	d.lag.stored(start)
+	stored, _ := d.sink.Progress()
+	d.durable.Store(uint64(stored))
+	d.queued, d.acked = stored, start
+	d.lag.stored(stored)
 
 	// The queue holds decoded transactions the sink has not taken yet: each
 	// at most a spool's worth of memory (larger ones are files), so its
@@ -226,6 +254,14 @@ func (d *Daemon) Run(ctx context.Context) error {
 		txnMemory = 8 << 20
 	}
 	ch := make(chan *audit.Transaction, max(4, min(64, int((64<<20)/txnMemory))))
+	if start > stored {
+		// The slot is ahead of the trail by a stretch that holds nothing to
+		// store (a new trail, an idle advance, a recorded gap): store its
+		// position first, so that what is stored and what the daemon
+		// holds for durable stay one.
+		ch <- &audit.Transaction{EndLSN: start}
+		d.queued = start
+	}
 	g, gctx := errgroup.WithContext(ctx)
 	g.Go(func() error {
 		return d.sink.Run(gctx, ch, func(lsn pglogrepl.LSN) {
@@ -265,6 +301,9 @@ func (d *Daemon) Run(ctx context.Context) error {
 		}
 	}
 	if err := errors.Join(sinkErr, streamErr); err != nil {
+		if sinkErr == nil {
+			return streamErr // errSlotChanged stays recognisable
+		}
 		return err
 	}
 	d.log.Info("stopped", zap.Stringer("lsn", d.Durable()))

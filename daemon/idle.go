@@ -2,6 +2,7 @@ package daemon
 
 import (
 	"context"
+	"crypto/sha256"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -43,27 +44,32 @@ import (
 type idleNote struct {
 	Slot     string        `json:"slot"`
 	Database string        `json:"database"`
+	SystemID string        `json:"system_id"`
 	Stored   pglogrepl.LSN `json:"stored_lsn"`
 	Acked    pglogrepl.LSN `json:"acked_lsn"`
 	At       time.Time     `json:"at"`
 }
 
-func (d *Daemon) idleNotePath() string {
+// idleNotePath is where the note of this slot, database and server lives:
+// processes of other servers sharing the directory keep theirs apart.
+func (d *Daemon) idleNotePath(systemID string) string {
 	dir := d.cfg.Spool.Dir
 	if dir == "" {
 		dir = os.TempDir()
 	}
-	return filepath.Join(dir, "walscribe-"+d.cfg.Slot+".idle-ack")
+	sum := sha256.Sum256([]byte(systemID + "/" + d.database))
+	return filepath.Join(dir, fmt.Sprintf("walscribe-%s-%x.idle-ack", d.cfg.Slot, sum[:6]))
 }
 
 // writeIdleNote records, durably, that acked is confirmed while only
 // stored is stored.
 func (d *Daemon) writeIdleNote(stored, acked pglogrepl.LSN) error {
-	b, err := json.Marshal(idleNote{Slot: d.cfg.Slot, Database: d.database, Stored: stored, Acked: acked, At: time.Now().UTC()})
+	n := idleNote{Slot: d.cfg.Slot, Database: d.database, SystemID: d.systemID, Stored: stored, Acked: acked, At: time.Now().UTC()}
+	b, err := json.Marshal(n)
 	if err != nil {
 		return err
 	}
-	path := d.idleNotePath()
+	path := d.idleNotePath(d.systemID)
 	tmp := path + ".tmp"
 	f, err := os.OpenFile(tmp, os.O_CREATE|os.O_TRUNC|os.O_WRONLY, 0o600)
 	if err != nil {
@@ -79,6 +85,9 @@ func (d *Daemon) writeIdleNote(stored, acked pglogrepl.LSN) error {
 	if err == nil {
 		err = os.Rename(tmp, path)
 	}
+	if err == nil {
+		err = syncDir(filepath.Dir(path))
+	}
 	if err != nil {
 		os.Remove(tmp)
 		return fmt.Errorf("write the idle note %s: %w", path, err)
@@ -86,23 +95,44 @@ func (d *Daemon) writeIdleNote(stored, acked pglogrepl.LSN) error {
 	return nil
 }
 
+// syncDir makes a rename in dir durable.
+func syncDir(dir string) error {
+	f, err := os.Open(dir)
+	if err != nil {
+		return err
+	}
+	defer f.Close()
+	return f.Sync()
+}
+
 // idleAdvance reports whether the slot's position slotAt, ahead of the
-// stored progress, is covered by an idle note: nothing tracked lies between
-// them.
-func (d *Daemon) idleAdvance(stored, slotAt pglogrepl.LSN) bool {
-	b, err := os.ReadFile(d.idleNotePath())
+// stored progress, is covered by an idle note of this server: nothing
+// tracked lies between them.
+func (d *Daemon) idleAdvance(ctx context.Context, stored, slotAt pglogrepl.LSN) (bool, error) {
+	conn, err := cdc.Dial(ctx, d.cfg.SourceDSN)
+	if err != nil {
+		return false, err
+	}
+	systemID, err := conn.SystemID(ctx)
+	conn.Close(context.WithoutCancel(ctx))
+	if err != nil {
+		return false, err
+	}
+	path := d.idleNotePath(systemID)
+	b, err := os.ReadFile(path)
 	if err != nil {
 		if !errors.Is(err, os.ErrNotExist) {
-			d.log.Warn("cannot read the idle note", zap.Error(err))
+			d.log.Warn("cannot read the idle note", zap.String("path", path), zap.Error(err))
 		}
-		return false
+		return false, nil
 	}
 	var n idleNote
 	if err := json.Unmarshal(b, &n); err != nil {
-		d.log.Warn("idle note unreadable; ignored", zap.String("path", d.idleNotePath()), zap.Error(err))
-		return false
+		d.log.Warn("idle note unreadable; ignored", zap.String("path", path), zap.Error(err))
+		return false, nil
 	}
-	return n.Slot == d.cfg.Slot && n.Database == d.database && n.Stored <= stored && slotAt <= n.Acked
+	return n.Slot == d.cfg.Slot && n.Database == d.database && n.SystemID == systemID &&
+		n.Stored <= stored && slotAt <= n.Acked, nil
 }
 
 // idle reports whether nothing is in flight: no transaction being decoded,

@@ -109,12 +109,15 @@ func TestNothingAcknowledgedPastTheSink(t *testing.T) {
 	if err := h.conn.QueryRow(context.Background(), `SELECT max(end_lsn) FROM audit.checkpoints`).Scan(&stored); err != nil {
 		t.Fatal(err)
 	}
+	m := metrics.Discard()
+	h.cfg.Metrics = m
 	f := &flakySink{Postgres: sink.NewPostgres(h.sinkCfg, h.log), hold: make(chan struct{})}
 	h.startWith(f)
 	for i := range 100 {
 		h.exec(`INSERT INTO t VALUES ($1)`, i)
 	}
-	h.waitFor("the stream to receive the inserts", func() bool { return h.d.streaming.Load() })
+	// The queue to the held sink fills, and the stream waits.
+	h.waitFor("the stream to receive inserts", func() bool { return testutil.ToFloat64(m.ChangesDecoded) >= 5 })
 	time.Sleep(2 * time.Second) // many status intervals
 	var confirmed pglogrepl.LSN
 	if err := h.conn.QueryRow(context.Background(), `SELECT confirmed_flush_lsn FROM pg_replication_slots WHERE slot_name = 'walscribe'`).Scan(&confirmed); err != nil {
@@ -193,6 +196,7 @@ func TestSlotOfAnotherDatabaseIsNeverTouched(t *testing.T) {
 	otherConn := pgtestConnect(t, other)
 	name := "walscribe_other_" + strings.ToLower(strings.ReplaceAll(t.Name(), "/", "_"))[:20]
 	mustExec(t, otherConn, `SELECT pg_create_logical_replication_slot('`+name+`', 'pgoutput')`)
+	t.Cleanup(func() { pgtestExecQuiet(other, `SELECT pg_drop_replication_slot('`+name+`')`) })
 	var before pglogrepl.LSN
 	if err := otherConn.QueryRow(context.Background(), `SELECT confirmed_flush_lsn FROM pg_replication_slots WHERE slot_name = $1`, name).Scan(&before); err != nil {
 		t.Fatal(err)
@@ -214,5 +218,39 @@ func TestSlotOfAnotherDatabaseIsNeverTouched(t *testing.T) {
 	if n := h.count(`SELECT count(*) FROM audit.gaps`); n != 0 {
 		t.Errorf("%d gaps recorded for a slot that is not this database's", n)
 	}
-	mustExec(t, otherConn, `SELECT pg_drop_replication_slot('`+name+`')`)
+}
+
+// TestSlotMovedWhileTheStreamWasDown: a slot moved past the trail while
+// the daemon's session was down (its walsender terminated) is a gap, found
+// when the session resumes — not only at the next start.
+func TestSlotMovedWhileTheStreamWasDown(t *testing.T) {
+	h := newHarness(t, `CREATE TABLE t (id int PRIMARY KEY)`, "t")
+	h.start()
+	h.exec(`INSERT INTO t VALUES (1)`)
+	h.sync()
+	h.exec(`SELECT pg_terminate_backend(active_pid) FROM pg_replication_slots WHERE slot_name = 'walscribe' AND active_pid IS NOT NULL`)
+	h.exec(`INSERT INTO t VALUES (2)`) // lost: the slot is moved past it before the daemon reconnects
+	moved := false
+	for deadline := time.Now().Add(900 * time.Millisecond); !moved && time.Now().Before(deadline); {
+		_, err := h.conn.Exec(context.Background(), `SELECT pg_replication_slot_advance('walscribe', pg_current_wal_lsn())`)
+		moved = err == nil
+		if !moved {
+			time.Sleep(5 * time.Millisecond) // the walsender is still exiting
+		}
+	}
+	if !moved {
+		t.Fatal("could not move the slot before the daemon reconnected")
+	}
+	h.exec(`INSERT INTO t VALUES (3)`)
+	h.sync()
+	h.stop()
+	if n := h.count(`SELECT count(*) FROM audit.gaps WHERE reason = 'slot_ahead'`); n != 1 {
+		t.Errorf("%d slot_ahead gaps, want 1", n)
+	}
+	if n := h.count(`SELECT count(*) FROM audit.entries WHERE table_name = 't'`); n != 2 {
+		t.Errorf("%d entries of t, want 2 (rows 1 and 3; row 2 is in the gap)", n)
+	}
+	if n := h.count(`SELECT count(*) FROM (SELECT count(*) = max(id) AND min(id) = 1 AS dense FROM audit.entries) x WHERE dense`); n != 1 {
+		t.Error("entry ids are not dense across the gap")
+	}
 }

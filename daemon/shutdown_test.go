@@ -55,9 +55,7 @@ func TestCleanShutdownOfTheSource(t *testing.T) {
 					defer wg.Done()
 					writeUntil(loadCtx, h.dsn, &commits)
 				}()
-				for commits.Load() < 200 {
-					time.Sleep(10 * time.Millisecond)
-				}
+				h.waitFor("the workload to commit", func() bool { return commits.Load() >= 200 })
 			} else {
 				time.Sleep(500 * time.Millisecond) // idle: the slot is advanced past the last change
 			}
@@ -151,6 +149,9 @@ func TestIdleNoteTellsAnIdleAdvanceFromAGap(t *testing.T) {
 	db := h.dsn[strings.LastIndex(h.dsn, "/")+1 : strings.Index(h.dsn, "?")]
 	noter := New(h.cfg, nil, h.log)
 	noter.database = db
+	if err := h.conn.QueryRow(context.Background(), `SELECT system_identifier::text FROM pg_control_system()`).Scan(&noter.systemID); err != nil {
+		t.Fatal(err)
+	}
 	if err := noter.writeIdleNote(stored, idleEnd); err != nil {
 		t.Fatal(err)
 	}

@@ -45,13 +45,19 @@ func (f *flakySink) Run(ctx context.Context, in <-chan *audit.Transaction, durab
 		}
 	}
 	seen := make(chan *audit.Transaction)
+	done := make(chan struct{})
+	defer close(done)
 	go func() {
 		defer close(seen)
 		for tx := range in {
 			f.mu.Lock()
 			f.handed = append(f.handed, tx)
 			f.mu.Unlock()
-			seen <- tx
+			select {
+			case seen <- tx:
+			case <-done: // Run returned: nobody takes it
+				return
+			}
 		}
 	}()
 	return f.Postgres.Run(ctx, seen, durable)

@@ -93,16 +93,25 @@ func (d *Daemon) checkSlot(ctx context.Context, slot *cdc.Slot, stored pglogrepl
 	case stored == 0:
 		return slot.ConfirmedFlushLSN, nil
 	case slot.ConfirmedFlushLSN > stored:
-		if d.idleAdvance(stored, slot.ConfirmedFlushLSN) {
+		idle, err := d.idleAdvance(ctx, stored, slot.ConfirmedFlushLSN)
+		if err != nil {
+			return 0, err
+		}
+		if idle {
 			d.log.Info("the slot is ahead of the stored progress by WAL this walscribe read while idle (nothing tracked in it)",
 				zap.Stringer("stored", stored), zap.Stringer("slot", slot.ConfirmedFlushLSN))
 			return slot.ConfirmedFlushLSN, nil
 		}
 		g := audit.Gap{Reason: "slot_ahead", From: stored, To: slot.ConfirmedFlushLSN,
 			Detail: "the slot was moved past what the trail holds: the changes between these positions were acknowledged but not stored"}
+		if d.recreated.Reason != "" { // recreated by an earlier attempt, whose gap record failed
+			g = d.recreated
+			g.To = slot.ConfirmedFlushLSN
+		}
 		if err := d.gap(ctx, g); err != nil {
 			return 0, err
 		}
+		d.recreated = audit.Gap{}
 		return slot.ConfirmedFlushLSN, nil
 	default:
 		return stored, nil
@@ -122,9 +131,11 @@ func (d *Daemon) checkSlot(ctx context.Context, slot *cdc.Slot, stored pglogrepl
 	if err != nil {
 		return 0, err
 	}
-	if err := d.gap(ctx, audit.Gap{Reason: reason, From: stored, To: fresh, Detail: detail + "; a new slot was created"}); err != nil {
+	d.recreated = audit.Gap{Reason: reason, From: stored, To: fresh, Detail: detail + "; a new slot was created"}
+	if err := d.gap(ctx, d.recreated); err != nil {
 		return 0, err
 	}
+	d.recreated = audit.Gap{}
 	return fresh, nil
 }
 

@@ -7,6 +7,7 @@ import (
 	"time"
 
 	"github.com/jackc/pgerrcode"
+	"github.com/jackc/pglogrepl"
 	"go.uber.org/zap"
 
 	"github.com/walscribe/walscribe/audit"
@@ -29,7 +30,7 @@ func (d *Daemon) stream(ctx context.Context, ch chan<- *audit.Transaction) (*cdc
 		if conn != nil {
 			conn.Close(ctx)
 		}
-		if fatal(err) {
+		if fatal(err) || errors.Is(err, errSlotChanged) {
 			return nil, err
 		}
 		if progressed {
@@ -89,6 +90,30 @@ func (d *Daemon) waitForSink(ctx context.Context) bool {
 	}
 }
 
+// errSlotChanged ends the stream when the slot is not where this daemon
+// left it: dropped, invalidated, or moved past what it asked for while the
+// stream was down. Run starts over, and the start records the gap.
+var errSlotChanged = errors.New("the replication slot changed while the stream was down")
+
+// checkUnmoved checks, just before streaming, that the server will stream
+// from where this daemon asks: a slot moved further while the stream was
+// down would skip changes in silence (the server starts from the slot's
+// position when asked for an earlier one).
+func (d *Daemon) checkUnmoved(ctx context.Context, conn *cdc.Conn, start pglogrepl.LSN) error {
+	confirmed, walStatus, err := conn.SlotPosition(ctx, d.cfg.Slot)
+	switch {
+	case errors.Is(err, cdc.ErrNoSlot), errors.Is(err, cdc.ErrOtherDatabase):
+		return fmt.Errorf("%w: %w", errSlotChanged, err)
+	case err != nil:
+		return err
+	case walStatus == "lost":
+		return fmt.Errorf("%w: wal_status is lost", errSlotChanged)
+	case confirmed > start:
+		return fmt.Errorf("%w: it was moved to %s, past %s", errSlotChanged, confirmed, start)
+	}
+	return nil
+}
+
 // fatal reports errors that reconnecting will not fix.
 func fatal(err error) bool {
 	switch pg.SQLState(err) {
@@ -113,10 +138,20 @@ func (d *Daemon) session(ctx context.Context, ch chan<- *audit.Transaction) (*cd
 	if err != nil {
 		return nil, false, err
 	}
+	if d.systemID, err = conn.SystemID(ctx); err != nil {
+		return conn, false, err
+	}
 	// Resume after what the sink holds or will hold: transactions already
 	// queued are not asked for again.
 	start := max(d.Durable(), d.queued, d.acked)
+	if err := d.checkUnmoved(ctx, conn, start); err != nil {
+		return conn, false, err
+	}
 	if err := conn.Start(ctx, d.cfg.Slot, d.cfg.Publication, start); err != nil {
+		if pg.Is(err, pgerrcode.UndefinedObject) || pg.Is(err, pgerrcode.ObjectNotInPrerequisiteState) {
+			// The slot was dropped, or invalidated (wal_status lost).
+			return conn, false, fmt.Errorf("%w: %w", errSlotChanged, err)
+		}
 		return conn, false, err
 	}
 	d.dec.Reset()

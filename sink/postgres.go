@@ -45,7 +45,7 @@ type Postgres struct {
 	lastID        int64         // id of the last entry stored
 	lastCommitted time.Time
 	months        map[int]bool // year*12+month → partitions known to exist
-	healthy       atomic.Bool  // the last write succeeded
+	healthy       atomic.Bool  // the last write succeeded, or none failed yet
 
 	errMu     sync.Mutex
 	lastErr   string
@@ -71,7 +71,9 @@ func NewPostgres(cfg Config, log *zap.Logger) *Postgres {
 	if cfg.Metrics == nil {
 		cfg.Metrics = metrics.Discard()
 	}
-	return &Postgres{cfg: cfg, log: log.Named("sink"), schema: pgx.Identifier{cfg.Schema}.Sanitize()}
+	p := &Postgres{cfg: cfg, log: log.Named("sink"), schema: pgx.Identifier{cfg.Schema}.Sanitize()}
+	p.healthy.Store(true) // no write failed yet; only writes change it
+	return p
 }
 
 // ErrNotSetUp means the audit schema is missing or older than this binary.
@@ -88,7 +90,6 @@ func (p *Postgres) Open(ctx context.Context) error {
 		return err
 	}
 	p.conn = conn
-	p.healthy.Store(true)
 	p.cfg.Metrics.SinkUp.Set(1)
 	return nil
 }

@@ -123,9 +123,14 @@ func Classify(err error) Class {
 	if errors.As(err, &pgErr) {
 		code := pgErr.Code
 		switch {
+		case code == pgerrcode.DatabaseDropped:
+			return Fatal
 		case pgerrcode.IsConnectionException(code), pgerrcode.IsTransactionRollback(code),
 			pgerrcode.IsInsufficientResources(code), pgerrcode.IsOperatorIntervention(code),
-			pgerrcode.IsSystemError(code), code == pgerrcode.LockNotAvailable:
+			pgerrcode.IsSystemError(code), code == pgerrcode.LockNotAvailable,
+			// A server that became a standby (a failover under a DNS name
+			// or virtual IP): the primary is soon reachable again.
+			code == pgerrcode.ReadOnlySQLTransaction:
 			return Retry
 		case pgerrcode.IsDataException(code), pgerrcode.IsIntegrityConstraintViolation(code),
 			pgerrcode.IsProgramLimitExceeded(code):
@@ -141,10 +146,12 @@ func Classify(err error) Class {
 	if pgconn.SafeToRetry(err) || pgconn.Timeout(err) {
 		return Retry
 	}
+	// The network: refused, reset, unreachable, a name that does not
+	// resolve yet. A connection attempt that failed for another reason —
+	// TLS refused or not verified, no password to give — fails the same way
+	// next time.
 	var netErr net.Error
-	var connErr *pgconn.ConnectError
-	if errors.As(err, &netErr) || errors.As(err, &connErr) ||
-		errors.Is(err, net.ErrClosed) || errors.Is(err, io.EOF) || errors.Is(err, io.ErrUnexpectedEOF) {
+	if errors.As(err, &netErr) || errors.Is(err, net.ErrClosed) || errors.Is(err, io.EOF) || errors.Is(err, io.ErrUnexpectedEOF) {
 		return Retry
 	}
 	return Fatal

@@ -99,6 +99,7 @@ func TestClassify(t *testing.T) {
 	_, refused := Connect(ctx, fmt.Sprintf("postgres://postgres@127.0.0.1:%d/x?sslmode=disable", port), AppTool)
 	_, noDB := Connect(ctx, srv.DSN("no_such_database"), AppTool)
 	_, badDSN := Connect(ctx, "postgres://[::1", AppTool)
+	_, noTLS := Connect(ctx, srv.DSN("postgres")+"&sslmode=require", AppTool) // the test server has no TLS
 	cases = append(cases, []struct {
 		name string
 		err  error
@@ -107,6 +108,7 @@ func TestClassify(t *testing.T) {
 		{"connection refused", refused, Retry},
 		{"no such database", noDB, Fatal},
 		{"bad dsn", badDSN, Fatal},
+		{"TLS required, refused", noTLS, Fatal},
 		{"cancelled", fmt.Errorf("wrapped: %w", context.Canceled), Retry},
 		{"plain error", errors.New("something else"), Fatal},
 	}...)
