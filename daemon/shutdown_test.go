@@ -30,15 +30,18 @@ func TestCleanShutdownOfTheSource(t *testing.T) {
 		load          bool
 		smartFirst    bool
 		restartDaemon bool
+		openStream    bool // a transaction the server streams is in progress
 	}{
 		{name: "idle fast"},
 		{name: "idle smart then fast", smartFirst: true},
 		{name: "load fast", load: true},
 		{name: "load smart then fast, daemon restarted", load: true, smartFirst: true, restartDaemon: true},
 		{name: "idle fast, daemon restarted", restartDaemon: true},
+		{name: "streamed transaction in progress, fast, daemon restarted", openStream: true, restartDaemon: true},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			server := useServer(t, pgtest.Options{})
+			// Transactions above 64 kB are streamed while in progress.
+			server := useServer(t, pgtest.Options{Settings: map[string]string{"logical_decoding_work_mem": "64kB"}})
 			h := newHarness(t, `CREATE TABLE t (id serial PRIMARY KEY, v int)`, "t")
 			h.cfg.Spool.Dir = t.TempDir()
 			h.start()
@@ -58,6 +61,14 @@ func TestCleanShutdownOfTheSource(t *testing.T) {
 				h.waitFor("the workload to commit", func() bool { return commits.Load() >= 200 })
 			} else {
 				time.Sleep(500 * time.Millisecond) // idle: the slot is advanced past the last change
+			}
+			if tc.openStream {
+				open := pgtest.Connect(t, h.dsn)
+				if _, err := open.Exec(context.Background(), `BEGIN; INSERT INTO t (v) SELECT g FROM generate_series(1, 20000) g`); err != nil {
+					t.Fatal(err)
+				}
+				// Left open: the shutdown aborts it, and none of it may reach the trail.
+				time.Sleep(500 * time.Millisecond)
 			}
 
 			h.conn.Close(context.Background())
