@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/jackc/pglogrepl"
@@ -21,12 +22,13 @@ import (
 // sink update it; a timer reads it, so the lag keeps rising while the sink
 // is stuck or the queue is full.
 type lagState struct {
-	mu        sync.Mutex
-	pending   []pendingTx // oldest first; pending[head:] are live
-	head      int
-	busy      bool
-	durable   pglogrepl.LSN
-	sourceEnd pglogrepl.LSN
+	mu      sync.Mutex
+	pending []pendingTx // oldest first; pending[head:] are live
+	head    int
+	durable pglogrepl.LSN
+	// Set for every message: atomics, not the mutex.
+	busy      atomic.Bool
+	sourceEnd atomic.Uint64
 }
 
 type pendingTx struct {
@@ -68,16 +70,19 @@ func (l *lagState) stored(lsn pglogrepl.LSN) {
 
 // setBusy notes whether a transaction is being decoded.
 func (l *lagState) setBusy(b bool) {
-	l.mu.Lock()
-	l.busy = b
-	l.mu.Unlock()
+	if l.busy.Load() != b {
+		l.busy.Store(b)
+	}
 }
 
 // sourceAt notes a WAL position the source reported.
 func (l *lagState) sourceAt(lsn pglogrepl.LSN) {
-	l.mu.Lock()
-	l.sourceEnd = max(l.sourceEnd, lsn)
-	l.mu.Unlock()
+	for {
+		old := l.sourceEnd.Load()
+		if uint64(lsn) <= old || l.sourceEnd.CompareAndSwap(old, uint64(lsn)) {
+			return
+		}
+	}
 }
 
 // measure returns the lag: the WAL the source has written past what is
@@ -87,8 +92,8 @@ func (l *lagState) measure(now time.Time) (bytes int64, seconds float64) {
 	l.mu.Lock()
 	defer l.mu.Unlock()
 	waiting := l.head < len(l.pending)
-	if waiting || l.busy {
-		bytes = max(0, int64(l.sourceEnd)-int64(l.durable))
+	if waiting || l.busy.Load() {
+		bytes = max(0, int64(l.sourceEnd.Load())-int64(l.durable))
 	}
 	if waiting {
 		seconds = max(0, now.Sub(l.pending[l.head].committed).Seconds())
