@@ -3,10 +3,15 @@
 package audit
 
 import (
+	"crypto/sha256"
+	"encoding/hex"
 	"net/netip"
+	"strings"
 	"time"
 
 	"github.com/jackc/pglogrepl"
+
+	"github.com/walscribe/walscribe/jsonb"
 )
 
 // Action is what happened to a row, or an application-defined event word.
@@ -31,9 +36,39 @@ type Entry struct {
 	Old     []byte   // JSON object: the row before (update, delete)
 	New     []byte   // JSON object: the row after (insert, update); truncate options
 	Changed []string // columns whose value changed (update)
+	// Flags say what had to change for the entry to be stored, or why it
+	// could not be stored as decoded (nil: stored as decoded).
+	Flags []string
 	// Ctx is who acted and from where; nil when nothing is known. Entries
 	// of one transaction share it until the application changes it.
 	Ctx *Context
+}
+
+// Flags of an entry.
+const (
+	// FlagJSONReencoded: a JSON value held what jsonb refuses (\u0000, a
+	// lone surrogate, a number beyond numeric's range, too deep a nesting,
+	// text that is not JSON) and was re-encoded into what it accepts.
+	FlagJSONReencoded = "json_reencoded"
+	// FlagTextEscaped: text held NUL or invalid UTF-8, escaped.
+	FlagTextEscaped = "text_escaped"
+	// FlagPKHashed: the key was too large for the trail's index (a wide row
+	// of a table without a primary key) and is stored as its SHA-256; the
+	// row is whole in old and new.
+	FlagPKHashed = "pk_hashed"
+	// FlagUnstorable: the server refused the entry as decoded for a reason
+	// not foreseen; its values are stored as escaped text.
+	FlagUnstorable = "unstorable"
+)
+
+// Flag adds f to the entry's flags, once.
+func (e *Entry) Flag(f string) {
+	for _, g := range e.Flags {
+		if g == f {
+			return
+		}
+	}
+	e.Flags = append(e.Flags, f)
 }
 
 // Context is what the application said about who is acting (set through
@@ -52,6 +87,43 @@ type Context struct {
 	// Extra is a JSON object of everything else: the application's own
 	// context, and what could not be read (invalid_context, invalid_ip).
 	Extra []byte
+	// Flags say what had to change in the context for it to be stored;
+	// they are stored with the flags of every entry it applies to.
+	Flags []string `json:",omitempty"`
+}
+
+// flag adds f to the context's flags, once.
+func (c *Context) flag(f string) {
+	for _, g := range c.Flags {
+		if g == f {
+			return
+		}
+	}
+	c.Flags = append(c.Flags, f)
+}
+
+// MakeStorable changes, in place, what the server would refuse of c: NUL
+// or invalid UTF-8 in text, indexed fields longer than the index takes,
+// JSON that jsonb does not take. Each kind of change is flagged.
+func (c *Context) MakeStorable() {
+	for _, s := range []*string{&c.ActorID, &c.Actor, &c.UserAgent, &c.RequestID, &c.DBUser, &c.ApplicationName} {
+		if t := jsonb.Text(*s); t != *s {
+			*s = t
+			c.flag(FlagTextEscaped)
+		}
+	}
+	for _, s := range []*string{&c.ActorID, &c.RequestID} {
+		if len(*s) > MaxIndexedContext {
+			*s = strings.ToValidUTF8((*s)[:MaxIndexedContext], "")
+			c.flag(FlagTextClipped)
+		}
+	}
+	if c.Extra != nil {
+		if out, ch := jsonb.Sanitize(c.Extra); ch {
+			c.Extra = out
+			c.flag(FlagJSONReencoded)
+		}
+	}
 }
 
 // Transaction is one committed source transaction and its entries, in WAL
@@ -100,4 +172,98 @@ type Gap struct {
 	From   pglogrepl.LSN // the last position stored before the gap
 	To     pglogrepl.LSN // where the trail resumes; 0 when it does not
 	Detail string        // what happened, for people
+}
+
+// Limits of what the trail's indexes take: a btree row holds at most about
+// 2.7 kB, and pk, actor_id and request_id are indexed.
+const (
+	MaxKeyBytes       = 1024 // pk, as JSON text; larger keys are stored hashed
+	MaxIndexedContext = 1024 // actor_id and request_id, in bytes; longer ones are clipped
+)
+
+// FlagTextClipped: an indexed context field (actor_id, request_id) was
+// longer than the index takes, and was clipped.
+const FlagTextClipped = "text_clipped"
+
+// MakeStorable changes, in place, what the server would refuse of e — JSON
+// jsonb does not take, NUL or invalid UTF-8 in text, a key too large for the
+// trail's index, indexed context fields too long — and flags each kind of
+// change. It reports whether it changed anything. A shared Ctx is copied
+// before it is changed.
+func (e *Entry) MakeStorable() bool {
+	changed := false
+	for _, j := range []*[]byte{&e.PK, &e.Old, &e.New} {
+		if *j == nil {
+			continue
+		}
+		if out, ch := jsonb.Sanitize(*j); ch {
+			*j = out
+			e.Flag(FlagJSONReencoded)
+			changed = true
+		}
+	}
+	text := func(s *string) {
+		if t := jsonb.Text(*s); t != *s {
+			*s = t
+			e.Flag(FlagTextEscaped)
+			changed = true
+		}
+	}
+	text(&e.Schema)
+	text(&e.Table)
+	action := string(e.Action)
+	text(&action)
+	e.Action = Action(action)
+	for i := range e.Changed {
+		text(&e.Changed[i])
+	}
+	if e.Ctx != nil {
+		c := *e.Ctx
+		c.Flags = nil
+		c.MakeStorable()
+		if c.Flags != nil {
+			for _, f := range c.Flags {
+				e.Flag(f)
+			}
+			c.Flags = e.Ctx.Flags
+			e.Ctx = &c
+			changed = true
+		}
+	}
+	if e.HashLargeKey() {
+		changed = true
+	}
+	return changed
+}
+
+// HashLargeKey replaces a key too large for the trail's index (the whole
+// row of a wide table without a primary key) with its SHA-256, flagged;
+// the row stays whole in old and new. It reports whether it did.
+func (e *Entry) HashLargeKey() bool {
+	if len(e.PK) <= MaxKeyBytes {
+		return false
+	}
+	sum := sha256.Sum256(e.PK)
+	e.PK = []byte(`{"sha256": "` + hex.EncodeToString(sum[:]) + `"}`)
+	e.Flag(FlagPKHashed)
+	return true
+}
+
+// Quarantine stores what the server refused of e for a reason
+// MakeStorable did not foresee: every JSON value becomes a JSON string of
+// its text, and the entry is flagged unstorable. Nothing of it is dropped.
+func (e *Entry) Quarantine() {
+	e.MakeStorable()
+	for _, j := range []*[]byte{&e.PK, &e.Old, &e.New} {
+		if *j != nil {
+			*j = jsonb.String(string(*j))
+		}
+	}
+	e.HashLargeKey()
+	if e.Ctx != nil && e.Ctx.Extra != nil {
+		c := *e.Ctx
+		c.Extra = jsonb.String(string(c.Extra))
+		e.Ctx = &c
+	}
+	e.Flag(FlagUnstorable)
 }

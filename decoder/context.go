@@ -11,6 +11,7 @@ import (
 	"github.com/jackc/pglogrepl"
 
 	"github.com/walscribe/walscribe/audit"
+	"github.com/walscribe/walscribe/jsonb"
 	"github.com/walscribe/walscribe/spool"
 )
 
@@ -198,30 +199,42 @@ func (d *Decoder) message(m *pglogrepl.LogicalDecodingMessage, xid uint32) (*aud
 	return nil, nil
 }
 
-// event is the entry of an application event.
+// event is the entry of an application event. What the server would
+// refuse in it (NUL or invalid UTF-8 in text, what jsonb does not take, a
+// key too large for its index) changes, flagged.
 func (d *Decoder) event(w *wireEvent) audit.Entry {
-	action := strings.TrimSpace(w.Action)
+	var e audit.Entry
+	text := func(s string) string {
+		t := jsonb.Text(s)
+		if t != s {
+			e.Flag(audit.FlagTextEscaped)
+		}
+		return t
+	}
+	action := text(strings.TrimSpace(w.Action))
 	if action == "" {
 		action = "event"
 	}
-	schema, table := "", w.Target
-	if s, t, ok := strings.Cut(w.Target, "."); ok {
+	schema, table := "", text(w.Target)
+	if s, t, ok := strings.Cut(table, "."); ok {
 		schema, table = s, t
 	}
-	e := audit.Entry{Schema: schema, Table: table, Action: audit.Action(action), Ctx: d.context(&w.Context)}
+	e.Schema, e.Table, e.Action, e.Ctx = schema, table, audit.Action(action), d.context(&w.Context)
 	if w.ObjectID != nil {
-		buf := AppendString(append(d.scratch[:0], `{"id":`...), []byte(*w.ObjectID))
+		buf := AppendString(append(d.scratch[:0], `{"id":`...), []byte(text(*w.ObjectID)))
 		buf = append(buf, '}')
 		d.scratch = buf
 		e.PK = d.keep(buf)
 	}
 	if len(w.Data) > 0 && !bytes.Equal(w.Data, []byte("null")) {
-		// Unmarshal checked it is JSON; jsonb also refuses \u0000.
-		if !utf8.Valid(w.Data) || hasNULEscape(w.Data) {
-			w.Data = jsonString(w.Data)
+		// Unmarshal checked it is JSON; what jsonb refuses in it changes.
+		if out, changed := jsonb.Sanitize(w.Data); changed {
+			w.Data = out
+			e.Flag(audit.FlagJSONReencoded)
 		}
 		e.New = d.keep(w.Data)
 	}
+	e.HashLargeKey()
 	return e
 }
 
@@ -269,6 +282,9 @@ func (d *Decoder) context(w *wireContext) *audit.Context {
 		}
 		c.Extra, _ = json.Marshal(obj)
 	}
+	// What the server would refuse (NUL, invalid UTF-8, what jsonb does
+	// not take, fields too long for their index) changes, flagged.
+	c.MakeStorable()
 	return c
 }
 
@@ -296,10 +312,11 @@ func parseInet(s string) (netip.Prefix, bool) {
 	return netip.PrefixFrom(a, a.BitLen()), true
 }
 
-// isJSONObject reports whether b is a JSON object that jsonb accepts.
+// isJSONObject reports whether b is a JSON object (what jsonb refuses in it
+// is re-encoded by Context.MakeStorable).
 func isJSONObject(b []byte) bool {
 	b = bytes.TrimSpace(b)
-	return len(b) > 1 && b[0] == '{' && json.Valid(b) && utf8.Valid(b) && !hasNULEscape(b)
+	return len(b) > 1 && b[0] == '{' && json.Valid(b) && utf8.Valid(b)
 }
 
 // jsonString is s as a JSON string.

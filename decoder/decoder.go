@@ -197,6 +197,7 @@ func (d *Decoder) target(xid uint32) error {
 
 // add appends an entry to the current transaction.
 func (d *Decoder) add(e audit.Entry) error {
+	e.HashLargeKey() // the whole row of a wide table without a primary key
 	if err := d.flushPending(d.curSub); err != nil {
 		return err
 	}

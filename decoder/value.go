@@ -1,8 +1,9 @@
 package decoder
 
 import (
-	"encoding/json"
 	"unicode/utf8"
+
+	"github.com/walscribe/walscribe/jsonb"
 )
 
 // The renderings below assume the walsender session's settings: DateStyle=ISO,
@@ -210,10 +211,11 @@ func AppendValue(dst []byte, t *Type, text []byte) []byte {
 		}
 	case KindJSON:
 		// The server validated it; checking again keeps one bad value from
-		// breaking the document around it. json (unlike jsonb) may hold
-		// "\u0000", which jsonb rejects, as it rejects invalid UTF-8: such
-		// a value is kept as a JSON string of its text.
-		if json.Valid(text) && utf8.Valid(text) && !hasNULEscape(text) {
+		// breaking the document around it. json may hold what jsonb refuses
+		// (jsonb.Check: "\u0000", lone surrogates, numbers beyond numeric,
+		// deep nesting, on some versions and encodings): such a value is
+		// kept as a JSON string of its text.
+		if jsonb.Check(text) == nil {
 			return append(dst, text...)
 		}
 	case KindJSONB:
@@ -284,17 +286,6 @@ func appendEscaped(dst, s []byte) []byte {
 		i += size
 	}
 	return append(dst, s[start:]...)
-}
-
-// hasNULEscape reports whether JSON text holds the escape \u0000, which
-// jsonb cannot store.
-func hasNULEscape(s []byte) bool {
-	for i := indexByte(s, '\\', 0); i >= 0 && i+1 < len(s); i = indexByte(s, '\\', i+2) {
-		if s[i+1] == 'u' && i+6 <= len(s) && string(s[i+2:i+6]) == "0000" {
-			return true
-		}
-	}
-	return false
 }
 
 // isJSONNumber reports whether s is a number in JSON's grammar. It is the

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"io"
 	"net/netip"
+	"slices"
 	"strings"
 	"sync"
 	"time"
@@ -26,7 +27,7 @@ import (
 // order appendRow encodes them.
 var copyColumns = []string{"id", "commit_lsn", "seq", "xid", "committed_at", "schema_name", "table_name",
 	"action", "pk", "old", "new", "changed", "retention_class",
-	"actor_id", "actor", "ip", "user_agent", "request_id", "db_user", "client_addr", "application_name", "context"}
+	"actor_id", "actor", "ip", "user_agent", "request_id", "db_user", "client_addr", "application_name", "context", "flags"}
 
 // copyStatement is the COPY of the entries into schema (a quoted identifier).
 func copyStatement(schema string) string {
@@ -201,6 +202,16 @@ func (r *copyReader) appendRow(tx *audit.Transaction, e *audit.Entry) {
 			b = appendNull(b)
 		}
 	}
+	flags := e.Flags
+	if c := e.Ctx; c != nil && len(c.Flags) > 0 {
+		flags = slices.Clone(flags)
+		for _, f := range c.Flags {
+			if !slices.Contains(flags, f) {
+				flags = append(flags, f)
+			}
+		}
+	}
+	b = appendTextArray(b, flags)
 	r.buf = b
 }
 

@@ -34,7 +34,7 @@ func TestMain(m *testing.M) {
 
 // openSink creates a database with the audit schema, as setup does, and
 // opens a sink on it. It returns the sink and a connection (TimeZone UTC).
-func openSink(t *testing.T, m *metrics.Metrics) (*Postgres, *pgx.Conn) {
+func openSink(t testing.TB, m *metrics.Metrics) (*Postgres, *pgx.Conn) {
 	t.Helper()
 	ctx := context.Background()
 	dsn := srv.NewDB(t)
@@ -127,7 +127,7 @@ func testBatch() []*audit.Transaction {
 					New: []byte(`{"id": 1, "name": "Zoë", "s": "line\nbreak \"q\" \\ \u00e9", "big": 12345678901234567890.5}`), Ctx: full},
 				{Seq: 2, Schema: "public", Table: "clients", Action: audit.Update, PK: []byte(`{"id": 1}`),
 					Old: []byte(`{"id": 1, "name": "Zoë"}`), New: []byte(`{"id": 1, "name": "Zoé"}`),
-					Changed: []string{"name", "prix €", ""}, Ctx: mapped},
+					Changed: []string{"name", "prix €", ""}, Flags: []string{audit.FlagJSONReencoded, audit.FlagPKHashed}, Ctx: mapped},
 				{Seq: 3, Schema: "public", Table: "clients", Action: audit.Update, PK: []byte(`{"id": 1}`),
 					Old: []byte(`{"id": 1}`), New: []byte(`{"id": 1}`), Changed: []string{}, Ctx: &audit.Context{}},
 				{Seq: 4, Schema: "public", Table: "clients", Action: audit.Delete, PK: []byte(`{"id": 1}`),
@@ -209,6 +209,7 @@ func pgxRow(id int64, tx *audit.Transaction, e *audit.Entry) []any {
 		r[20] = orNull(c.ApplicationName != "", c.ApplicationName)
 		r[21] = orNull(c.Extra != nil, c.Extra)
 	}
+	r[22] = orNull(e.Flags != nil, e.Flags)
 	return r
 }
 
@@ -219,7 +220,7 @@ func storedRows(t *testing.T, conn *pgx.Conn, schema string) [][]*string {
 	rows, err := conn.Query(context.Background(), `SELECT ARRAY[id::text, commit_lsn::text, seq::text, xid::text,
 		committed_at::text, schema_name, table_name, action, pk::text, old::text, new::text, changed::text,
 		retention_class, actor_id, actor, ip::text, user_agent, request_id, db_user, client_addr::text,
-		application_name, context::text] FROM `+schema+`.entries ORDER BY id`)
+		application_name, context::text, flags::text] FROM `+schema+`.entries ORDER BY id`)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -307,6 +308,8 @@ func TestCopyStoresWhatPgxStored(t *testing.T) {
 		{2, "changed", "NULL"},
 		{2, "context", `{"n": 1.50, "nested": {"a": [1, null, "é"]}, "tenant": "t1"}`},
 		{3, "changed", `{name,"prix €",""}`},
+		{3, "flags", `{json_reencoded,pk_hashed}`},
+		{2, "flags", "NULL"},
 		{3, "ip", "::ffff:192.0.2.1/128"},
 		{3, "client_addr", "192.0.2.7/32"},
 		{3, "context", "{}"},

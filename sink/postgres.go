@@ -199,6 +199,9 @@ func (p *Postgres) writeRetrying(ctx context.Context, batch []*audit.Transaction
 		if err == nil {
 			err = p.Write(ctx, batch)
 		}
+		if pg.Classify(err) == pg.Data && p.conn != nil && !p.conn.IsClosed() {
+			err = p.writeIsolating(ctx, batch, err)
+		}
 		if err == nil {
 			p.healthy.Store(true)
 			p.cfg.Metrics.SinkUp.Set(1)

@@ -100,6 +100,9 @@ func size(r *Record) int64 {
 	for _, c := range e.Changed {
 		n += int64(16 + len(c))
 	}
+	for _, f := range e.Flags {
+		n += int64(16 + len(f))
+	}
 	return n
 }
 
@@ -157,14 +160,8 @@ func (t *Txn) write(r *Record) error {
 		b = appendBytes(b, e.PK)
 		b = appendBytes(b, e.Old)
 		b = appendBytes(b, e.New)
-		if e.Changed == nil {
-			b = binary.AppendUvarint(b, 0)
-		} else {
-			b = binary.AppendUvarint(b, uint64(len(e.Changed))+1)
-			for _, c := range e.Changed {
-				b = appendBytes(b, []byte(c))
-			}
-		}
+		b = appendStrings(b, e.Changed)
+		b = appendStrings(b, e.Flags)
 	}
 	t.buf = b
 	var head [binary.MaxVarintLen64]byte
@@ -175,6 +172,33 @@ func (t *Txn) write(r *Record) error {
 		return fmt.Errorf("spill: %w", err)
 	}
 	return nil
+}
+
+// appendStrings writes a count (0 for nil, else len+1) and the strings.
+func appendStrings(b []byte, v []string) []byte {
+	if v == nil {
+		return binary.AppendUvarint(b, 0)
+	}
+	b = binary.AppendUvarint(b, uint64(len(v))+1)
+	for _, s := range v {
+		b = appendBytes(b, []byte(s))
+	}
+	return b
+}
+
+// readStrings reads what appendStrings wrote.
+func readStrings(buf *[]byte) []string {
+	n, k := binary.Uvarint(*buf)
+	*buf = (*buf)[k:]
+	if n == 0 {
+		return nil
+	}
+	out := make([]string, n-1)
+	for i := range out {
+		c, _ := readBytes(buf)
+		out[i] = string(c)
+	}
+	return out
 }
 
 // appendBytes writes a length (0 for nil, else len+1) and the bytes.
@@ -323,15 +347,8 @@ func (r *fileReader) Next() (*audit.Entry, error) {
 		e.PK, _ = readBytes(&buf)
 		e.Old, _ = readBytes(&buf)
 		e.New, _ = readBytes(&buf)
-		nc, k := binary.Uvarint(buf)
-		buf = buf[k:]
-		if nc > 0 {
-			e.Changed = make([]string, nc-1)
-			for i := range e.Changed {
-				c, _ := readBytes(&buf)
-				e.Changed[i] = string(c)
-			}
-		}
+		e.Changed = readStrings(&buf)
+		e.Flags = readStrings(&buf)
 		r.seq++
 		e.Seq = r.seq
 		e.Ctx = r.ctx

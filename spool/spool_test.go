@@ -29,7 +29,8 @@ func fill(t *testing.T, tx *Txn, n int) {
 	}
 	for i := range n {
 		add(Record{Subxid: 3, Entry: audit.Entry{Schema: "s", Table: "t", Action: audit.Update,
-			Old: []byte(`{"a":1}`), New: []byte(`{"a":2}`), Changed: []string{"a"}, PK: []byte(fmt.Sprintf(`{"id":%d}`, i))}})
+			Old: []byte(`{"a":1}`), New: []byte(`{"a":2}`), Changed: []string{"a"}, PK: []byte(fmt.Sprintf(`{"id":%d}`, i)),
+			Flags: []string{audit.FlagJSONReencoded}}})
 	}
 	tx.Abort(2)
 }
@@ -53,10 +54,11 @@ func check(t *testing.T, entries []audit.Entry, n int) {
 		}
 	}
 	last := entries[len(entries)-1]
-	if string(last.PK) != fmt.Sprintf(`{"id":%d}`, n-1) || last.Changed[0] != "a" || string(last.New) != `{"a":2}` {
+	if string(last.PK) != fmt.Sprintf(`{"id":%d}`, n-1) || last.Changed[0] != "a" || string(last.New) != `{"a":2}` ||
+		len(last.Flags) != 1 || last.Flags[0] != audit.FlagJSONReencoded {
 		t.Fatalf("last entry %+v", last)
 	}
-	if entries[0].Changed != nil || entries[0].Old != nil {
+	if entries[0].Changed != nil || entries[0].Old != nil || entries[0].Flags != nil {
 		t.Fatalf("nil fields did not stay nil: %+v", entries[0])
 	}
 }

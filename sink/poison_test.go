@@ -1,0 +1,57 @@
+package sink
+
+import (
+	"context"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/jackc/pglogrepl"
+
+	"github.com/walscribe/walscribe/audit"
+	"github.com/walscribe/walscribe/metrics"
+)
+
+// poison are values a session variable, a logical message or a row can
+// carry that the server refuses somewhere: in jsonb, in text, in an index
+// row.
+var poison = []string{
+	`{"n": 1e999999}`, `{"k": "\ud800"}`, `{"a": "\u0000"}`, "{\"a\": \"\x00\"}", "\xff\xfe", "a\x00b",
+	strings.Repeat("[", 30000) + strings.Repeat("]", 30000), `[1e-99999]`, `not json`, ``, `null`, `{}`,
+	strings.Repeat("é", 4000), `{"deep": ` + strings.Repeat(`{"a":`, 2000) + `1` + strings.Repeat(`}`, 2000) + `}`,
+}
+
+// FuzzSinkStoresAnything: whatever an entry's values are, the sink stores
+// it — changed only as far as the server needs, flagged — and never stops
+// on it. make test runs the seeds against the real server; go test -fuzz
+// runs it longer.
+func FuzzSinkStoresAnything(f *testing.F) {
+	for _, p := range poison {
+		f.Add([]byte(p), p)
+	}
+	p, conn := openSink(f, metrics.Discard())
+	ctx := context.Background()
+	lsn := pglogrepl.LSN(1 << 32)
+	f.Fuzz(func(t *testing.T, raw []byte, text string) {
+		lsn += 0x100
+		c := &audit.Context{ActorID: text, Actor: text, RequestID: text + text, UserAgent: text, Extra: raw}
+		tx := &audit.Transaction{Xid: 7, CommitLSN: lsn, EndLSN: lsn + 1, CommittedAt: time.Now().UTC(), Count: 2,
+			Entries: []audit.Entry{
+				{Seq: 1, Schema: text, Table: text, Action: audit.Action(text), PK: raw, Old: raw, New: raw, Changed: []string{text}, Ctx: c},
+				{Seq: 2, Schema: "public", Table: "fine", Action: audit.Insert, PK: []byte(`{"id": 1}`), New: []byte(`{"id": 1}`)},
+			}}
+		before := p.lastID
+		wctx, cancel := context.WithTimeout(ctx, 20*time.Second)
+		defer cancel()
+		if err := p.writeRetrying(wctx, []*audit.Transaction{tx}); err != nil {
+			t.Fatalf("the sink stopped on %q / %q: %v", raw, text, err)
+		}
+		if p.lastID != before+2 {
+			t.Fatalf("%d entries stored, want 2", p.lastID-before)
+		}
+		var fine int
+		if err := conn.QueryRow(ctx, `SELECT count(*) FROM audit.entries WHERE id = $1 AND table_name = 'fine' AND pk = '{"id": 1}'`, before+2).Scan(&fine); err != nil || fine != 1 {
+			t.Fatalf("the entry beside the poisoned one: %d, %v", fine, err)
+		}
+	})
+}
