@@ -8,6 +8,7 @@ import (
 	"net/netip"
 	"strings"
 	"time"
+	"unicode"
 
 	"github.com/jackc/pglogrepl"
 
@@ -44,6 +45,22 @@ type Entry struct {
 	Ctx *Context
 }
 
+// Actions only walscribe itself writes: the row actions and its own
+// records. An application event never takes one of these.
+var reserved = map[string]bool{"insert": true, "update": true, "delete": true, "truncate": true,
+	"gap": true, "pruned": true, "rules": true}
+
+// NormalizeAction is an event's action as walscribe (and the bridge's
+// log_event, in SQL) compares it: white space and control characters
+// trimmed from both ends, lower case.
+func NormalizeAction(a string) string {
+	return strings.ToLower(strings.TrimFunc(a, func(r rune) bool { return unicode.IsSpace(r) || unicode.IsControl(r) }))
+}
+
+// Reserved reports whether an event's action, normalised, is one only
+// walscribe writes.
+func Reserved(a string) bool { return reserved[NormalizeAction(a)] }
+
 // Flags of an entry.
 const (
 	// FlagJSONReencoded: a JSON value held what jsonb refuses (\u0000, a
@@ -59,6 +76,13 @@ const (
 	// FlagUnstorable: the server refused the entry as decoded for a reason
 	// not foreseen; its values are stored as escaped text.
 	FlagUnstorable = "unstorable"
+	// FlagReservedAction: an event claimed an action only walscribe writes
+	// (insert, update, delete, truncate, gap, ...): it is stored as
+	// "event:<action>", never as a change.
+	FlagReservedAction = "reserved_action"
+	// FlagTruncated: a context field or an event's data was larger than the
+	// configured limit; the JSON keeps its size, SHA-256 and beginning.
+	FlagTruncated = "truncated"
 )
 
 // Flag adds f to the entry's flags, once.
@@ -92,8 +116,8 @@ type Context struct {
 	Flags []string `json:",omitempty"`
 }
 
-// flag adds f to the context's flags, once.
-func (c *Context) flag(f string) {
+// Flag adds f to the context's flags, once.
+func (c *Context) Flag(f string) {
 	for _, g := range c.Flags {
 		if g == f {
 			return
@@ -109,19 +133,19 @@ func (c *Context) MakeStorable() {
 	for _, s := range []*string{&c.ActorID, &c.Actor, &c.UserAgent, &c.RequestID, &c.DBUser, &c.ApplicationName} {
 		if t := jsonb.Text(*s); t != *s {
 			*s = t
-			c.flag(FlagTextEscaped)
+			c.Flag(FlagTextEscaped)
 		}
 	}
 	for _, s := range []*string{&c.ActorID, &c.RequestID} {
 		if len(*s) > MaxIndexedContext {
 			*s = strings.ToValidUTF8((*s)[:MaxIndexedContext], "")
-			c.flag(FlagTextClipped)
+			c.Flag(FlagTextClipped)
 		}
 	}
 	if c.Extra != nil {
 		if out, ch := jsonb.Sanitize(c.Extra); ch {
 			c.Extra = out
-			c.flag(FlagJSONReencoded)
+			c.Flag(FlagJSONReencoded)
 		}
 	}
 }

@@ -8,8 +8,10 @@ import (
 	"testing"
 
 	"github.com/jackc/pgx/v5"
+	"github.com/prometheus/client_golang/prometheus/testutil"
 
 	"github.com/walscribe/walscribe/auditctx"
+	"github.com/walscribe/walscribe/metrics"
 )
 
 // entryRow is what the context tests read back from audit.entries.
@@ -269,7 +271,9 @@ func TestEvents(t *testing.T) {
 		INSERT INTO t VALUES (2);
 		ROLLBACK`)
 	h.exec(`SELECT audit.log_event('logout', 'auth')`) // its own transaction, no context
-	for _, bad := range []string{`SELECT audit.log_event('', 'x')`, `SELECT audit.log_event('delete', 'public.t', '1')`} {
+	for _, bad := range []string{`SELECT audit.log_event('', 'x')`, `SELECT audit.log_event('delete', 'public.t', '1')`,
+		`SELECT audit.log_event(E'delete\t', 'public.t', '1')`, `SELECT audit.log_event(E'\nINSERT', 'public.t', '1')`,
+		`SELECT audit.log_event('gap', 'walscribe')`, `SELECT audit.log_event(E' \r\n', 'x')`} {
 		if _, err := h.conn.Exec(context.Background(), bad); err == nil || !strings.Contains(err.Error(), "walscribe: ") {
 			t.Errorf("%s: %v, want an error that says what to do", bad, err)
 		}
@@ -373,4 +377,48 @@ func TestContextPrefix(t *testing.T) {
 		t.Fatal("the bridge did not read the myapp.* variables")
 	}
 	h.stop()
+}
+
+// TestForgedEventMessage: a raw logical message that claims a row action,
+// a time long past and database facts is stored as an event of its own
+// ("event:update", flagged), at the time walscribe read it: never as a
+// change, never backdated, never in another month's partition.
+func TestForgedEventMessage(t *testing.T) {
+	h := newHarness(t, `CREATE TABLE t (id int PRIMARY KEY)`, "t")
+	h.start()
+	h.exec(`SELECT pg_logical_emit_message(false, 'walscribe.event', '{"action": " Update\t", "target": "public.t",
+		"object_id": "1", "at": "2019-01-01T00:00:00Z", "context": {"db_user": "postgres", "client_addr": "10.9.9.9"}}')`)
+	h.exec(`SELECT pg_logical_emit_message(false, 'walscribe.event', '{"action": "gap", "target": "walscribe"}')`)
+	h.sync()
+	h.stop()
+	if n := h.count(`SELECT count(*) FROM audit.entries WHERE action IN ('update', 'gap')`); n != 0 {
+		t.Errorf("%d change or gap entries from forged messages", n)
+	}
+	if n := h.count(`SELECT count(*) FROM audit.entries WHERE action IN ('event:update', 'event:gap')
+		AND 'reserved_action' = ANY(flags) AND committed_at > now() - interval '1 hour'`); n != 2 {
+		t.Errorf("%d forged messages stored as flagged events of now, want 2", n)
+	}
+	if n := h.count(`SELECT count(*) FROM pg_class WHERE relname LIKE 'entries_2019%'`); n != 0 {
+		t.Error("a forged message created a partition of 2019")
+	}
+}
+
+// TestEventsKeepMetricsBounded: events with 3,000 distinct actions and
+// targets add one series to the entries counter, not 3,000.
+func TestEventsKeepMetricsBounded(t *testing.T) {
+	h := newHarness(t, `CREATE TABLE t (id int PRIMARY KEY)`, "t")
+	m := metrics.Discard()
+	h.cfg.Metrics = m
+	h.start()
+	h.sync()
+	before := testutil.CollectAndCount(m.EntriesWritten)
+	h.exec(`SELECT audit.log_event('viewed_' || i, 'public.doc_' || i, i::text, transactional => false) FROM generate_series(1, 3000) i`)
+	h.sync()
+	h.stop()
+	if n := h.count(`SELECT count(*) FROM audit.entries WHERE action LIKE 'viewed_%'`); n != 3000 {
+		t.Fatalf("%d events stored, want 3000", n)
+	}
+	if after := testutil.CollectAndCount(m.EntriesWritten); after-before > 1 {
+		t.Errorf("walscribe_entries_written_total grew from %d to %d series with the events", before, after)
+	}
 }

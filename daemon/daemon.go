@@ -87,6 +87,8 @@ type Config struct {
 	StandbyRetry time.Duration
 	// MaxBackoff caps the wait between reconnection attempts. Default 30s.
 	MaxBackoff time.Duration
+	// Limits bound what contexts and events put into each entry.
+	Limits decoder.Limits
 	// IdleGap is how far the server's WAL may move past the stored progress
 	// while the tracked tables are idle before the progress is stored
 	// sooner than IdleMaxWait. Defaults 64 KiB and 5m.
@@ -162,12 +164,14 @@ func New(cfg Config, snk Sink, log *zap.Logger) *Daemon {
 	cfg.defaults()
 	cat := catalog.New(cfg.SourceDSN)
 	sp := spool.New(cfg.Spool)
+	dec := decoder.New(cat, sp)
+	dec.SetLimits(cfg.Limits)
 	return &Daemon{
 		cfg:     cfg,
 		log:     log,
 		sink:    snk,
 		catalog: cat,
-		dec:     decoder.New(cat, sp),
+		dec:     dec,
 		spool:   sp,
 		m:       cfg.Metrics,
 		reload:  make(chan *rules.Set, 1),

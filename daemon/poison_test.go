@@ -1,6 +1,7 @@
 package daemon
 
 import (
+	"context"
 	"crypto/rand"
 	"encoding/hex"
 	"testing"
@@ -99,5 +100,38 @@ func TestUnforeseenRefusalIsQuarantined(t *testing.T) {
 	}
 	if n := h.count(`SELECT count(*) FROM (SELECT count(*) = max(id) AND min(id) = 1 AS dense FROM audit.entries) x WHERE dense`); n != 1 {
 		t.Error("entry ids are not dense")
+	}
+}
+
+// TestLargeContextIsBounded: a 256 KB context on a 200-row UPDATE does not
+// write 50 MB to the trail: each entry keeps its size, hash and beginning,
+// flagged truncated; a long event payload likewise.
+func TestLargeContextIsBounded(t *testing.T) {
+	h := newHarness(t, `CREATE TABLE t (id int PRIMARY KEY, v int)`, "t")
+	h.start()
+	h.exec(`INSERT INTO t SELECT i, 0 FROM generate_series(1, 200) i`)
+	big := incompressible(256 << 10)
+	tx, err := h.conn.Begin(context.Background())
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := tx.Exec(context.Background(), `SELECT set_config('audit.context', json_build_object('blob', $1::text)::text, true)`, big); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := tx.Exec(context.Background(), `UPDATE t SET v = 1`); err != nil {
+		t.Fatal(err)
+	}
+	if err := tx.Commit(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	h.exec(`SELECT audit.log_event('exported', 'public.t', NULL, json_build_object('blob', $1::text)::jsonb, false)`, big)
+	h.sync()
+	h.stop()
+	if n := h.count(`SELECT count(*) FROM audit.entries WHERE action = 'update' AND 'truncated' = ANY(flags)
+		AND (context->'walscribe_truncated'->>'bytes')::int > 256000 AND length(context::text) < 1024`); n != 200 {
+		t.Errorf("%d updates with a bounded, flagged context, want 200", n)
+	}
+	if n := h.count(`SELECT count(*) FROM audit.entries WHERE action = 'exported' AND 'truncated' = ANY(flags) AND length(new::text) < 1024`); n != 1 {
+		t.Error("the event's data is not bounded")
 	}
 }

@@ -6,6 +6,7 @@ import (
 	"net/netip"
 	"strings"
 	"time"
+	"unicode"
 	"unicode/utf8"
 
 	"github.com/jackc/pglogrepl"
@@ -153,7 +154,6 @@ type wireEvent struct {
 	Target   string          `json:"target"`
 	ObjectID *string         `json:"object_id"`
 	Data     json.RawMessage `json:"data"`
-	At       time.Time       `json:"at"`
 	Context  wireContext     `json:"context"`
 }
 
@@ -188,11 +188,11 @@ func (d *Decoder) message(m *pglogrepl.LogicalDecodingMessage, xid uint32) (*aud
 		}
 		// Kept even if its transaction rolls back. The position to
 		// acknowledge is just past the message: the server resends a
-		// message that starts exactly at the start position.
-		committed := w.At
-		if committed.IsZero() {
-			committed = time.Now()
-		}
+		// message that starts exactly at the start position. Its time is
+		// when walscribe read it, never one the message claims: a forged
+		// message must not backdate itself (nor create partitions of other
+		// months).
+		committed := time.Now()
 		e.Seq = 1
 		return &audit.Transaction{CommitLSN: m.LSN, EndLSN: m.LSN + 1, CommittedAt: committed, Entries: []audit.Entry{e}, Count: 1}, nil
 	}
@@ -211,9 +211,15 @@ func (d *Decoder) event(w *wireEvent) audit.Entry {
 		}
 		return t
 	}
-	action := text(strings.TrimSpace(w.Action))
-	if action == "" {
+	action := text(strings.TrimFunc(w.Action, func(r rune) bool { return unicode.IsSpace(r) || unicode.IsControl(r) }))
+	switch {
+	case action == "":
 		action = "event"
+	case audit.Reserved(action):
+		// A message never makes a change entry, a gap or any record of
+		// walscribe's own.
+		action = "event:" + audit.NormalizeAction(action)
+		e.Flag(audit.FlagReservedAction)
 	}
 	schema, table := "", text(w.Target)
 	if s, t, ok := strings.Cut(table, "."); ok {
@@ -231,6 +237,10 @@ func (d *Decoder) event(w *wireEvent) audit.Entry {
 		if out, changed := jsonb.Sanitize(w.Data); changed {
 			w.Data = out
 			e.Flag(audit.FlagJSONReencoded)
+		}
+		if len(w.Data) > d.limits.EventData {
+			w.Data = truncatedJSON(w.Data)
+			e.Flag(audit.FlagTruncated)
 		}
 		e.New = d.keep(w.Data)
 	}
@@ -283,14 +293,16 @@ func (d *Decoder) context(w *wireContext) *audit.Context {
 		c.Extra, _ = json.Marshal(obj)
 	}
 	// What the server would refuse (NUL, invalid UTF-8, what jsonb does
-	// not take, fields too long for their index) changes, flagged.
+	// not take, fields too long for their index) changes, and what is over
+	// the limits is cut: flagged.
 	c.MakeStorable()
+	d.limitContext(c)
 	return c
 }
 
 func (d *Decoder) invalid(what string) {
 	d.InvalidContexts++
-	d.LastInvalid = what
+	d.LastInvalid = clip(jsonb.Text(what), 200) // it goes to the log
 }
 
 // parseInet reads an address as PostgreSQL's inet does: an address with an
@@ -326,5 +338,5 @@ func clip(s string, n int) string {
 	if len(s) <= n {
 		return s
 	}
-	return s[:n] + "…"
+	return strings.ToValidUTF8(s[:n], "") + "…"
 }

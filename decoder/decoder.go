@@ -45,7 +45,8 @@ type Decoder struct {
 	chg        change
 	oldT, newT tuple
 
-	rules *rules.Set // nil: every table recorded whole
+	rules  *rules.Set // nil: every table recorded whole
+	limits Limits
 
 	spool *spool.Spool
 	txn   *spool.Txn // the records of the current (not streamed) transaction
@@ -87,7 +88,9 @@ func New(res Resolver, sp *spool.Spool) *Decoder {
 	if sp == nil {
 		sp = spool.New(spool.Config{})
 	}
-	return &Decoder{res: res, rels: map[uint32]*relation{}, spool: sp, streams: map[uint32]*stream{}}
+	d := &Decoder{res: res, rels: map[uint32]*relation{}, spool: sp, streams: map[uint32]*stream{}}
+	d.SetLimits(Limits{})
+	return d
 }
 
 type relation struct {

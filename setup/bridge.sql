@@ -83,17 +83,21 @@ CREATE OR REPLACE FUNCTION {{schema}}.log_event(
     data          jsonb   DEFAULT NULL,
     transactional boolean DEFAULT true)
 RETURNS void LANGUAGE plpgsql VOLATILE AS $$
+DECLARE
+    -- Trimmed of white space and control characters at both ends, as the
+    -- decoder trims it (audit.NormalizeAction), which has the last word.
+    word text := regexp_replace(action, '^[[:space:][:cntrl:]]+|[[:space:][:cntrl:]]+$', '', 'g');
 BEGIN
-    IF coalesce(btrim(action), '') = '' THEN
+    IF coalesce(word, '') = '' THEN
         RAISE EXCEPTION 'walscribe: log_event needs an action, a word such as ''exported'' or ''login_failed'''
             USING ERRCODE = 'invalid_parameter_value';
     END IF;
-    IF lower(btrim(action)) IN ('insert', 'update', 'delete', 'truncate') THEN
-        RAISE EXCEPTION 'walscribe: % is recorded from the table itself; give an event its own word, such as ''exported''', action
+    IF lower(word) IN ('insert', 'update', 'delete', 'truncate', 'gap', 'pruned', 'rules') THEN
+        RAISE EXCEPTION 'walscribe: % is a word walscribe records itself; give an event its own word, such as ''exported''', word
             USING ERRCODE = 'invalid_parameter_value';
     END IF;
     PERFORM pg_logical_emit_message(transactional, 'walscribe.event', jsonb_build_object(
-        'action', btrim(action), 'target', target, 'object_id', object_id, 'data', data,
-        'at', clock_timestamp(), 'context', {{schema}}.current_context())::text);
+        'action', word, 'target', target, 'object_id', object_id, 'data', data,
+        'context', {{schema}}.current_context())::text);
 END
 $$;

@@ -167,7 +167,7 @@ func (r *copyReader) next() (*audit.Transaction, *audit.Entry, error) {
 // appendRow encodes the row of entry e of transaction tx, in the order of
 // copyColumns, and counts it.
 func (r *copyReader) appendRow(tx *audit.Transaction, e *audit.Entry) {
-	r.tally[tallyKey{e.Schema, e.Table, e.Action, e.Ctx != nil && e.Ctx.ActorID != ""}]++
+	r.tally[tallyKey{e.Schema, e.Table, e.Action, e.Ctx != nil && e.Ctx.ActorID != ""}.bounded()]++
 	b := binary.BigEndian.AppendUint16(r.buf, uint16(len(copyColumns)))
 	b = appendInt8(b, r.nextID)
 	r.nextID++

@@ -524,6 +524,19 @@ type tallyKey struct {
 	actor         bool
 }
 
+// bounded is k with labels from a bounded set: a row action's table comes
+// from the publication, but an application event's action and target are
+// anyone's words, and each distinct label would be a time series kept for
+// ever. Events count under action "event", with no schema or table.
+func (k tallyKey) bounded() tallyKey {
+	switch k.action {
+	case audit.Insert, audit.Update, audit.Delete, audit.Truncate, "gap":
+		return k
+	}
+	k.schema, k.table, k.action = "", "", "event"
+	return k
+}
+
 // count records a committed batch in the metrics.
 func (p *Postgres) count(batch []*audit.Transaction, tally map[tallyKey]int, n int, began time.Time) {
 	m := p.cfg.Metrics

@@ -1,0 +1,70 @@
+package decoder
+
+import (
+	"crypto/sha256"
+	"encoding/hex"
+	"encoding/json"
+	"strings"
+
+	"github.com/walscribe/walscribe/audit"
+)
+
+// Limits bound what an application's context and events put into each
+// entry: a context is stored with every change it applies to, so a large
+// one multiplies. Values over a limit are cut, flagged truncated, never
+// dropped in silence. Zero fields take the defaults.
+type Limits struct {
+	// ContextField is the most bytes of actor_id, actor, user_agent,
+	// request_id and the other text fields of a context. Default 1 KiB.
+	ContextField int
+	// ContextJSON is the most bytes of the context's JSON object
+	// (audit.context). Default 8 KiB.
+	ContextJSON int
+	// EventData is the most bytes of an event's data. Default 64 KiB.
+	EventData int
+}
+
+// SetLimits makes l the limits in force.
+func (d *Decoder) SetLimits(l Limits) {
+	if l.ContextField <= 0 {
+		l.ContextField = 1 << 10
+	}
+	if l.ContextJSON <= 0 {
+		l.ContextJSON = 8 << 10
+	}
+	if l.EventData <= 0 {
+		l.EventData = 64 << 10
+	}
+	d.limits = l
+}
+
+// truncatedHead is how much of a truncated JSON value is kept, as text.
+const truncatedHead = 256
+
+// limitContext cuts c's fields to the limits, flagging c.
+func (d *Decoder) limitContext(c *audit.Context) {
+	cut := false
+	for _, s := range []*string{&c.ActorID, &c.Actor, &c.UserAgent, &c.RequestID, &c.DBUser, &c.ApplicationName} {
+		if len(*s) > d.limits.ContextField {
+			*s = strings.ToValidUTF8((*s)[:d.limits.ContextField], "")
+			cut = true
+		}
+	}
+	if len(c.Extra) > d.limits.ContextJSON {
+		c.Extra = truncatedJSON(c.Extra)
+		cut = true
+	}
+	if cut {
+		c.Flag(audit.FlagTruncated)
+	}
+}
+
+// truncatedJSON stands for a JSON value too large to keep: its size, its
+// SHA-256 and its beginning, as text.
+func truncatedJSON(b []byte) []byte {
+	sum := sha256.Sum256(b)
+	head := strings.ToValidUTF8(string(b[:min(len(b), truncatedHead)]), "")
+	out, _ := json.Marshal(map[string]any{"walscribe_truncated": map[string]any{
+		"bytes": len(b), "sha256": hex.EncodeToString(sum[:]), "head": head}})
+	return out
+}
