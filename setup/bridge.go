@@ -46,12 +46,21 @@ func InstallBridge(ctx context.Context, conn *pgx.Conn, schema, prefix string, t
 		}
 		want = append(want, names...)
 	}
-	have, err := bridgedTables(ctx, conn)
+	have, err := bridgedTables(ctx, conn, false)
+	if err != nil {
+		return nil, nil, err
+	}
+	notAlways, err := bridgedTables(ctx, conn, true)
 	if err != nil {
 		return nil, nil, err
 	}
 	for _, name := range want {
 		if slices.Contains(have, name) {
+			if slices.Contains(notAlways, name) { // disabled, or skippable: enabled again, always
+				if _, err := conn.Exec(ctx, `ALTER TABLE `+name+` ENABLE ALWAYS TRIGGER `+bridgeTrigger); err != nil {
+					return added, nil, fmt.Errorf("enable the context trigger on %s: %w", name, err)
+				}
+			}
 			continue
 		}
 		_, err := conn.Exec(ctx, `CREATE OR REPLACE TRIGGER `+bridgeTrigger+` BEFORE INSERT OR UPDATE OR DELETE OR TRUNCATE ON `+name+`
@@ -88,10 +97,10 @@ func contextKey(prefix string) string {
 
 // bridgedTables lists the tables that have the bridge's trigger, as
 // quoted schema.table names.
-func bridgedTables(ctx context.Context, conn *pgx.Conn) ([]string, error) {
+func bridgedTables(ctx context.Context, conn *pgx.Conn, notAlways bool) ([]string, error) {
 	rows, err := conn.Query(ctx, `SELECT format('%I.%I', n.nspname, c.relname)
 		FROM pg_trigger t JOIN pg_class c ON c.oid = t.tgrelid JOIN pg_namespace n ON n.oid = c.relnamespace
-		WHERE t.tgname = $1 AND NOT t.tgisinternal ORDER BY 1`, bridgeTrigger)
+		WHERE t.tgname = $1 AND NOT t.tgisinternal AND (NOT $2 OR t.tgenabled <> 'A') ORDER BY 1`, bridgeTrigger, notAlways)
 	if err != nil {
 		return nil, fmt.Errorf("read context triggers: %w", err)
 	}

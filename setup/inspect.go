@@ -66,10 +66,11 @@ func Inspect(ctx context.Context, conn *pgx.Conn, rs *rules.Set, publication, sk
 	for _, t := range tables {
 		var oid *uint32
 		var ident *string
-		var trig bool
+		var trigState *string // pg_trigger.tgenabled: A (always), O (origin), R (replica), D (disabled)
 		err := conn.QueryRow(ctx, `SELECT c.oid, CASE c.relreplident WHEN 'f' THEN 'full' WHEN 'd' THEN 'default' WHEN 'i' THEN 'index' ELSE 'nothing' END,
-				EXISTS (SELECT 1 FROM pg_trigger g WHERE g.tgrelid = c.oid AND g.tgname = 'walscribe_context')
-			FROM pg_class c WHERE c.oid = to_regclass($1)`, t.Ident()).Scan(&oid, &ident, &trig)
+				(SELECT g.tgenabled::text FROM pg_trigger g WHERE g.tgrelid = c.oid AND g.tgname = 'walscribe_context')
+			FROM pg_class c WHERE c.oid = to_regclass($1)`, t.Ident()).Scan(&oid, &ident, &trigState)
+		trig := trigState != nil
 		if err != nil && err != pgx.ErrNoRows {
 			return nil, fmt.Errorf("inspect %s: %w", t, err)
 		}
@@ -110,8 +111,13 @@ func Inspect(ctx context.Context, conn *pgx.Conn, rs *rules.Set, publication, sk
 		if !rep.Published {
 			r.Problems = append(r.Problems, fmt.Sprintf("%s: not in publication %q, so nothing of it is captured: %s", t, publication, fix))
 		}
-		if !trig {
+		switch {
+		case !trig:
 			r.Problems = append(r.Problems, fmt.Sprintf("%s: no context trigger, so its changes may lack who made them: %s", t, fix))
+		case *trigState == "D":
+			r.Problems = append(r.Problems, fmt.Sprintf("%s: the context trigger walscribe_context is disabled, so its changes lack who made them and what the database saw: %s (it enables it again)", t, fix))
+		case *trigState != "A":
+			r.Problems = append(r.Problems, fmt.Sprintf("%s: the context trigger walscribe_context is not ENABLE ALWAYS, so session_replication_role can skip it: %s", t, fix))
 		}
 	}
 	for _, e := range entries {

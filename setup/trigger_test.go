@@ -1,0 +1,55 @@
+package setup
+
+import (
+	"context"
+	"strings"
+	"testing"
+
+	"github.com/walscribe/walscribe/internal/pgtest"
+	"github.com/walscribe/walscribe/rules"
+)
+
+// TestContextTriggerStateReportedAndRepaired: a context trigger someone
+// disabled, or made skippable by session_replication_role, is a problem
+// config check names, and setup enables it again, always.
+func TestContextTriggerStateReportedAndRepaired(t *testing.T) {
+	ctx := context.Background()
+	dsn := srv.NewDB(t)
+	pgtest.Exec(t, dsn, `CREATE TABLE public.a (id int PRIMARY KEY)`, `CREATE TABLE public.b (id int PRIMARY KEY)`)
+	cfg := config(t, dsn, "public.a", "public.b")
+	if out, err := run(t, cfg); err != nil {
+		t.Fatalf("setup: %v\n%s", err, out)
+	}
+	rs, err := rules.New(rules.Config{Tables: []rules.TableConfig{{Name: "public.a"}, {Name: "public.b"}}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	conn := pgtest.Connect(t, dsn)
+	problems := func() string {
+		t.Helper()
+		rep, err := Inspect(ctx, conn, rs, cfg.Publication, cfg.SinkSchema)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return strings.Join(rep.Problems, "\n")
+	}
+	if p := problems(); p != "" {
+		t.Fatalf("problems right after setup:\n%s", p)
+	}
+	pgtest.Exec(t, dsn, `ALTER TABLE public.a DISABLE TRIGGER walscribe_context`, `ALTER TABLE public.b ENABLE TRIGGER walscribe_context`)
+	p := problems()
+	for _, want := range []string{"public.a: the context trigger walscribe_context is disabled", "public.b: the context trigger walscribe_context is not ENABLE ALWAYS"} {
+		if !strings.Contains(p, want) {
+			t.Errorf("problems lack %q:\n%s", want, p)
+		}
+	}
+	if out, err := run(t, cfg); err != nil {
+		t.Fatalf("setup again: %v\n%s", err, out)
+	}
+	if p := problems(); p != "" {
+		t.Errorf("problems after setup repaired them:\n%s", p)
+	}
+	if n := queryStrings(t, conn, `SELECT tgrelid::regclass::text FROM pg_trigger WHERE tgname = 'walscribe_context' AND tgenabled = 'A' ORDER BY 1`); len(n) != 2 {
+		t.Errorf("triggers enabled always: %v, want public.a and public.b", n)
+	}
+}
