@@ -114,8 +114,10 @@ type Context struct {
 // Masking configures masked columns.
 type Masking struct {
 	// Secret keys the HMAC-SHA256 of masked values (masking.secret, also
-	// WALSCRIBE_MASKING_SECRET). Required when any column is masked with
-	// style hash; at least 16 bytes. Default "".
+	// WALSCRIBE_MASKING_SECRET): at least 32 random bytes written as hex or
+	// base64, as `walscribe keygen` prints them; Key decodes it, and
+	// DecodeMaskingKey says what is refused. Required when any column is
+	// masked with style hash. Default "".
 	Secret string `mapstructure:"secret"`
 }
 

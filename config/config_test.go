@@ -1,6 +1,7 @@
 package config
 
 import (
+	"encoding/hex"
 	"errors"
 	"io/fs"
 	"os"
@@ -57,8 +58,9 @@ tables:
 
 const testDSN = "postgres://walscribe@localhost:5432/app?sslmode=disable"
 
-// testSecret is a masking secret of a valid length.
-const testSecret = "0123456789abcdef0123456789abcdef"
+// testSecret is a valid masking key: 32 random bytes in hex, as walscribe
+// keygen prints them.
+const testSecret = "79e0883b2d6436f937760aa72cfcd2f8e1452277090255920599d8f6b2fb8931"
 
 // loaded is a tables entry for name as Load returns it when the file gives
 // only the name: the documented defaults filled in.
@@ -272,7 +274,7 @@ sink:
 spool:
   txn_memory: 1MiB
 masking:
-  secret: file-secret-0123456789
+  secret: c029b92d5b6c6b09da680bf2b7835dce0d08a3b9bf1c5c42d232b205a1e785d6
 exclude_tables:
   - public.from_file_tmp
 skip_unchanged_updates: false
@@ -978,18 +980,46 @@ func TestLoadErrors(t *testing.T) {
 			env:  map[string]string{"WALSCRIBE_MASKING_SECRET": ""},
 			want: []string{"masking.secret: required because tables[0].mask masks email with style hash"},
 		},
+		// A set secret must be a key (config/masking_test.go has the
+		// rules); each refusal names the key and says how to make one.
 		{
-			name:    "secret too short",
+			name:    "short passphrase",
 			yaml:    valid + "masking:\n  secret: sh0rt-s3cret\n",
-			want:    []string{"masking.secret: 12 bytes is too short", "at least 16", "openssl rand -hex 32"},
+			want:    []string{"masking.secret: read as base64 it is 9 bytes, too short", "walscribe keygen", "openssl rand -hex 32", "WALSCRIBE_MASKING_SECRET", "values masked under the new key differ"},
 			notWant: []string{"sh0rt-s3cret"},
 		},
 		{
-			name:    "secret too short from the environment",
+			name:    "long passphrase from the environment",
 			yaml:    dsn + "tables:\n  - name: public.users\n    mask: [email]\n",
-			env:     map[string]string{"WALSCRIBE_MASKING_SECRET": "sh0rt-s3cret"},
-			want:    []string{"masking.secret: 12 bytes is too short"},
-			notWant: []string{"sh0rt-s3cret"},
+			env:     map[string]string{"WALSCRIBE_MASKING_SECRET": "a secret of at least sixteen bytes"},
+			want:    []string{"masking.secret: not a key", "walscribe keygen"},
+			notWant: []string{"a secret of at least"},
+		},
+		{
+			name:    "sixteen a",
+			yaml:    valid + "masking:\n  secret: aaaaaaaaaaaaaaaa\n",
+			want:    []string{"masking.secret: read as hex it is 8 bytes, too short", "at least 32 random bytes", "walscribe keygen"},
+			notWant: []string{"aaaaaaaaaaaaaaaa"},
+		},
+		{
+			name:    "short hex",
+			yaml:    valid + "masking:\n  secret: \"0123456789abcdef0123456789abcdef\"\n",
+			want:    []string{"masking.secret: read as hex it is 16 bytes, too short", "walscribe keygen"},
+			notWant: []string{"0123456789abcdef"},
+		},
+		{
+			name:    "one byte repeated",
+			yaml:    valid,
+			env:     map[string]string{"WALSCRIBE_MASKING_SECRET": strings.Repeat("a", 64)},
+			want:    []string{"masking.secret: read as hex its 32 bytes use only 1 of the 256 byte values", "not a random key", "walscribe keygen"},
+			notWant: []string{strings.Repeat("a", 16)},
+		},
+		{
+			name:    "hex of a passphrase",
+			yaml:    valid,
+			env:     map[string]string{"WALSCRIBE_MASKING_SECRET": hex.EncodeToString([]byte("our masking passphrase, 2024 edition"))},
+			want:    []string{"masking.secret: read as hex its 36 bytes are all printable text", "encoded passphrase", "walscribe keygen"},
+			notWant: []string{hex.EncodeToString([]byte("our masking"))},
 		},
 		{
 			name: "masking not a section",

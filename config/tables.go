@@ -9,9 +9,6 @@ import (
 	"strings"
 )
 
-// minSecretBytes is the shortest masking.secret accepted.
-const minSecretBytes = 16
-
 // retentionPeriod is a retention such as 90d or 7y.
 var retentionPeriod = regexp.MustCompile(`^[0-9]+[dwmy]$`)
 
@@ -19,12 +16,12 @@ var retentionPeriod = regexp.MustCompile(`^[0-9]+[dwmy]$`)
 // secret they may need.
 func (c *Config) tableProblems(check func(key, msg string)) {
 	secretKey := "masking.secret"
-	switch n := len(c.Masking.Secret); {
-	case n == 0 && c.HasHashMask():
-		check(secretKey, fmt.Sprintf("required because %s: set %s (or masking.secret in the file) to at least %d random bytes, e.g. %s=$(openssl rand -hex 32), or mask with mask_style: redact",
-			c.firstHashMask(), envVar(secretKey), minSecretBytes, envVar(secretKey)))
-	case n > 0 && n < minSecretBytes:
-		check(secretKey, fmt.Sprintf("%d bytes is too short: use at least %d random bytes, e.g. the output of openssl rand -hex 32", n, minSecretBytes))
+	switch {
+	case c.Masking.Secret == "" && c.HasHashMask():
+		check(secretKey, fmt.Sprintf("required because %s: set %s (or masking.secret in the file) to a key of %d random bytes in hex, e.g. %s=$(walscribe keygen) or $(openssl rand -hex 32), or mask with mask_style: redact",
+			c.firstHashMask(), envVar(secretKey), MinKeyBytes, envVar(secretKey)))
+	case c.Masking.Secret != "":
+		check(secretKey, checkMaskingKey(c.Masking.Secret))
 	}
 
 	seenExcluded := make(map[string]int, len(c.ExcludeTables))

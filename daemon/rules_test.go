@@ -12,7 +12,9 @@ import (
 	"github.com/walscribe/walscribe/rules"
 )
 
-const secret = "a secret of at least sixteen bytes"
+// secret is a masking key as config decodes it from masking.secret (64 hex
+// digits): 32 random bytes.
+var secret, _ = hex.DecodeString("86be47fcc85940127982078003d0041eb656cf39d3fc872581deb44ceb04fa45")
 
 func mustRules(t *testing.T, cfg rules.Config) *rules.Set {
 	t.Helper()
@@ -29,7 +31,7 @@ func mustRules(t *testing.T, cfg rules.Config) *rules.Set {
 func TestRulesColumns(t *testing.T) {
 	h := newHarness(t, `CREATE TABLE users (id int PRIMARY KEY, name text, email text, password_hash text,
 		card text, ssn text, updated_at timestamptz DEFAULT now())`, "users")
-	h.cfg.Rules = mustRules(t, rules.Config{Secret: []byte(secret), Tables: []rules.TableConfig{{
+	h.cfg.Rules = mustRules(t, rules.Config{Secret: secret, Tables: []rules.TableConfig{{
 		Name:                 "public.users",
 		Exclude:              []string{"password_hash", "updated_at"},
 		Mask:                 map[string]rules.Style{"card": rules.Hash, "email": rules.Hash, "ssn": rules.Redact},
@@ -54,7 +56,7 @@ func TestRulesColumns(t *testing.T) {
 		t.Fatalf("actions %v, want insert,insert,update,update,delete", actions)
 	}
 	mac := func(v string) string {
-		m := hmac.New(sha256.New, []byte(secret))
+		m := hmac.New(sha256.New, secret)
 		m.Write([]byte(v))
 		return hex.EncodeToString(m.Sum(nil))
 	}

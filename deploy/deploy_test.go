@@ -1924,7 +1924,8 @@ func TestKubernetes(t *testing.T) {
 		if spec.Spool.Dir == "" || spec.Spool.Dir != spoolMount {
 			t.Errorf("spool.dir %q, the emptyDir is mounted at %q", spec.Spool.Dir, spoolMount)
 		}
-		env["WALSCRIBE_MASKING_SECRET"] = strings.Repeat("ab", 16)
+		// A real key, as walscribe keygen prints it.
+		env["WALSCRIBE_MASKING_SECRET"] = "ca90f96662b449e78eadd7a9262cd42378a3137164acfa0a7a9be4d88caffcb9"
 		env["WALSCRIBE_SPOOL_DIR"] = t.TempDir() // the emptyDir
 		setEnv(t, env)
 		cfg, err := config.Load(file)
@@ -2085,7 +2086,8 @@ func TestSystemd(t *testing.T) {
 		if _, err := config.Load("walscribe.example.yaml"); err == nil || !strings.Contains(err.Error(), "masking.secret") {
 			t.Errorf("the placeholder masking secret was not refused: %v", err)
 		}
-		env["WALSCRIBE_MASKING_SECRET"] = strings.Repeat("cd", 16)
+		// A real key, as openssl rand -base64 33 prints it.
+		env["WALSCRIBE_MASKING_SECRET"] = "ZxXi0fkFkMLWITX+OXZ9f9o9Lz07rcmUUUpszL9Rwud/"
 		setEnv(t, env)
 		cfg, err := config.Load("walscribe.example.yaml")
 		if err != nil {

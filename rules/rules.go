@@ -130,7 +130,7 @@ type TableConfig struct {
 type Config struct {
 	Tables        []TableConfig
 	ExcludeTables []string // names or patterns never audited
-	Secret        []byte   // keys Hash masking
+	Secret        []byte   // keys Hash masking: the key's bytes, decoded from hex or base64
 	// SkipUnchangedUpdates is for tables that no entry names.
 	SkipUnchangedUpdates bool
 }
@@ -314,10 +314,25 @@ func HMAC(secret, value []byte) string {
 	return hex.EncodeToString(m.Sum(nil))
 }
 
+// keyIDLabel is the message whose HMAC under the masking key is its key id.
+const keyIDLabel = "walscribe masking key id v1"
+
+// KeyID names a masking key without showing it: the first 16 hex digits
+// (8 bytes) of HMAC-SHA256(key, "walscribe masking key id v1"), "" for no
+// key. Like a masked value it is keyed, so it says nothing of the key to
+// whoever cannot guess the key, and a random key of 32 bytes (what config
+// accepts) cannot be guessed; the fixed label keeps it apart from the
+// masked values and from any plain hash of the key.
+func KeyID(key []byte) string {
+	if len(key) == 0 {
+		return ""
+	}
+	return HMAC(key, []byte(keyIDLabel))[:16]
+}
+
 // Describe is the configuration as JSON, for the record of the rules in
 // force: every entry with its columns, styles, diff and actions; the secret
-// only as a key id (the first 8 bytes of its SHA-256), so that a change of
-// key shows without showing the key.
+// only as its KeyID, so that a change of key shows without showing the key.
 func (s *Set) Describe() []byte {
 	type tableJSON struct {
 		Name      string            `json:"name"`
@@ -350,10 +365,7 @@ func (s *Set) Describe() []byte {
 		}
 		out.Tables = append(out.Tables, tj)
 	}
-	if len(s.cfg.Secret) > 0 {
-		sum := sha256.Sum256(s.cfg.Secret)
-		out.KeyID = hex.EncodeToString(sum[:8])
-	}
+	out.KeyID = KeyID(s.cfg.Secret)
 	b, _ := json.Marshal(out)
 	return b
 }

@@ -1,11 +1,14 @@
 package rules
 
 import (
+	"bytes"
 	"crypto/hmac"
 	"crypto/sha256"
+	"encoding/base64"
 	"encoding/hex"
 	"path"
 	"regexp"
+	"strings"
 	"testing"
 
 	"github.com/walscribe/walscribe/audit"
@@ -81,13 +84,19 @@ func TestNewRejects(t *testing.T) {
 	}
 }
 
+// testKey is a masking key as config decodes it: 32 random bytes.
+var testKey = []byte{
+	0x79, 0xe0, 0x88, 0x3b, 0x2d, 0x64, 0x36, 0xf9, 0x37, 0x76, 0x0a, 0xa7, 0x2c, 0xfc, 0xd2, 0xf8,
+	0xe1, 0x45, 0x22, 0x77, 0x09, 0x02, 0x55, 0x92, 0x05, 0x99, 0xd8, 0xf6, 0xb2, 0xfb, 0x89, 0x31,
+}
+
 func TestMasking(t *testing.T) {
-	s, err := New(Config{Secret: []byte("k"), Tables: []TableConfig{{Name: "t", Mask: map[string]Style{"a": Hash, "b": Redact}}}})
+	s, err := New(Config{Secret: testKey, Tables: []TableConfig{{Name: "t", Mask: map[string]Style{"a": Hash, "b": Redact}}}})
 	if err != nil {
 		t.Fatal(err)
 	}
 	tr, _ := s.For("public", "t")
-	m := hmac.New(sha256.New, []byte("k"))
+	m := hmac.New(sha256.New, testKey)
 	m.Write([]byte("4111"))
 	want := `"` + hex.EncodeToString(m.Sum(nil)) + `"`
 	if got := string(tr.AppendMasked(nil, Hash, []byte("4111"))); got != want {
@@ -96,7 +105,7 @@ func TestMasking(t *testing.T) {
 	if got := string(tr.AppendMasked([]byte("x"), Redact, []byte("4111"))); got != `x"[redacted]"` {
 		t.Errorf("redact: %s", got)
 	}
-	if HMAC([]byte("k"), []byte("4111")) != want[1:len(want)-1] {
+	if HMAC(testKey, []byte("4111")) != want[1:len(want)-1] {
 		t.Error("HMAC differs from the masked value")
 	}
 }
@@ -121,14 +130,48 @@ func TestGlobToRegexp(t *testing.T) {
 }
 
 func TestDescribeHidesTheSecret(t *testing.T) {
-	s, _ := New(Config{Secret: []byte("super secret value"), Tables: []TableConfig{{Name: "t", Mask: map[string]Style{"c": Hash}, Diff: Changes}}})
+	s, _ := New(Config{Secret: testKey, Tables: []TableConfig{{Name: "t", Mask: map[string]Style{"c": Hash}, Diff: Changes}}})
 	d := string(s.Describe())
-	if regexp.MustCompile(`super secret`).MatchString(d) {
-		t.Fatalf("the secret is in the record: %s", d)
+	for _, form := range []string{hex.EncodeToString(testKey), base64.StdEncoding.EncodeToString(testKey), string(testKey)} {
+		if strings.Contains(d, form[:12]) {
+			t.Fatalf("the secret is in the record: %s", d)
+		}
 	}
-	for _, want := range []string{`"masking_key_id"`, `"mask":{"c":"hash"}`, `"diff":"changes"`} {
-		if !regexp.MustCompile(regexp.QuoteMeta(want)).MatchString(d) {
+	for _, want := range []string{`"masking_key_id":"` + KeyID(testKey) + `"`, `"mask":{"c":"hash"}`, `"diff":"changes"`} {
+		if !strings.Contains(d, want) {
 			t.Errorf("record lacks %s: %s", want, d)
 		}
+	}
+	noKey, _ := New(Config{Tables: []TableConfig{{Name: "t", Mask: map[string]Style{"c": Redact}}}})
+	if d := string(noKey.Describe()); strings.Contains(d, "masking_key_id") {
+		t.Errorf("a key id without a key: %s", d)
+	}
+}
+
+// TestKeyID: the key id is the documented HMAC of a fixed label, not a
+// plain hash of the key, and tells keys apart.
+func TestKeyID(t *testing.T) {
+	m := hmac.New(sha256.New, testKey)
+	m.Write([]byte("walscribe masking key id v1"))
+	want := hex.EncodeToString(m.Sum(nil))[:16]
+	got := KeyID(testKey)
+	if got != want {
+		t.Errorf("KeyID = %s, want %s: the first 16 hex digits of HMAC-SHA256(key, \"walscribe masking key id v1\")", got, want)
+	}
+	// Neither the hash of the key's bytes nor of its hex text, as
+	// masking.secret holds it.
+	for _, text := range [][]byte{testKey, []byte(hex.EncodeToString(testKey))} {
+		sum := sha256.Sum256(text)
+		if strings.HasPrefix(hex.EncodeToString(sum[:]), got) {
+			t.Errorf("KeyID %s is a prefix of SHA-256(%q)", got, text)
+		}
+	}
+	other := bytes.Clone(testKey)
+	other[0] ^= 1
+	if KeyID(other) == got {
+		t.Errorf("two keys, one id %s", got)
+	}
+	if KeyID(nil) != "" {
+		t.Errorf("KeyID(nil) = %q, want \"\"", KeyID(nil))
 	}
 }

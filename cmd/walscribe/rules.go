@@ -12,7 +12,7 @@ import (
 func rulesFromConfig(c *config.Config) (*rules.Set, error) {
 	rc := rules.Config{
 		ExcludeTables:        c.ExcludeTables,
-		Secret:               []byte(c.Masking.Secret),
+		Secret:               c.Masking.Key(),
 		SkipUnchangedUpdates: c.SkipUnchangedUpdates,
 	}
 	for i, t := range c.Tables {

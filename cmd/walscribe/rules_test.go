@@ -29,7 +29,7 @@ http:
 log:
   format: json
 masking:
-  secret: "0123456789abcdef0123456789abcdef"
+  secret: "85401636174f41f18bdcb54ad1269efa53a7af821cada95d75d7c5d43fb79524"
 exclude_tables: [public.tmp_*]
 tables:
   - name: public.*
@@ -89,7 +89,7 @@ func TestConfigCheck(t *testing.T) {
 			t.Errorf("config check output lacks %q:\n%s", want, out)
 		}
 	}
-	noSecret := writeConfig(t, strings.Replace(rulesConfig(dsn), `secret: "0123456789abcdef0123456789abcdef"`, `secret: ""`, 1))
+	noSecret := writeConfig(t, strings.Replace(rulesConfig(dsn), `secret: "85401636174f41f18bdcb54ad1269efa53a7af821cada95d75d7c5d43fb79524"`, `secret: ""`, 1))
 	out, code = walscribe(t, "config", "check", "--config", noSecret)
 	if code != 1 || !strings.Contains(out, "masking.secret") {
 		t.Errorf("a missing masking secret: exit %d, output:\n%s", code, out)
