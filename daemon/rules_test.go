@@ -257,3 +257,33 @@ func TestNewTableCapturedFromFirstRow(t *testing.T) {
 	}
 	h.stop()
 }
+
+// TestCaptureCannotBeDodged: a session that presets walscribe.* settings
+// (the names the capture and the bridge once used) keeps no new table out of
+// the publication, and a table owner who disables the context trigger finds
+// it enabled again by the same command.
+func TestCaptureCannotBeDodged(t *testing.T) {
+	h := newHarness(t, `CREATE TABLE existing (id int PRIMARY KEY)`, "existing")
+	rs := mustRules(t, rules.Config{Tables: []rules.TableConfig{{Name: "public.*"}}, ExcludeTables: []string{"public.oracle_*"}})
+	h.cfg.Rules, h.setupRules = rs, rs
+	h.setup()
+	h.start()
+	h.exec(`BEGIN;
+		SET LOCAL walscribe.capturing = 'on';
+		CREATE TABLE dodger (id int PRIMARY KEY);
+		INSERT INTO dodger VALUES (1);
+		COMMIT`)
+	h.exec(`ALTER TABLE dodger DISABLE TRIGGER walscribe_context`)
+	h.exec(`BEGIN; SET LOCAL audit.actor_id = 'who'; INSERT INTO dodger VALUES (2); COMMIT`)
+	h.sync()
+	h.stop()
+	if n := h.count(`SELECT count(*) FROM pg_trigger WHERE tgrelid = 'dodger'::regclass AND tgname = 'walscribe_context' AND tgenabled = 'A'`); n != 1 {
+		t.Error("the context trigger stayed disabled")
+	}
+	if n := h.count(`SELECT count(*) FROM audit.entries WHERE table_name = 'dodger'`); n != 2 {
+		t.Errorf("%d entries of the table created with walscribe.capturing preset, want 2", n)
+	}
+	if n := h.count(`SELECT count(*) FROM audit.entries WHERE table_name = 'dodger' AND pk = '{"id": 2}' AND actor_id = 'who' AND db_user IS NOT NULL`); n != 1 {
+		t.Error("the change after DISABLE TRIGGER lacks its context")
+	}
+}

@@ -15,7 +15,13 @@ REVOKE ALL ON {{schema}}.capture_patterns FROM PUBLIC;
 -- publication in the transaction that creates (or renames, or moves) it,
 -- with REPLICA IDENTITY FULL and the context trigger, so that its first
 -- rows are captured. A new partition of a published table gets the replica
--- identity and the trigger (it is published through its root).
+-- identity and the trigger (it is published through its root). Each step
+-- runs only when it is still needed: the ALTER TABLE commands it runs fire
+-- the event trigger again, and the nested call, finding nothing left to do,
+-- ends the recursion. (No session setting guards it: a session could preset
+-- one to keep its tables out.) An ALTER TABLE that disables the context
+-- trigger or weakens the replica identity of a tracked table is undone in
+-- the same command.
 CREATE OR REPLACE FUNCTION {{schema}}.capture_table(rel oid) RETURNS void
 LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog AS $$
 DECLARE
@@ -52,10 +58,16 @@ BEGIN
         END IF;
         EXECUTE format('ALTER PUBLICATION %I ADD TABLE %s', {{publication}}, rel::regclass);
     END IF;
-    EXECUTE format('ALTER TABLE %s REPLICA IDENTITY FULL', rel::regclass);
-    EXECUTE format('CREATE OR REPLACE TRIGGER walscribe_context BEFORE INSERT OR UPDATE OR DELETE OR TRUNCATE ON %s
-        FOR EACH STATEMENT EXECUTE FUNCTION {{schema}}.emit_context()', rel::regclass);
-    EXECUTE format('ALTER TABLE %s ENABLE ALWAYS TRIGGER walscribe_context', rel::regclass);
+    IF (SELECT relreplident FROM pg_class WHERE oid = rel) <> 'f' THEN
+        EXECUTE format('ALTER TABLE %s REPLICA IDENTITY FULL', rel::regclass);
+    END IF;
+    IF NOT EXISTS (SELECT 1 FROM pg_trigger WHERE tgrelid = rel AND tgname = 'walscribe_context') THEN
+        EXECUTE format('CREATE TRIGGER walscribe_context BEFORE INSERT OR UPDATE OR DELETE OR TRUNCATE ON %s
+            FOR EACH STATEMENT EXECUTE FUNCTION {{schema}}.emit_context()', rel::regclass);
+    END IF;
+    IF (SELECT tgenabled FROM pg_trigger WHERE tgrelid = rel AND tgname = 'walscribe_context') <> 'A' THEN
+        EXECUTE format('ALTER TABLE %s ENABLE ALWAYS TRIGGER walscribe_context', rel::regclass);
+    END IF;
 END
 $$;
 REVOKE ALL ON FUNCTION {{schema}}.capture_table(oid) FROM PUBLIC;
@@ -65,14 +77,9 @@ LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog AS $$
 DECLARE
     r record;
 BEGIN
-    -- The commands this runs fire the event trigger again: once is enough.
-    IF current_setting('walscribe.capturing', true) = 'on' THEN
-        RETURN;
-    END IF;
     IF NOT EXISTS (SELECT 1 FROM pg_publication WHERE pubname = {{publication}}) THEN
         RETURN; -- walscribe was removed from this database
     END IF;
-    PERFORM set_config('walscribe.capturing', 'on', true);
     FOR r IN SELECT DISTINCT objid FROM pg_event_trigger_ddl_commands()
               WHERE classid = 'pg_class'::regclass AND object_type IN ('table', 'table column') LOOP
         BEGIN
@@ -84,7 +91,6 @@ BEGIN
             RAISE WARNING 'walscribe: % is not audited: %; run walscribe setup to add it', r.objid::regclass, SQLERRM;
         END;
     END LOOP;
-    PERFORM set_config('walscribe.capturing', '', true);
 END
 $$;
 
@@ -92,3 +98,5 @@ DROP EVENT TRIGGER IF EXISTS walscribe_capture;
 CREATE EVENT TRIGGER walscribe_capture ON ddl_command_end
     WHEN TAG IN ('CREATE TABLE', 'CREATE TABLE AS', 'SELECT INTO', 'ALTER TABLE')
     EXECUTE FUNCTION {{schema}}.capture_new_tables();
+-- ALWAYS: session_replication_role does not switch it off either.
+ALTER EVENT TRIGGER walscribe_capture ENABLE ALWAYS;
