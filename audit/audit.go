@@ -83,7 +83,18 @@ const (
 	// FlagTruncated: a context field or an event's data was larger than the
 	// configured limit; the JSON keeps its size, SHA-256 and beginning.
 	FlagTruncated = "truncated"
+	// FlagNoContext: a row change arrived without the context bridge's
+	// message before it in its transaction: its trigger was missing or
+	// disabled, or a session kept the message from being written. Who made
+	// the change, and what the database saw, are unknown.
+	FlagNoContext = "no_context"
 )
+
+// IsRowAction reports whether a is one of the row actions the stream
+// carries (insert, update, delete, truncate).
+func IsRowAction(a Action) bool {
+	return a == Insert || a == Update || a == Delete || a == Truncate
+}
 
 // Flag adds f to the entry's flags, once.
 func (e *Entry) Flag(f string) {

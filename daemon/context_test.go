@@ -422,3 +422,32 @@ func TestEventsKeepMetricsBounded(t *testing.T) {
 		t.Errorf("walscribe_entries_written_total grew from %d to %d series with the events", before, after)
 	}
 }
+
+// TestStrippedContextIsFlagged: a session that presets the bridge's marker
+// (walscribe.emitted_context) to keep the context message from being
+// written does not get a change recorded as if nothing were amiss: it is
+// flagged no_context and counted.
+func TestStrippedContextIsFlagged(t *testing.T) {
+	h := newHarness(t, `CREATE TABLE t (id int PRIMARY KEY)`, "t")
+	m := metrics.Discard()
+	h.cfg.Metrics = m
+	h.start()
+	key := `concat(` + strings.Join([]string{
+		`quote_nullable(current_setting('audit.actor_id', true))`, `quote_nullable(current_setting('audit.actor', true))`,
+		`quote_nullable(current_setting('audit.ip', true))`, `quote_nullable(current_setting('audit.user_agent', true))`,
+		`quote_nullable(current_setting('audit.request_id', true))`, `quote_nullable(current_setting('audit.context', true))`,
+		`quote_nullable(current_user)`, `quote_nullable(current_setting('application_name', true))`}, `, ',', `) + `)`
+	h.exec(`BEGIN; SELECT set_config('walscribe.emitted_context', ` + key + `, true); INSERT INTO t VALUES (1); COMMIT`)
+	h.exec(`INSERT INTO t VALUES (2)`)
+	h.sync()
+	h.stop()
+	if n := h.count(`SELECT count(*) FROM audit.entries WHERE table_name = 't' AND pk = '{"id": 1}' AND flags = '{no_context}'`); n != 1 {
+		t.Error("the change whose context was kept back is not flagged no_context")
+	}
+	if n := h.count(`SELECT count(*) FROM audit.entries WHERE table_name = 't' AND pk = '{"id": 2}' AND flags IS NULL AND db_user IS NOT NULL`); n != 1 {
+		t.Error("the next change lacks its context")
+	}
+	if n := testutil.ToFloat64(m.Errors.WithLabelValues("no_context")); n != 1 {
+		t.Errorf("no_context counted %v times, want 1", n)
+	}
+}

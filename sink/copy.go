@@ -62,6 +62,8 @@ type copyReader struct {
 	tx, e  int // the next entry: transaction, and entry of tx.Entries
 	nextID int64
 	tally  map[tallyKey]int
+	// noContext counts the row changes that came without a context.
+	noContext int
 
 	buf   []byte // encoded; buf[off:] not read yet
 	off   int
@@ -210,6 +212,10 @@ func (r *copyReader) appendRow(tx *audit.Transaction, e *audit.Entry) {
 				flags = append(flags, f)
 			}
 		}
+	}
+	if e.Ctx == nil && audit.IsRowAction(e.Action) {
+		flags = append(slices.Clone(flags), audit.FlagNoContext)
+		r.noContext++
 	}
 	b = appendTextArray(b, flags)
 	r.buf = b

@@ -209,7 +209,11 @@ func pgxRow(id int64, tx *audit.Transaction, e *audit.Entry) []any {
 		r[20] = orNull(c.ApplicationName != "", c.ApplicationName)
 		r[21] = orNull(c.Extra != nil, c.Extra)
 	}
-	r[22] = orNull(e.Flags != nil, e.Flags)
+	flags := e.Flags
+	if e.Ctx == nil && audit.IsRowAction(e.Action) {
+		flags = append(flags, audit.FlagNoContext)
+	}
+	r[22] = orNull(flags != nil, flags)
 	return r
 }
 

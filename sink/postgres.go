@@ -420,6 +420,7 @@ func (p *Postgres) Write(ctx context.Context, batch []*audit.Transaction) error 
 	}
 	began := time.Now()
 	var tally map[tallyKey]int
+	noContext := 0
 	if n > 0 {
 		if err := p.ensureMonths(wctx, dbtx, batch); err != nil {
 			return err
@@ -439,6 +440,7 @@ func (p *Postgres) Write(ctx context.Context, batch []*audit.Transaction) error 
 			return fmt.Errorf("copy entries: wrote %d of %d", tag.RowsAffected(), n)
 		}
 		tally = src.tally
+		noContext = src.noContext
 	}
 	for _, r := range rulesRecs {
 		if err := insertRules(wctx, dbtx, p.schema, p.cfg.Slot, r.RulesFrom, r.Rules, r.RulesReason); err != nil {
@@ -459,6 +461,9 @@ func (p *Postgres) Write(ctx context.Context, batch []*audit.Transaction) error 
 		return fmt.Errorf("commit: %w", err)
 	}
 	p.count(batch, tally, n, began)
+	if noContext > 0 {
+		p.cfg.Metrics.Errors.WithLabelValues("no_context").Add(float64(noContext))
+	}
 	p.lastEnd = end
 	p.lastID += int64(n)
 	p.lastCommitted = committed
