@@ -109,6 +109,21 @@ type Context struct {
 	// SET LOCAL audit.actor_id = '42' (context.prefix), a plain identifier.
 	// Default "audit".
 	Prefix string `mapstructure:"prefix"`
+	// MaxFieldBytes is the most bytes of each text field of a context
+	// (actor_id, actor, user_agent, request_id, ...) kept in an entry
+	// (context.max_field_bytes); longer ones are cut and flagged truncated.
+	// actor_id and request_id are indexed, and are cut at 1 KiB whatever
+	// this says. Default 1 KiB; from 64 B to 1 MiB.
+	MaxFieldBytes ByteSize `mapstructure:"max_field_bytes"`
+	// MaxJSONBytes is the most bytes of the application's context object
+	// (audit.context) kept with each entry (context.max_json_bytes); a
+	// larger one is kept as its size, SHA-256 and beginning, flagged
+	// truncated. Default 8 KiB; from 256 B to 16 MiB.
+	MaxJSONBytes ByteSize `mapstructure:"max_json_bytes"`
+	// MaxEventBytes is the most bytes of an event's data
+	// (context.max_event_bytes), kept as the context object is. Default
+	// 64 KiB; from 1 KiB to 64 MiB.
+	MaxEventBytes ByteSize `mapstructure:"max_event_bytes"`
 }
 
 // Masking configures masked columns.
@@ -232,7 +247,7 @@ func Default() Config {
 			BatchMaxWait:    100 * time.Millisecond,
 		},
 		Spool:                Spool{TxnMemory: 8 * MiB},
-		Context:              Context{Prefix: "audit"},
+		Context:              Context{Prefix: "audit", MaxFieldBytes: KiB, MaxJSONBytes: 8 * KiB, MaxEventBytes: 64 * KiB},
 		SkipUnchangedUpdates: true,
 		HTTP:                 HTTP{Listen: "127.0.0.1:9187"},
 		Log:                  Log{Level: "info", Format: "auto"},

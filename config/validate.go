@@ -62,6 +62,9 @@ func (c *Config) problems() []problem {
 	check("spool.txn_memory", checkByteSize(c.Spool.TxnMemory, 64*KiB, GiB, "8MiB"))
 
 	check("context.prefix", checkIdent(c.Context.Prefix, "audit"))
+	check("context.max_field_bytes", checkByteSize(c.Context.MaxFieldBytes, 64, MiB, "1KiB"))
+	check("context.max_json_bytes", checkByteSize(c.Context.MaxJSONBytes, 256, 16*MiB, "8KiB"))
+	check("context.max_event_bytes", checkByteSize(c.Context.MaxEventBytes, KiB, 64*MiB, "64KiB"))
 
 	c.tableProblems(check)
 

@@ -15,6 +15,7 @@ import (
 
 	"github.com/walscribe/walscribe/config"
 	"github.com/walscribe/walscribe/daemon"
+	"github.com/walscribe/walscribe/decoder"
 	"github.com/walscribe/walscribe/metrics"
 	"github.com/walscribe/walscribe/sink"
 	"github.com/walscribe/walscribe/spool"
@@ -105,11 +106,13 @@ func reloadOnHangup(ctx context.Context, hup <-chan os.Signal, g *globals, d *da
 
 func daemonConfig(c *config.Config) (daemon.Config, sink.Config) {
 	return daemon.Config{
-			SourceDSN:        c.Source.DSN,
-			Slot:             c.Source.Slot,
-			Publication:      c.Source.Publication,
-			StatusInterval:   c.Source.StatusInterval,
-			Spool:            spool.Config{Dir: c.Spool.Dir, TxnMemory: int64(c.Spool.TxnMemory)},
+			SourceDSN:      c.Source.DSN,
+			Slot:           c.Source.Slot,
+			Publication:    c.Source.Publication,
+			StatusInterval: c.Source.StatusInterval,
+			Spool:          spool.Config{Dir: c.Spool.Dir, TxnMemory: int64(c.Spool.TxnMemory)},
+			Limits: decoder.Limits{ContextField: int(c.Context.MaxFieldBytes), ContextJSON: int(c.Context.MaxJSONBytes),
+				EventData: int(c.Context.MaxEventBytes)},
 			RecreateLostSlot: c.Source.RecreateLostSlot,
 		}, sink.Config{
 			DSN:             c.SinkDSN(),
