@@ -6,6 +6,7 @@ import (
 	"strings"
 	"sync"
 	"testing"
+	"time"
 
 	"github.com/jackc/pgx/v5"
 	"github.com/prometheus/client_golang/prometheus/testutil"
@@ -449,5 +450,27 @@ func TestStrippedContextIsFlagged(t *testing.T) {
 	}
 	if n := testutil.ToFloat64(m.Errors.WithLabelValues("no_context")); n != 1 {
 		t.Errorf("no_context counted %v times, want 1", n)
+	}
+}
+
+// TestUnguardedTableCounted: a tracked table whose context trigger was
+// dropped shows in walscribe_unguarded_tables, and its changes are flagged.
+func TestUnguardedTableCounted(t *testing.T) {
+	h := newHarness(t, `CREATE TABLE t (id int PRIMARY KEY)`, "t")
+	m := metrics.Discard()
+	h.cfg.Metrics = m
+	h.cfg.SlotPollInterval = 100 * time.Millisecond
+	h.start()
+	h.sync()
+	if n := testutil.ToFloat64(m.UnguardedTables); n != 0 {
+		t.Fatalf("walscribe_unguarded_tables = %v after setup, want 0", n)
+	}
+	h.exec(`DROP TRIGGER walscribe_context ON t`)
+	h.waitFor("the unguarded table counted", func() bool { return testutil.ToFloat64(m.UnguardedTables) == 1 })
+	h.exec(`INSERT INTO t VALUES (1)`)
+	h.sync()
+	h.stop()
+	if n := h.count(`SELECT count(*) FROM audit.entries WHERE table_name = 't' AND flags = '{no_context}'`); n != 1 {
+		t.Error("the change of the unguarded table is not flagged no_context")
 	}
 }

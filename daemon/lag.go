@@ -13,6 +13,7 @@ import (
 	"github.com/walscribe/walscribe/audit"
 	"github.com/walscribe/walscribe/cdc"
 	"github.com/walscribe/walscribe/internal/pg"
+	"github.com/walscribe/walscribe/setup"
 )
 
 // lagState is what the lag is computed from: the transactions handed to the
@@ -117,8 +118,9 @@ func (d *Daemon) measureLag(ctx context.Context) {
 	}
 }
 
-// pollSlot reads the slot's state for the metrics, and the source's WAL
-// position for the lag, until ctx is done.
+// pollSlot reads the slot's state and the tables whose context trigger is
+// not enforced for the metrics, and the source's WAL position for the lag,
+// until ctx is done.
 func (d *Daemon) pollSlot(ctx context.Context) {
 	var conn *pgx.Conn
 	defer func() {
@@ -141,6 +143,9 @@ func (d *Daemon) pollSlot(ctx context.Context) {
 				d.m.SetWALStatus("missing")
 				d.m.SlotActive.Set(0)
 			case err == nil:
+				if unguarded, err := setup.UnguardedTables(ctx, conn, d.cfg.Publication); err == nil {
+					d.m.UnguardedTables.Set(float64(len(unguarded)))
+				}
 				d.lag.sourceAt(slot.CurrentLSN)
 				d.m.SetWALStatus(slot.WALStatus)
 				d.m.SlotRetainedBytes.Set(float64(max(0, slot.RetainedBytes())))

@@ -23,6 +23,7 @@ type Metrics struct {
 	SlotRetainedBytes prometheus.Gauge
 	SlotWALStatus     *prometheus.GaugeVec // status
 	SlotActive        prometheus.Gauge
+	UnguardedTables   prometheus.Gauge
 	Reconnects        prometheus.Counter
 	Errors            *prometheus.CounterVec // kind
 	ContextEntries    *prometheus.CounterVec // with_actor
@@ -63,6 +64,8 @@ func New(reg prometheus.Registerer, version string) *Metrics {
 			Help: "1 for the slot's wal_status (reserved, extended, unreserved, lost, missing)."}, []string{"status"}),
 		SlotActive: prometheus.NewGauge(prometheus.GaugeOpts{Name: "walscribe_slot_active",
 			Help: "1 when a process streams the slot."}),
+		UnguardedTables: prometheus.NewGauge(prometheus.GaugeOpts{Name: "walscribe_unguarded_tables",
+			Help: "Published tables whose context trigger is missing, disabled or not ENABLE ALWAYS: their changes lack who made them (walscribe setup repairs it)."}),
 		Reconnects: prometheus.NewCounter(prometheus.CounterOpts{Name: "walscribe_reconnects_total",
 			Help: "Replication sessions started again after a break."}),
 		Errors: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "walscribe_errors_total",
@@ -80,7 +83,7 @@ func New(reg prometheus.Registerer, version string) *Metrics {
 	}
 	for _, c := range []prometheus.Collector{m.EntriesWritten, m.ChangesDecoded, m.Transactions, m.Batches, m.BatchEntries,
 		m.BatchDuration, m.CommitToDurable, m.LagBytes, m.LagSeconds, m.AcknowledgedLSN, m.SlotRetainedBytes, m.SlotWALStatus,
-		m.SlotActive, m.Reconnects, m.Errors, m.ContextEntries, m.Gaps, m.Spills, m.Streaming, m.SinkUp} {
+		m.SlotActive, m.UnguardedTables, m.Reconnects, m.Errors, m.ContextEntries, m.Gaps, m.Spills, m.Streaming, m.SinkUp} {
 		f(c)
 	}
 	info := prometheus.NewGauge(prometheus.GaugeOpts{Name: "walscribe_build_info", Help: "The running version.",

@@ -95,6 +95,26 @@ func contextKey(prefix string) string {
 	return "concat(" + strings.Join(parts, ", ',', ") + ")"
 }
 
+// UnguardedTables lists the tables publication publishes whose context
+// trigger is missing, disabled or not ENABLE ALWAYS: their changes arrive
+// without who made them (flagged no_context). setup repairs them.
+func UnguardedTables(ctx context.Context, conn *pgx.Conn, publication string) ([]string, error) {
+	rows, err := conn.Query(ctx, `SELECT format('%I.%I', pt.schemaname, pt.tablename)
+		FROM pg_publication_tables pt
+		WHERE pt.pubname = $1 AND NOT EXISTS (SELECT 1 FROM pg_trigger g
+			WHERE g.tgrelid = format('%I.%I', pt.schemaname, pt.tablename)::regclass
+			  AND g.tgname = $2 AND g.tgenabled = 'A')
+		ORDER BY 1`, publication, bridgeTrigger)
+	if err != nil {
+		return nil, fmt.Errorf("read context triggers: %w", err)
+	}
+	names, err := pgx.CollectRows(rows, pgx.RowTo[string])
+	if err != nil {
+		return nil, fmt.Errorf("read context triggers: %w", err)
+	}
+	return names, nil
+}
+
 // bridgedTables lists the tables that have the bridge's trigger, as
 // quoted schema.table names.
 func bridgedTables(ctx context.Context, conn *pgx.Conn, notAlways bool) ([]string, error) {

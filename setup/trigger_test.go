@@ -36,7 +36,13 @@ func TestContextTriggerStateReportedAndRepaired(t *testing.T) {
 	if p := problems(); p != "" {
 		t.Fatalf("problems right after setup:\n%s", p)
 	}
+	if u, err := UnguardedTables(ctx, conn, cfg.Publication); err != nil || len(u) != 0 {
+		t.Fatalf("unguarded tables right after setup: %v, %v", u, err)
+	}
 	pgtest.Exec(t, dsn, `ALTER TABLE public.a DISABLE TRIGGER walscribe_context`, `ALTER TABLE public.b ENABLE TRIGGER walscribe_context`)
+	if u, err := UnguardedTables(ctx, conn, cfg.Publication); err != nil || strings.Join(u, ",") != "public.a,public.b" {
+		t.Errorf("unguarded tables = %v, %v; want public.a and public.b", u, err)
+	}
 	p := problems()
 	for _, want := range []string{"public.a: the context trigger walscribe_context is disabled", "public.b: the context trigger walscribe_context is not ENABLE ALWAYS"} {
 		if !strings.Contains(p, want) {

@@ -8,6 +8,7 @@ import (
 	"io"
 	"net"
 	"net/http"
+	"strings"
 	"text/tabwriter"
 	"time"
 
@@ -18,6 +19,7 @@ import (
 	"github.com/walscribe/walscribe/cdc"
 	"github.com/walscribe/walscribe/config"
 	"github.com/walscribe/walscribe/internal/pg"
+	"github.com/walscribe/walscribe/setup"
 )
 
 // statusReport is what `walscribe status` prints.
@@ -38,7 +40,10 @@ type statusReport struct {
 	CheckpointBehind  bool       `json:"slot_ahead_of_checkpoint"`
 	CheckpointMissing bool       `json:"no_checkpoint"`
 	Gaps              int        `json:"gaps"`
-	LastGap           *gapInfo   `json:"last_gap,omitempty"`
+	// UnguardedTables are published tables whose context trigger is
+	// missing, disabled or not ENABLE ALWAYS.
+	UnguardedTables []string `json:"unguarded_tables,omitempty"`
+	LastGap         *gapInfo `json:"last_gap,omitempty"`
 	// Daemon is what the running walscribe says of itself on /readyz
 	// (http.listen); nil when no HTTP server is configured.
 	Daemon *daemonState `json:"daemon,omitempty"`
@@ -148,6 +153,9 @@ func readStatus(ctx context.Context, c *config.Config) (*statusReport, error) {
 		RetainedBytes: slot.RetainedBytes(),
 		SafeWALSize:   slot.SafeWALSize,
 	}
+	if r.UnguardedTables, err = setup.UnguardedTables(ctx, src, c.Source.Publication); err != nil {
+		return nil, err
+	}
 	sinkConn := src
 	if c.SinkDSN() != c.Source.DSN {
 		if sinkConn, err = pg.Connect(ctx, c.SinkDSN(), pg.AppTool); err != nil {
@@ -228,6 +236,10 @@ func printStatus(w io.Writer, r *statusReport) {
 		}
 		fmt.Fprintf(tw, "GAPS\t%d recorded; the last: %s after %s, %s, detected %s (see audit.gaps)\n", r.Gaps, r.LastGap.Reason,
 			r.LastGap.FromLSN, to, r.LastGap.DetectedAt.UTC().Format(time.RFC3339))
+	}
+	if len(r.UnguardedTables) > 0 {
+		fmt.Fprintf(tw, "WARNING\tthe context trigger of %s is missing, disabled or not ENABLE ALWAYS: their changes lack who made them; run walscribe setup\n",
+			strings.Join(r.UnguardedTables, ", "))
 	}
 	if r.CheckpointBehind {
 		fmt.Fprintf(tw, "WARNING\tthe slot is ahead of the stored checkpoint: changes may be missing from the trail (walscribe checks at its next start, and records a gap unless the stretch was idle)\n")
