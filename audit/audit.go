@@ -11,6 +11,7 @@ import (
 	"unicode"
 
 	"github.com/jackc/pglogrepl"
+	"golang.org/x/text/unicode/norm"
 
 	"github.com/walscribe/walscribe/jsonb"
 )
@@ -50,11 +51,19 @@ type Entry struct {
 var reserved = map[string]bool{"insert": true, "update": true, "delete": true, "truncate": true,
 	"gap": true, "pruned": true, "rules": true}
 
-// NormalizeAction is an event's action as walscribe (and the bridge's
-// log_event, in SQL) compares it: white space and control characters
-// trimmed from both ends, lower case.
+// NormalizeAction is an event's action as walscribe (and, more simply, the
+// bridge's log_event in SQL) compares it with the reserved words: in NFKC
+// form (full-width letters become plain ones), without white space, control
+// and format characters (zero-width spaces, soft hyphens, byte order marks)
+// and combining marks anywhere in it, in lower case.
 func NormalizeAction(a string) string {
-	return strings.ToLower(strings.TrimFunc(a, func(r rune) bool { return unicode.IsSpace(r) || unicode.IsControl(r) }))
+	a = strings.ToLower(norm.NFKC.String(a))
+	return strings.Map(func(r rune) rune {
+		if unicode.IsSpace(r) || unicode.In(r, unicode.Cc, unicode.Cf, unicode.Mn, unicode.Me) {
+			return -1
+		}
+		return r
+	}, a)
 }
 
 // Reserved reports whether an event's action, normalised, is one only
@@ -153,7 +162,10 @@ func (c *Context) MakeStorable() {
 			c.Flag(FlagTextClipped)
 		}
 	}
-	if c.Extra != nil {
+	if len(c.Extra) > jsonb.MaxBytes {
+		c.Extra = jsonb.Stub(c.Extra)
+		c.Flag(FlagTruncated)
+	} else if c.Extra != nil {
 		if out, ch := jsonb.Sanitize(c.Extra); ch {
 			c.Extra = out
 			c.Flag(FlagJSONReencoded)
@@ -214,6 +226,10 @@ type Gap struct {
 const (
 	MaxKeyBytes       = 1024 // pk, as JSON text; larger keys are stored hashed
 	MaxIndexedContext = 1024 // actor_id and request_id, in bytes; longer ones are clipped
+	// MaxNameBytes bounds schema_name, table_name and action, which the
+	// row history index holds beside pk (an event's target and action are
+	// anyone's words).
+	MaxNameBytes = 256
 )
 
 // FlagTextClipped: an indexed context field (actor_id, request_id) was
@@ -231,6 +247,12 @@ func (e *Entry) MakeStorable() bool {
 		if *j == nil {
 			continue
 		}
+		if len(*j) > jsonb.MaxBytes {
+			*j = jsonb.Stub(*j)
+			e.Flag(FlagTruncated)
+			changed = true
+			continue
+		}
 		if out, ch := jsonb.Sanitize(*j); ch {
 			*j = out
 			e.Flag(FlagJSONReencoded)
@@ -244,10 +266,15 @@ func (e *Entry) MakeStorable() bool {
 			changed = true
 		}
 	}
-	text(&e.Schema)
-	text(&e.Table)
 	action := string(e.Action)
-	text(&action)
+	for _, s := range []*string{&e.Schema, &e.Table, &action} {
+		text(s)
+		if len(*s) > MaxNameBytes {
+			*s = strings.ToValidUTF8((*s)[:MaxNameBytes], "")
+			e.Flag(FlagTextClipped)
+			changed = true
+		}
+	}
 	e.Action = Action(action)
 	for i := range e.Changed {
 		text(&e.Changed[i])
@@ -289,15 +316,23 @@ func (e *Entry) HashLargeKey() bool {
 // its text, and the entry is flagged unstorable. Nothing of it is dropped.
 func (e *Entry) Quarantine() {
 	e.MakeStorable()
+	asText := func(b []byte) []byte {
+		s := jsonb.String(string(b))
+		if len(s) > jsonb.MaxBytes { // escaping can grow it six-fold
+			e.Flag(FlagTruncated)
+			return jsonb.Stub(b)
+		}
+		return s
+	}
 	for _, j := range []*[]byte{&e.PK, &e.Old, &e.New} {
 		if *j != nil {
-			*j = jsonb.String(string(*j))
+			*j = asText(*j)
 		}
 	}
 	e.HashLargeKey()
 	if e.Ctx != nil && e.Ctx.Extra != nil {
 		c := *e.Ctx
-		c.Extra = jsonb.String(string(c.Extra))
+		c.Extra = asText(c.Extra)
 		e.Ctx = &c
 	}
 	e.Flag(FlagUnstorable)

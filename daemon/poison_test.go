@@ -26,6 +26,7 @@ func TestPoisonDoesNotStopTheTrail(t *testing.T) {
 	h.exec(`BEGIN; SET LOCAL audit.request_id = '` + incompressible(5000) + `'; INSERT INTO j VALUES (5, '2'); COMMIT`)
 	h.exec(`SELECT pg_logical_emit_message(false, 'walscribe.event', '{"action": "x\u0000y", "target": "t\u0000", "data": {"n": 1e999999}}')`)
 	h.exec(`SELECT pg_logical_emit_message(false, 'walscribe.event', '{"action": "s", "data": {"k": "\ud800"}}')`) // lone surrogate
+	h.exec(`SELECT audit.log_event('viewed', $1)`, incompressible(3000))                                           // a target too long for the row history index
 	h.exec(`INSERT INTO j VALUES (6, '"fine"')`)
 	h.sync()
 	h.stop()
@@ -40,6 +41,7 @@ func TestPoisonDoesNotStopTheTrail(t *testing.T) {
 		{"context number", `table_name = 'j' AND pk = '{"id": 4}' AND context->>'n' = '1e999999'`, "json_reencoded"},
 		{"request id", `table_name = 'j' AND pk = '{"id": 5}' AND length(request_id) = 1024`, "text_clipped"},
 		{"event", `action = 'x\u0000y' AND table_name = 't\u0000' AND new->>'n' = '1e999999'`, ""},
+		{"long target", `action = 'viewed' AND length(table_name) = 256`, "text_clipped"},
 	} {
 		sql := `SELECT count(*) FROM audit.entries WHERE ` + c.where
 		if c.flag != "" {

@@ -244,7 +244,7 @@ func (d *Decoder) event(w *wireEvent) audit.Entry {
 		}
 		e.New = d.keep(w.Data)
 	}
-	e.HashLargeKey()
+	e.MakeStorable() // the target and action are anyone's words: bounded like the rest
 	return e
 }
 

@@ -1,12 +1,10 @@
 package decoder
 
 import (
-	"crypto/sha256"
-	"encoding/hex"
-	"encoding/json"
 	"strings"
 
 	"github.com/walscribe/walscribe/audit"
+	"github.com/walscribe/walscribe/jsonb"
 )
 
 // Limits bound what an application's context and events put into each
@@ -38,9 +36,6 @@ func (d *Decoder) SetLimits(l Limits) {
 	d.limits = l
 }
 
-// truncatedHead is how much of a truncated JSON value is kept, as text.
-const truncatedHead = 256
-
 // limitContext cuts c's fields to the limits, flagging c.
 func (d *Decoder) limitContext(c *audit.Context) {
 	cut := false
@@ -59,12 +54,5 @@ func (d *Decoder) limitContext(c *audit.Context) {
 	}
 }
 
-// truncatedJSON stands for a JSON value too large to keep: its size, its
-// SHA-256 and its beginning, as text.
-func truncatedJSON(b []byte) []byte {
-	sum := sha256.Sum256(b)
-	head := strings.ToValidUTF8(string(b[:min(len(b), truncatedHead)]), "")
-	out, _ := json.Marshal(map[string]any{"walscribe_truncated": map[string]any{
-		"bytes": len(b), "sha256": hex.EncodeToString(sum[:]), "head": head}})
-	return out
-}
+// truncatedJSON stands for a JSON value too large to keep (jsonb.Stub).
+func truncatedJSON(b []byte) []byte { return jsonb.Stub(b) }

@@ -8,6 +8,8 @@ package jsonb
 
 import (
 	"bytes"
+	"crypto/sha256"
+	"encoding/hex"
 	"encoding/json"
 	"errors"
 	"io"
@@ -23,6 +25,12 @@ const (
 	MaxWeight = 131072 // digits before the decimal point
 	MaxScale  = 16383  // digits after it
 	MaxDepth  = 1000
+	// MaxBytes is the largest document walscribe stores as it is; jsonb
+	// itself takes no more than 256 MiB, and a row holds several values.
+	MaxBytes = 64 << 20
+	// maxExponent: numeric refuses an exponent this large (in absolute
+	// value), even of zero.
+	maxExponent = 1073741823
 )
 
 // NUL is what a NUL character becomes in sanitized text: the six characters
@@ -37,10 +45,14 @@ var (
 	ErrSurrogate = errors.New("holds a lone UTF-16 surrogate escape, which jsonb refuses")
 	ErrNumber    = errors.New("holds a number beyond numeric's range")
 	ErrDepth     = errors.New("nested too deep")
+	ErrSize      = errors.New("larger than walscribe stores")
 )
 
 // Check reports whether jsonb accepts b as it is, and why not.
 func Check(b []byte) error {
+	if len(b) > MaxBytes {
+		return ErrSize
+	}
 	if !utf8.Valid(b) {
 		return ErrUTF8
 	}
@@ -127,8 +139,8 @@ func NumberFits(n string) bool {
 	if i := strings.IndexAny(n, "eE"); i >= 0 {
 		mant = n[:i]
 		e, err := strconv.Atoi(strings.TrimPrefix(n[i+1:], "+"))
-		if err != nil {
-			return false // beyond any int: far beyond numeric
+		if err != nil || e >= maxExponent || e <= -maxExponent {
+			return false // the server refuses such an exponent whatever the digits
 		}
 		exp = e
 	}
@@ -144,11 +156,14 @@ func NumberFits(n string) bool {
 // document jsonb accepts, with changed true: a NUL in a string becomes the
 // text \u0000, a lone surrogate U+FFFD, an out-of-range number a string of
 // its digits; a document that is not JSON, not UTF-8 or nested too deep
-// becomes one JSON string of its text.
+// becomes one JSON string of its text; one larger than MaxBytes, its Stub.
 func Sanitize(b []byte) (out []byte, changed bool) {
 	err := Check(b)
 	if err == nil {
 		return b, false
+	}
+	if err == ErrSize {
+		return Stub(b), true
 	}
 	if err == ErrNUL || err == ErrSurrogate || err == ErrNumber {
 		if out, ok := reencode(b); ok {
@@ -156,6 +171,19 @@ func Sanitize(b []byte) (out []byte, changed bool) {
 		}
 	}
 	return String(string(b)), true
+}
+
+// stubHead is how much of a value its Stub keeps, as text.
+const stubHead = 256
+
+// Stub stands for a value too large to keep: its size, SHA-256 and
+// beginning, as {"walscribe_truncated": {"bytes": …, "sha256": …, "head": …}}.
+func Stub(b []byte) []byte {
+	sum := sha256.Sum256(b)
+	head := Text(strings.ToValidUTF8(string(b[:min(len(b), stubHead)]), ""))
+	out, _ := json.Marshal(map[string]any{"walscribe_truncated": map[string]any{
+		"bytes": len(b), "sha256": hex.EncodeToString(sum[:]), "head": head}})
+	return out
 }
 
 // String is s as a JSON string that jsonb accepts: invalid UTF-8 replaced by

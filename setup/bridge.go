@@ -99,11 +99,18 @@ func contextKey(prefix string) string {
 // trigger is missing, disabled or not ENABLE ALWAYS: their changes arrive
 // without who made them (flagged no_context). setup repairs them.
 func UnguardedTables(ctx context.Context, conn *pgx.Conn, publication string) ([]string, error) {
-	rows, err := conn.Query(ctx, `SELECT format('%I.%I', pt.schemaname, pt.tablename)
+	// The publication lists the roots of partitioned tables; their
+	// partitions need the trigger too. Joined by name, never cast: a table
+	// dropped meanwhile drops out instead of failing the query.
+	rows, err := conn.Query(ctx, `SELECT DISTINCT format('%I.%I', pn.nspname, pc.relname)
 		FROM pg_publication_tables pt
+		JOIN pg_namespace n ON n.nspname = pt.schemaname
+		JOIN pg_class c ON c.relnamespace = n.oid AND c.relname = pt.tablename
+		CROSS JOIN LATERAL (SELECT c.oid AS relid UNION SELECT relid FROM pg_partition_tree(c.oid)) part
+		JOIN pg_class pc ON pc.oid = part.relid AND pc.relkind IN ('r', 'p')
+		JOIN pg_namespace pn ON pn.oid = pc.relnamespace
 		WHERE pt.pubname = $1 AND NOT EXISTS (SELECT 1 FROM pg_trigger g
-			WHERE g.tgrelid = format('%I.%I', pt.schemaname, pt.tablename)::regclass
-			  AND g.tgname = $2 AND g.tgenabled = 'A')
+			WHERE g.tgrelid = pc.oid AND g.tgname = $2 AND g.tgenabled = 'A')
 		ORDER BY 1`, publication, bridgeTrigger)
 	if err != nil {
 		return nil, fmt.Errorf("read context triggers: %w", err)

@@ -92,7 +92,7 @@ BEGIN
         RAISE EXCEPTION 'walscribe: log_event needs an action, a word such as ''exported'' or ''login_failed'''
             USING ERRCODE = 'invalid_parameter_value';
     END IF;
-    IF lower(word) IN ('insert', 'update', 'delete', 'truncate', 'gap', 'pruned', 'rules') THEN
+    IF lower(word COLLATE "C") IN ('insert', 'update', 'delete', 'truncate', 'gap', 'pruned', 'rules') THEN
         RAISE EXCEPTION 'walscribe: % is a word walscribe records itself; give an event its own word, such as ''exported''', word
             USING ERRCODE = 'invalid_parameter_value';
     END IF;

@@ -59,3 +59,24 @@ func TestContextTriggerStateReportedAndRepaired(t *testing.T) {
 		t.Errorf("triggers enabled always: %v, want public.a and public.b", n)
 	}
 }
+
+// TestUnguardedPartition: a partition of a published partitioned table
+// whose context trigger was dropped is named too.
+func TestUnguardedPartition(t *testing.T) {
+	ctx := context.Background()
+	dsn := srv.NewDB(t)
+	pgtest.Exec(t, dsn, `CREATE TABLE public.p (id int, r text, PRIMARY KEY (id, r)) PARTITION BY LIST (r)`,
+		`CREATE TABLE public.p_eu PARTITION OF public.p FOR VALUES IN ('eu')`)
+	cfg := config(t, dsn, "public.p")
+	if out, err := run(t, cfg); err != nil {
+		t.Fatalf("setup: %v\n%s", err, out)
+	}
+	conn := pgtest.Connect(t, dsn)
+	if u, err := UnguardedTables(ctx, conn, cfg.Publication); err != nil || len(u) != 0 {
+		t.Fatalf("unguarded tables right after setup: %v, %v", u, err)
+	}
+	pgtest.Exec(t, dsn, `DROP TRIGGER walscribe_context ON public.p_eu`)
+	if u, err := UnguardedTables(ctx, conn, cfg.Publication); err != nil || strings.Join(u, ",") != "public.p_eu" {
+		t.Errorf("unguarded tables = %v, %v; want public.p_eu", u, err)
+	}
+}

@@ -30,6 +30,9 @@ func (p *Postgres) writeIsolating(ctx context.Context, batch []*audit.Transactio
 			if err != nil {
 				return err
 			}
+			if tx.Rules != nil {
+				tx.Rules = nil // written: a retry of the whole batch must not write it again
+			}
 			continue
 		}
 		for _, fix := range []struct {

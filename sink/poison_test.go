@@ -2,6 +2,8 @@ package sink
 
 import (
 	"context"
+	"crypto/rand"
+	"encoding/hex"
 	"strings"
 	"testing"
 	"time"
@@ -54,4 +56,38 @@ func FuzzSinkStoresAnything(f *testing.F) {
 			t.Fatalf("the entry beside the poisoned one: %d, %v", fine, err)
 		}
 	})
+}
+
+// TestRefusedBatchInANewMonth: a batch the server refuses rolls back the
+// partitions it created; the sink must not take them as there when it
+// stores the batch again, a transaction at a time.
+func TestRefusedBatchInANewMonth(t *testing.T) {
+	p, conn := openSink(t, metrics.Discard())
+	ctx := context.Background()
+	when := time.Date(2031, 5, 10, 12, 0, 0, 0, time.UTC) // a month no partition exists for yet
+	wide := []byte(`"` + randomHex(3000) + `"`)
+	txs := []*audit.Transaction{
+		{Xid: 1, CommitLSN: 0x100, EndLSN: 0x101, CommittedAt: when, Count: 1, Entries: []audit.Entry{
+			{Seq: 1, Schema: "public", Table: "fine", Action: audit.Insert, PK: []byte(`{"id": 1}`), New: []byte(`{"id": 1}`)}}},
+		{Xid: 2, CommitLSN: 0x200, EndLSN: 0x201, CommittedAt: when, Count: 1, Entries: []audit.Entry{
+			{Seq: 1, Schema: randomHex(3000), Table: "poison", Action: audit.Insert, PK: wide, New: []byte(`{"id": 2}`)}}},
+	}
+	if err := p.writeRetrying(ctx, txs); err != nil {
+		t.Fatalf("the sink stopped: %v", err)
+	}
+	var n int
+	if err := conn.QueryRow(ctx, `SELECT count(*) FROM audit.entries WHERE committed_at = $1`, when).Scan(&n); err != nil || n != 2 {
+		t.Fatalf("%d entries stored in the new month, want 2: %v", n, err)
+	}
+	if err := conn.QueryRow(ctx, `SELECT count(*) FROM audit.entries WHERE table_name = 'poison' AND 'text_clipped' = ANY(flags)`).Scan(&n); err != nil || n != 1 {
+		t.Errorf("the refused entry: %d stored clipped, %v", n, err)
+	}
+}
+
+// randomHex is n hex digits of random data: text the server cannot
+// compress below an index's row limit.
+func randomHex(n int) string {
+	b := make([]byte, (n+1)/2)
+	rand.Read(b)
+	return hex.EncodeToString(b)[:n]
 }

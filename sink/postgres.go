@@ -45,6 +45,7 @@ type Postgres struct {
 	lastID        int64         // id of the last entry stored
 	lastCommitted time.Time
 	months        map[int]bool // year*12+month → partitions known to exist
+	uncommitted   []int        // months created by the database transaction in progress
 	healthy       atomic.Bool  // the last write succeeded, or none failed yet
 
 	errMu     sync.Mutex
@@ -296,6 +297,8 @@ func (p *Postgres) RecordGap(ctx context.Context, g audit.Gap) (bool, error) {
 		return false, fmt.Errorf("record gap: %w", err)
 	}
 	defer dbtx.Rollback(ctx)
+	committed := false
+	defer p.forgetUncommitted(&committed)
 	if err := p.lockAndReload(ctx, dbtx); err != nil {
 		return false, err
 	}
@@ -343,6 +346,7 @@ func (p *Postgres) RecordGap(ctx context.Context, g audit.Gap) (bool, error) {
 	if err := dbtx.Commit(ctx); err != nil {
 		return false, fmt.Errorf("record gap: %w", err)
 	}
+	committed = true
 	p.lastID = id
 	p.lastEnd = max(p.lastEnd, g.To)
 	return true, nil
@@ -356,6 +360,7 @@ func (p *Postgres) ensureMonth(ctx context.Context, dbtx pgx.Tx, at time.Time) e
 		return fmt.Errorf("create partitions: %w", err)
 	}
 	p.months[monthKey(at)] = true
+	p.uncommitted = append(p.uncommitted, monthKey(at))
 	return nil
 }
 
@@ -382,6 +387,8 @@ func (p *Postgres) Write(ctx context.Context, batch []*audit.Transaction) error 
 		return fmt.Errorf("begin: %w", err)
 	}
 	defer dbtx.Rollback(wctx)
+	done := false
+	defer p.forgetUncommitted(&done)
 	// One writer at a time, and from the progress as stored: another
 	// walscribe (a standby that took over, a second slot) may have written
 	// since this one last did.
@@ -460,6 +467,7 @@ func (p *Postgres) Write(ctx context.Context, batch []*audit.Transaction) error 
 	if err := dbtx.Commit(wctx); err != nil {
 		return fmt.Errorf("commit: %w", err)
 	}
+	done = true
 	p.count(batch, tally, n, began)
 	if noContext > 0 {
 		p.cfg.Metrics.Errors.WithLabelValues("no_context").Add(float64(noContext))
@@ -513,8 +521,21 @@ func (p *Postgres) ensureMonths(ctx context.Context, dbtx pgx.Tx, batch []*audit
 			return fmt.Errorf("create partitions: %w", err)
 		}
 		p.months[k] = true
+		p.uncommitted = append(p.uncommitted, k)
 	}
 	return nil
+}
+
+// forgetUncommitted is deferred by each database transaction that may
+// create partitions: unless it committed, the partitions it created are
+// gone with it, and must not be taken as known.
+func (p *Postgres) forgetUncommitted(committed *bool) {
+	if !*committed {
+		for _, k := range p.uncommitted {
+			delete(p.months, k)
+		}
+	}
+	p.uncommitted = p.uncommitted[:0]
 }
 
 func monthKey(t time.Time) int {
