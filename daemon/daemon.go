@@ -59,6 +59,9 @@ type Config struct {
 	SourceDSN   string
 	Slot        string
 	Publication string
+	// BridgeSchema is the schema of the context bridge in the source
+	// database (sink.schema): its triggers are checked.
+	BridgeSchema string
 	// StatusInterval is how often the acknowledged position is sent, and how
 	// often an idle slot is advanced. Default 10s.
 	StatusInterval time.Duration

@@ -71,6 +71,7 @@ func newHarness(t testing.TB, schema string, tables ...string) *harness {
 		SourceDSN:      dsn,
 		Slot:           "walscribe",
 		Publication:    "walscribe",
+		BridgeSchema:   "audit",
 		StatusInterval: 200 * time.Millisecond,
 	}
 	h.sinkCfg = sink.Config{DSN: dsn, Schema: "audit", Slot: "walscribe",

@@ -143,7 +143,7 @@ func (d *Daemon) pollSlot(ctx context.Context) {
 				d.m.SetWALStatus("missing")
 				d.m.SlotActive.Set(0)
 			case err == nil:
-				if unguarded, err := setup.UnguardedTables(ctx, conn, d.cfg.Publication); err == nil {
+				if unguarded, err := setup.UnguardedTables(ctx, conn, d.cfg.Publication, d.cfg.BridgeSchema); err == nil {
 					d.m.UnguardedTables.Set(float64(len(unguarded)))
 				}
 				d.lag.sourceAt(slot.CurrentLSN)

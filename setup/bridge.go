@@ -46,20 +46,23 @@ func InstallBridge(ctx context.Context, conn *pgx.Conn, schema, prefix string, t
 		}
 		want = append(want, names...)
 	}
-	have, err := bridgedTables(ctx, conn, false)
+	have, err := bridgedTables(ctx, conn, "")
 	if err != nil {
 		return nil, nil, err
 	}
-	notAlways, err := bridgedTables(ctx, conn, true)
+	notGenuine, err := bridgedTables(ctx, conn, schema)
 	if err != nil {
 		return nil, nil, err
 	}
 	for _, name := range want {
-		if slices.Contains(have, name) {
-			if slices.Contains(notAlways, name) { // disabled, or skippable: enabled again, always
-				if _, err := conn.Exec(ctx, `ALTER TABLE `+name+` ENABLE ALWAYS TRIGGER `+bridgeTrigger); err != nil {
-					return added, nil, fmt.Errorf("enable the context trigger on %s: %w", name, err)
-				}
+		if slices.Contains(have, name) && !slices.Contains(notGenuine, name) {
+			continue
+		}
+		if slices.Contains(have, name) { // disabled, skippable, or replaced by another: made ours again
+			if _, err := conn.Exec(ctx, `CREATE OR REPLACE TRIGGER `+bridgeTrigger+` BEFORE INSERT OR UPDATE OR DELETE OR TRUNCATE ON `+name+`
+				FOR EACH STATEMENT EXECUTE FUNCTION `+fn+`();
+				ALTER TABLE `+name+` ENABLE ALWAYS TRIGGER `+bridgeTrigger); err != nil {
+				return added, nil, fmt.Errorf("repair the context trigger on %s: %w", name, err)
 			}
 			continue
 		}
@@ -95,10 +98,22 @@ func contextKey(prefix string) string {
 	return "concat(" + strings.Join(parts, ", ',', ") + ")"
 }
 
-// UnguardedTables lists the tables publication publishes whose context
-// trigger is missing, disabled or not ENABLE ALWAYS: their changes arrive
-// without who made them (flagged no_context). setup repairs them.
-func UnguardedTables(ctx context.Context, conn *pgx.Conn, publication string) ([]string, error) {
+// genuineTrigger is the SQL condition that trigger g is the bridge's as
+// setup installs it: enabled always, before each statement of the four
+// kinds, with no column list and no WHEN condition, running emit_context of
+// the schema given as parameter $schemaParam.
+func genuineTrigger(schemaParam string) string {
+	return `(g.tgenabled = 'A' AND g.tgtype = 62 AND g.tgqual IS NULL AND cardinality(g.tgattr::int2[]) = 0
+		AND g.tgfoid = (SELECT p.oid FROM pg_proc p JOIN pg_namespace pn ON pn.oid = p.pronamespace
+			WHERE pn.nspname = ` + schemaParam + ` AND p.proname = 'emit_context' AND p.pronargs = 0))`
+}
+
+// UnguardedTables lists the tables publication publishes (partitions
+// included) whose context trigger is missing, disabled, not ENABLE ALWAYS,
+// or not the bridge's (another function, a WHEN condition, fewer events):
+// their changes arrive without who made them (flagged no_context). setup
+// repairs them. schema is the bridge's schema.
+func UnguardedTables(ctx context.Context, conn *pgx.Conn, publication, schema string) ([]string, error) {
 	// The publication lists the roots of partitioned tables; their
 	// partitions need the trigger too. Joined by name, never cast: a table
 	// dropped meanwhile drops out instead of failing the query.
@@ -110,8 +125,8 @@ func UnguardedTables(ctx context.Context, conn *pgx.Conn, publication string) ([
 		JOIN pg_class pc ON pc.oid = part.relid AND pc.relkind IN ('r', 'p')
 		JOIN pg_namespace pn ON pn.oid = pc.relnamespace
 		WHERE pt.pubname = $1 AND NOT EXISTS (SELECT 1 FROM pg_trigger g
-			WHERE g.tgrelid = pc.oid AND g.tgname = $2 AND g.tgenabled = 'A')
-		ORDER BY 1`, publication, bridgeTrigger)
+			WHERE g.tgrelid = pc.oid AND g.tgname = $2 AND `+genuineTrigger("$3")+`)
+		ORDER BY 1`, publication, bridgeTrigger, schema)
 	if err != nil {
 		return nil, fmt.Errorf("read context triggers: %w", err)
 	}
@@ -122,12 +137,13 @@ func UnguardedTables(ctx context.Context, conn *pgx.Conn, publication string) ([
 	return names, nil
 }
 
-// bridgedTables lists the tables that have the bridge's trigger, as
-// quoted schema.table names.
-func bridgedTables(ctx context.Context, conn *pgx.Conn, notAlways bool) ([]string, error) {
+// bridgedTables lists the tables that have a trigger named as the bridge's,
+// as quoted schema.table names; with notGenuineIn (the bridge's schema),
+// only those whose trigger is not the bridge's as setup installs it.
+func bridgedTables(ctx context.Context, conn *pgx.Conn, notGenuineIn string) ([]string, error) {
 	rows, err := conn.Query(ctx, `SELECT format('%I.%I', n.nspname, c.relname)
-		FROM pg_trigger t JOIN pg_class c ON c.oid = t.tgrelid JOIN pg_namespace n ON n.oid = c.relnamespace
-		WHERE t.tgname = $1 AND NOT t.tgisinternal AND (NOT $2 OR t.tgenabled <> 'A') ORDER BY 1`, bridgeTrigger, notAlways)
+		FROM pg_trigger g JOIN pg_class c ON c.oid = g.tgrelid JOIN pg_namespace n ON n.oid = c.relnamespace
+		WHERE g.tgname = $1 AND NOT g.tgisinternal AND ($2 = '' OR NOT `+genuineTrigger("$2")+`) ORDER BY 1`, bridgeTrigger, notGenuineIn)
 	if err != nil {
 		return nil, fmt.Errorf("read context triggers: %w", err)
 	}

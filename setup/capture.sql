@@ -61,8 +61,12 @@ BEGIN
     IF (SELECT relreplident FROM pg_class WHERE oid = rel) <> 'f' THEN
         EXECUTE format('ALTER TABLE %s REPLICA IDENTITY FULL', rel::regclass);
     END IF;
-    IF NOT EXISTS (SELECT 1 FROM pg_trigger WHERE tgrelid = rel AND tgname = 'walscribe_context') THEN
-        EXECUTE format('CREATE TRIGGER walscribe_context BEFORE INSERT OR UPDATE OR DELETE OR TRUNCATE ON %s
+    -- The bridge's trigger as setup installs it: before each statement of
+    -- the four kinds, no column list, no WHEN condition, emit_context.
+    IF NOT EXISTS (SELECT 1 FROM pg_trigger WHERE tgrelid = rel AND tgname = 'walscribe_context'
+                      AND tgtype = 62 AND tgqual IS NULL AND cardinality(tgattr::int2[]) = 0
+                      AND tgfoid = '{{schema}}.emit_context()'::regprocedure) THEN
+        EXECUTE format('CREATE OR REPLACE TRIGGER walscribe_context BEFORE INSERT OR UPDATE OR DELETE OR TRUNCATE ON %s
             FOR EACH STATEMENT EXECUTE FUNCTION {{schema}}.emit_context()', rel::regclass);
     END IF;
     IF (SELECT tgenabled FROM pg_trigger WHERE tgrelid = rel AND tgname = 'walscribe_context') <> 'A' THEN

@@ -36,11 +36,11 @@ func TestContextTriggerStateReportedAndRepaired(t *testing.T) {
 	if p := problems(); p != "" {
 		t.Fatalf("problems right after setup:\n%s", p)
 	}
-	if u, err := UnguardedTables(ctx, conn, cfg.Publication); err != nil || len(u) != 0 {
+	if u, err := UnguardedTables(ctx, conn, cfg.Publication, cfg.SinkSchema); err != nil || len(u) != 0 {
 		t.Fatalf("unguarded tables right after setup: %v, %v", u, err)
 	}
 	pgtest.Exec(t, dsn, `ALTER TABLE public.a DISABLE TRIGGER walscribe_context`, `ALTER TABLE public.b ENABLE TRIGGER walscribe_context`)
-	if u, err := UnguardedTables(ctx, conn, cfg.Publication); err != nil || strings.Join(u, ",") != "public.a,public.b" {
+	if u, err := UnguardedTables(ctx, conn, cfg.Publication, cfg.SinkSchema); err != nil || strings.Join(u, ",") != "public.a,public.b" {
 		t.Errorf("unguarded tables = %v, %v; want public.a and public.b", u, err)
 	}
 	p := problems()
@@ -49,11 +49,24 @@ func TestContextTriggerStateReportedAndRepaired(t *testing.T) {
 			t.Errorf("problems lack %q:\n%s", want, p)
 		}
 	}
+	// A table owner's own trigger under the bridge's name: another
+	// function, or the bridge's behind a WHEN a session can switch.
+	pgtest.Exec(t, dsn, `CREATE FUNCTION public.noop() RETURNS trigger LANGUAGE plpgsql AS $$ BEGIN RETURN NULL; END $$`,
+		`CREATE OR REPLACE TRIGGER walscribe_context BEFORE INSERT OR UPDATE OR DELETE OR TRUNCATE ON public.a FOR EACH STATEMENT EXECUTE FUNCTION public.noop()`,
+		`ALTER TABLE public.a ENABLE ALWAYS TRIGGER walscribe_context`,
+		`CREATE OR REPLACE TRIGGER walscribe_context BEFORE INSERT ON public.b FOR EACH STATEMENT EXECUTE FUNCTION audit.emit_context()`,
+		`ALTER TABLE public.b ENABLE ALWAYS TRIGGER walscribe_context`)
+	if u, err := UnguardedTables(ctx, conn, cfg.Publication, cfg.SinkSchema); err != nil || strings.Join(u, ",") != "public.a,public.b" {
+		t.Errorf("tables whose trigger is not the bridge's = %v, %v; want public.a and public.b", u, err)
+	}
 	if out, err := run(t, cfg); err != nil {
 		t.Fatalf("setup again: %v\n%s", err, out)
 	}
 	if p := problems(); p != "" {
 		t.Errorf("problems after setup repaired them:\n%s", p)
+	}
+	if u, err := UnguardedTables(ctx, conn, cfg.Publication, cfg.SinkSchema); err != nil || len(u) != 0 {
+		t.Errorf("unguarded tables after setup: %v, %v", u, err)
 	}
 	if n := queryStrings(t, conn, `SELECT tgrelid::regclass::text FROM pg_trigger WHERE tgname = 'walscribe_context' AND tgenabled = 'A' ORDER BY 1`); len(n) != 2 {
 		t.Errorf("triggers enabled always: %v, want public.a and public.b", n)
@@ -72,11 +85,11 @@ func TestUnguardedPartition(t *testing.T) {
 		t.Fatalf("setup: %v\n%s", err, out)
 	}
 	conn := pgtest.Connect(t, dsn)
-	if u, err := UnguardedTables(ctx, conn, cfg.Publication); err != nil || len(u) != 0 {
+	if u, err := UnguardedTables(ctx, conn, cfg.Publication, cfg.SinkSchema); err != nil || len(u) != 0 {
 		t.Fatalf("unguarded tables right after setup: %v, %v", u, err)
 	}
 	pgtest.Exec(t, dsn, `DROP TRIGGER walscribe_context ON public.p_eu`)
-	if u, err := UnguardedTables(ctx, conn, cfg.Publication); err != nil || strings.Join(u, ",") != "public.p_eu" {
+	if u, err := UnguardedTables(ctx, conn, cfg.Publication, cfg.SinkSchema); err != nil || strings.Join(u, ",") != "public.p_eu" {
 		t.Errorf("unguarded tables = %v, %v; want public.p_eu", u, err)
 	}
 }

@@ -109,6 +109,7 @@ func daemonConfig(c *config.Config) (daemon.Config, sink.Config) {
 			SourceDSN:      c.Source.DSN,
 			Slot:           c.Source.Slot,
 			Publication:    c.Source.Publication,
+			BridgeSchema:   c.Sink.Schema,
 			StatusInterval: c.Source.StatusInterval,
 			Spool:          spool.Config{Dir: c.Spool.Dir, TxnMemory: int64(c.Spool.TxnMemory)},
 			Limits: decoder.Limits{ContextField: int(c.Context.MaxFieldBytes), ContextJSON: int(c.Context.MaxJSONBytes),

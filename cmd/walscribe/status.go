@@ -153,7 +153,7 @@ func readStatus(ctx context.Context, c *config.Config) (*statusReport, error) {
 		RetainedBytes: slot.RetainedBytes(),
 		SafeWALSize:   slot.SafeWALSize,
 	}
-	if r.UnguardedTables, err = setup.UnguardedTables(ctx, src, c.Source.Publication); err != nil {
+	if r.UnguardedTables, err = setup.UnguardedTables(ctx, src, c.Source.Publication, c.Sink.Schema); err != nil {
 		return nil, err
 	}
 	sinkConn := src
@@ -238,7 +238,7 @@ func printStatus(w io.Writer, r *statusReport) {
 			r.LastGap.FromLSN, to, r.LastGap.DetectedAt.UTC().Format(time.RFC3339))
 	}
 	if len(r.UnguardedTables) > 0 {
-		fmt.Fprintf(tw, "WARNING\tthe context trigger of %s is missing, disabled or not ENABLE ALWAYS: their changes lack who made them; run walscribe setup\n",
+		fmt.Fprintf(tw, "WARNING\tthe context trigger of %s is missing, disabled, not ENABLE ALWAYS or not walscribe's: their changes lack who made them; run walscribe setup\n",
 			strings.Join(r.UnguardedTables, ", "))
 	}
 	if r.CheckpointBehind {

@@ -27,7 +27,7 @@ func TestStatusNamesUnguardedTables(t *testing.T) {
 	if len(rep.UnguardedTables) != 1 || rep.UnguardedTables[0] != "public.items" {
 		t.Errorf("unguarded_tables = %v, want [public.items]", rep.UnguardedTables)
 	}
-	if out, _ := walscribe(t, "status", "--config", cfg); !strings.Contains(out, "public.items is missing, disabled or not ENABLE ALWAYS") || !strings.Contains(out, "run walscribe setup") {
+	if out, _ := walscribe(t, "status", "--config", cfg); !strings.Contains(out, "public.items is missing, disabled, not ENABLE ALWAYS or not walscribe's") || !strings.Contains(out, "run walscribe setup") {
 		t.Errorf("status does not name the unguarded table:\n%s", out)
 	}
 }
