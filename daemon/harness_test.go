@@ -201,6 +201,14 @@ func (h *harness) checkOracle() {
 	h.t.Logf("oracle: %d changes in %d transactions compared", r.Changes, r.Transactions)
 }
 
+// checkDense fails the test unless the entry ids run from 1 without a hole.
+func (h *harness) checkDense(what string) {
+	h.t.Helper()
+	if n := h.count(`SELECT count(*) FROM (SELECT count(*) = max(id) AND min(id) = 1 AS dense FROM audit.entries) x WHERE dense`); n != 1 {
+		h.t.Error("entry ids are not dense " + what)
+	}
+}
+
 func deref(s *string) string {
 	if s == nil {
 		return "(null)"

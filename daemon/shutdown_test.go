@@ -107,9 +107,7 @@ func TestCleanShutdownOfTheSource(t *testing.T) {
 			if n := h.count(`SELECT count(*) FROM audit.gaps`); n != 0 {
 				t.Errorf("%d gaps recorded after a clean shutdown", n)
 			}
-			if n := h.count(`SELECT count(*) FROM (SELECT count(*) = max(id) AND min(id) = 1 AS dense FROM audit.entries) x WHERE dense`); n != 1 {
-				t.Error("entry ids are not dense from 1")
-			}
+			h.checkDense("from 1")
 		})
 	}
 }

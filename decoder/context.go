@@ -239,7 +239,7 @@ func (d *Decoder) event(w *wireEvent) audit.Entry {
 			e.Flag(audit.FlagJSONReencoded)
 		}
 		if len(w.Data) > d.limits.EventData {
-			w.Data = truncatedJSON(w.Data)
+			w.Data = jsonb.Stub(w.Data)
 			e.Flag(audit.FlagTruncated)
 		}
 		e.New = d.keep(w.Data)

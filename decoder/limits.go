@@ -46,13 +46,10 @@ func (d *Decoder) limitContext(c *audit.Context) {
 		}
 	}
 	if len(c.Extra) > d.limits.ContextJSON {
-		c.Extra = truncatedJSON(c.Extra)
+		c.Extra = jsonb.Stub(c.Extra)
 		cut = true
 	}
 	if cut {
 		c.Flag(audit.FlagTruncated)
 	}
 }
-
-// truncatedJSON stands for a JSON value too large to keep (jsonb.Stub).
-func truncatedJSON(b []byte) []byte { return jsonb.Stub(b) }
