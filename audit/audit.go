@@ -125,7 +125,8 @@ type Context struct {
 	IP              netip.Prefix // the client as the application reports it
 	UserAgent       string
 	RequestID       string
-	DBUser          string       // current_user
+	DBUser          string       // the role that wrote: SET ROLE's, else the login role
+	LoginUser       string       // the role that logged in, when DBUser is another
 	ClientAddr      netip.Prefix // inet_client_addr()
 	ApplicationName string
 	// Extra is a JSON object of everything else: the application's own
@@ -150,7 +151,7 @@ func (c *Context) Flag(f string) {
 // or invalid UTF-8 in text, indexed fields longer than the index takes,
 // JSON that jsonb does not take. Each kind of change is flagged.
 func (c *Context) MakeStorable() {
-	for _, s := range []*string{&c.ActorID, &c.Actor, &c.UserAgent, &c.RequestID, &c.DBUser, &c.ApplicationName} {
+	for _, s := range []*string{&c.ActorID, &c.Actor, &c.UserAgent, &c.RequestID, &c.DBUser, &c.LoginUser, &c.ApplicationName} {
 		if t := jsonb.Text(*s); t != *s {
 			*s = t
 			c.Flag(FlagTextEscaped)

@@ -323,7 +323,7 @@ func newTrail(t *testing.T) *trail {
 	if _, err := tr.conn.Exec(ctx, `CREATE TABLE writes (id bigserial PRIMARY KEY, tag text NOT NULL, n int NOT NULL DEFAULT 0)`); err != nil {
 		t.Fatalf("create table: %v", err)
 	}
-	if _, _, err := setup.InstallBridge(ctx, tr.conn, "audit", auditctx.DefaultPrefix, []cdc.Table{{Schema: "public", Name: "writes"}}); err != nil {
+	if _, _, _, err := setup.InstallBridge(ctx, tr.conn, "audit", auditctx.DefaultPrefix, setup.DefaultRoles(), []cdc.Table{{Schema: "public", Name: "writes"}}); err != nil {
 		t.Fatalf("install the bridge: %v", err)
 	}
 	// The database's name is unique on the server, and a valid slot name.

@@ -109,16 +109,21 @@ func Check(ctx context.Context, conn *pgx.Conn, cfg SetupConfig) error {
 			p = append(p, fmt.Sprintf("%s: table %s is in the audit schema, which is never audited (it would audit its own writes): remove it", t.Key, t))
 			continue
 		}
-		var exists, owner, ownerSuper bool
+		var exists, owner, ownerSuper, ready bool
 		var ownerName string
 		err := conn.QueryRow(ctx, `SELECT c.oid IS NOT NULL, coalesce(pg_has_role(c.relowner, 'USAGE'), false),
-				coalesce(o.rolname::text, ''), coalesce(o.rolsuper, false)
+				coalesce(o.rolname::text, ''), coalesce(o.rolsuper, false),
+				coalesce(c.relreplident = 'f' AND EXISTS (SELECT 1 FROM pg_publication p JOIN pg_publication_rel pr ON pr.prpubid = p.oid
+					WHERE p.pubname = $2 AND pr.prrelid = c.oid), false)
 			FROM (SELECT to_regclass($1) AS oid) r LEFT JOIN pg_class c ON c.oid = r.oid
-			LEFT JOIN pg_roles o ON o.oid = c.relowner`, t.Ident()).Scan(&exists, &owner, &ownerName, &ownerSuper)
+			LEFT JOIN pg_roles o ON o.oid = c.relowner`, t.Ident(), cfg.Publication).Scan(&exists, &owner, &ownerName, &ownerSuper, &ready)
 		if err != nil {
 			return fmt.Errorf("look up table %s: %w", t, err)
 		}
 		switch {
+		case ready:
+			// Published with REPLICA IDENTITY FULL already: a role that
+			// does not own it (the daemon's, checking) has nothing to do.
 		case !exists:
 			p = append(p, fmt.Sprintf("%s: table %s does not exist: create it, or fix or remove this entry", t.Key, t))
 		case !owner && ownerSuper:
@@ -183,7 +188,9 @@ func SetReplicaIdentityFull(ctx context.Context, conn *pgx.Conn, tables []Table)
 // and removed.
 func EnsurePublication(ctx context.Context, conn *pgx.Conn, name string, tables []Table) (added, removed []string, err error) {
 	var allTables *bool
-	err = conn.QueryRow(ctx, `SELECT puballtables FROM pg_publication WHERE pubname = $1`, name).Scan(&allTables)
+	var optionsSet bool
+	err = conn.QueryRow(ctx, `SELECT puballtables, pubinsert AND pubupdate AND pubdelete AND pubtruncate AND pubviaroot
+		FROM pg_publication WHERE pubname = $1`, name).Scan(&allTables, &optionsSet)
 	if err != nil && !errors.Is(err, pgx.ErrNoRows) {
 		return nil, nil, fmt.Errorf("read publication %q: %w", name, err)
 	}
@@ -223,8 +230,10 @@ func EnsurePublication(ctx context.Context, conn *pgx.Conn, name string, tables 
 			return nil, nil, fmt.Errorf("alter publication %q: %w", name, err)
 		}
 	}
-	if _, err := conn.Exec(ctx, `ALTER PUBLICATION `+pub+` SET (publish = 'insert, update, delete, truncate', publish_via_partition_root = true)`); err != nil {
-		return nil, nil, fmt.Errorf("alter publication %q: %w", name, err)
+	if !optionsSet {
+		if _, err := conn.Exec(ctx, `ALTER PUBLICATION `+pub+` SET (publish = 'insert, update, delete, truncate', publish_via_partition_root = true)`); err != nil {
+			return nil, nil, fmt.Errorf("alter publication %q: %w", name, err)
+		}
 	}
 	return added, removed, nil
 }

@@ -38,6 +38,7 @@ type Config struct {
 	Spool   Spool   `mapstructure:"spool"`
 	Context Context `mapstructure:"context"`
 	Masking Masking `mapstructure:"masking"`
+	Roles   Roles   `mapstructure:"roles"`
 	// ExcludeTables are table names or glob patterns never audited, even when
 	// a tables entry matches them (exclude_tables), in the syntax of
 	// tables[i].name. Load turns a name without a schema into
@@ -124,6 +125,29 @@ type Context struct {
 	// (context.max_event_bytes), kept as the context object is. Default
 	// 64 KiB; from 1 KiB to 64 MiB.
 	MaxEventBytes ByteSize `mapstructure:"max_event_bytes"`
+}
+
+// Roles are the database roles setup creates and grants to, besides the
+// daemon's own (the user of source.dsn and sink.dsn). Roles are shared by
+// every database of a server: give each walscribe on one server the same
+// names, or names of its own.
+type Roles struct {
+	// Owner owns the audit schema, its tables, partitions and functions
+	// (roles.owner), a NOLOGIN role nobody logs in as. Default
+	// "walscribe_owner".
+	Owner string `mapstructure:"owner"`
+	// Reader may read the trail and nothing else (roles.reader): grant it to
+	// auditors. Default "walscribe_reader".
+	Reader string `mapstructure:"reader"`
+	// App may call set_context and log_event (roles.app): grant it to the
+	// application's roles. Default "walscribe_app".
+	App string `mapstructure:"app"`
+	// RevokeEmitMessage: setup revokes pg_logical_emit_message from PUBLIC
+	// in the source database, so that only walscribe's functions put
+	// messages into the stream (roles.revoke_emit_message). Set it to false
+	// when other software of the database emits logical messages, and grant
+	// it to that software's role instead when you can. Default true.
+	RevokeEmitMessage bool `mapstructure:"revoke_emit_message"`
 }
 
 // Masking configures masked columns.
@@ -248,6 +272,7 @@ func Default() Config {
 		},
 		Spool:                Spool{TxnMemory: 8 * MiB},
 		Context:              Context{Prefix: "audit", MaxFieldBytes: KiB, MaxJSONBytes: 8 * KiB, MaxEventBytes: 64 * KiB},
+		Roles:                Roles{Owner: "walscribe_owner", Reader: "walscribe_reader", App: "walscribe_app", RevokeEmitMessage: true},
 		SkipUnchangedUpdates: true,
 		HTTP:                 HTTP{Listen: "127.0.0.1:9187"},
 		Log:                  Log{Level: "info", Format: "auto"},

@@ -481,6 +481,10 @@ func TestEnvVarNames(t *testing.T) {
 		"context.max_json_bytes":    "16KiB",
 		"context.max_event_bytes":   "1MiB",
 		"masking.secret":            testSecret,
+		"roles.owner":               "audit_owner",
+		"roles.reader":              "audit_reader",
+		"roles.app":                 "audit_app",
+		"roles.revoke_emit_message": "false",
 		"skip_unchanged_updates":    "false",
 		"http.listen":               "[::1]:9999",
 		"http.pprof":                "true",
@@ -588,7 +592,22 @@ func TestLoadErrors(t *testing.T) {
 		{
 			name: "unknown top-level key, nothing close",
 			yaml: valid + "colour: red\n",
-			want: []string{"colour: unknown key", "the keys here are source, sink, spool, context, masking, exclude_tables, skip_unchanged_updates, tables, http, log"},
+			want: []string{"colour: unknown key", "the keys here are source, sink, spool, context, masking, roles, exclude_tables, skip_unchanged_updates, tables, http, log"},
+		},
+		{
+			name: "role names",
+			yaml: valid + "roles:\n  owner: Walscribe-Owner\n  reader: walscribe_owner\n",
+			want: []string{`roles.owner: "Walscribe-Owner" is not a plain identifier`, "e.g. walscribe_owner"},
+		},
+		{
+			name: "reader is the owner",
+			yaml: valid + "roles:\n  reader: walscribe_owner\n",
+			want: []string{`roles.reader: "walscribe_owner" is also roles.owner`},
+		},
+		{
+			name: "app group is the reader",
+			yaml: valid + "roles:\n  app: walscribe_reader\n",
+			want: []string{`roles.app: "walscribe_reader" is also roles.owner or roles.reader`},
 		},
 		{
 			name: "unknown nested key",

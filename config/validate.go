@@ -66,6 +66,16 @@ func (c *Config) problems() []problem {
 	check("context.max_json_bytes", checkByteSize(c.Context.MaxJSONBytes, 256, 16*MiB, "8KiB"))
 	check("context.max_event_bytes", checkByteSize(c.Context.MaxEventBytes, KiB, 64*MiB, "64KiB"))
 
+	check("roles.owner", checkIdent(c.Roles.Owner, "walscribe_owner"))
+	check("roles.reader", checkIdent(c.Roles.Reader, "walscribe_reader"))
+	check("roles.app", checkIdent(c.Roles.App, "walscribe_app"))
+	switch {
+	case c.Roles.Reader == c.Roles.Owner:
+		check("roles.reader", fmt.Sprintf("%q is also roles.owner: the reader may only read, give it a name of its own, e.g. walscribe_reader", c.Roles.Reader))
+	case c.Roles.App == c.Roles.Owner || c.Roles.App == c.Roles.Reader:
+		check("roles.app", fmt.Sprintf("%q is also roles.owner or roles.reader: give the application group a name of its own, e.g. walscribe_app", c.Roles.App))
+	}
+
 	c.tableProblems(check)
 
 	if c.HTTP.Listen != "" {

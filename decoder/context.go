@@ -36,6 +36,7 @@ type wireContext struct {
 	RequestID       string `json:"request_id"`
 	Context         string `json:"context"`
 	DBUser          string `json:"db_user"`
+	LoginUser       string `json:"login_user"`
 	ClientAddr      string `json:"client_addr"`
 	ApplicationName string `json:"application_name"`
 }
@@ -109,6 +110,8 @@ func (w *wireContext) set(k, v []byte) bool {
 		f = &w.Context
 	case "db_user":
 		f = &w.DBUser
+	case "login_user":
+		f = &w.LoginUser
 	case "client_addr":
 		f = &w.ClientAddr
 	case "application_name":
@@ -259,6 +262,7 @@ func (d *Decoder) context(w *wireContext) *audit.Context {
 		UserAgent:       w.UserAgent,
 		RequestID:       w.RequestID,
 		DBUser:          w.DBUser,
+		LoginUser:       w.LoginUser,
 		ApplicationName: w.ApplicationName,
 	}
 	var bad map[string]string

@@ -39,7 +39,7 @@ func (d *Decoder) SetLimits(l Limits) {
 // limitContext cuts c's fields to the limits, flagging c.
 func (d *Decoder) limitContext(c *audit.Context) {
 	cut := false
-	for _, s := range []*string{&c.ActorID, &c.Actor, &c.UserAgent, &c.RequestID, &c.DBUser, &c.ApplicationName} {
+	for _, s := range []*string{&c.ActorID, &c.Actor, &c.UserAgent, &c.RequestID, &c.DBUser, &c.LoginUser, &c.ApplicationName} {
 		if len(*s) > d.limits.ContextField {
 			*s = strings.ToValidUTF8((*s)[:d.limits.ContextField], "")
 			cut = true

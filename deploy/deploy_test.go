@@ -1253,7 +1253,9 @@ func TestDockerfile(t *testing.T) {
 // WALSCRIBE_CONFIG.
 func envVars(t *testing.T) map[string]bool {
 	t.Helper()
-	out := set("WALSCRIBE_CONFIG", "WALSCRIBE_TABLES", "WALSCRIBE_EXCLUDE_TABLES")
+	// Besides the configuration: WALSCRIBE_CONFIG, the list variables, and the
+	// connections setup works through (its --admin-dsn and --admin-sink-dsn).
+	out := set("WALSCRIBE_CONFIG", "WALSCRIBE_TABLES", "WALSCRIBE_EXCLUDE_TABLES", "WALSCRIBE_ADMIN_DSN", "WALSCRIBE_ADMIN_SINK_DSN")
 	var walk func(prefix string, typ reflect.Type)
 	walk = func(prefix string, typ reflect.Type) {
 		for i := range typ.NumField() {
@@ -2185,6 +2187,9 @@ func TestComposeDemo(t *testing.T) {
 		}
 		vars["WALSCRIBE_CONFIG"] = host
 		vars["WALSCRIBE_SOURCE_DSN"] = pointAt(t, vars["WALSCRIBE_SOURCE_DSN"], srv)
+		if admin, ok := vars["WALSCRIBE_ADMIN_DSN"]; ok {
+			vars["WALSCRIBE_ADMIN_DSN"] = pointAt(t, admin, srv)
+		}
 		vars["WALSCRIBE_SPOOL_DIR"] = t.TempDir() // a volume in compose
 		if _, ok := vars["WALSCRIBE_HTTP_LISTEN"]; ok {
 			port, err := pgtest.FreePort()

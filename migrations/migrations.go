@@ -97,8 +97,16 @@ func applyOne(ctx context.Context, conn *pgx.Conn, ident, schema string, m Migra
 	if _, err := tx.Exec(ctx, `SELECT pg_advisory_xact_lock(hashtext('walscribe.migrations.' || $1))`, schema); err != nil {
 		return false, err
 	}
-	if _, err := tx.Exec(ctx, `CREATE SCHEMA IF NOT EXISTS `+ident); err != nil {
+	// CREATE SCHEMA IF NOT EXISTS needs CREATE on the database even when
+	// the schema exists: the owner of an existing schema need not have it.
+	var hasSchema bool
+	if err := tx.QueryRow(ctx, `SELECT EXISTS (SELECT 1 FROM pg_namespace WHERE nspname = $1)`, schema).Scan(&hasSchema); err != nil {
 		return false, err
+	}
+	if !hasSchema {
+		if _, err := tx.Exec(ctx, `CREATE SCHEMA IF NOT EXISTS `+ident); err != nil {
+			return false, err
+		}
 	}
 	if _, err := tx.Exec(ctx, `CREATE TABLE IF NOT EXISTS `+ident+`.schema_migrations (
 		version integer PRIMARY KEY, name text NOT NULL, applied_at timestamptz NOT NULL DEFAULT now())`); err != nil {

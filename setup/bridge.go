@@ -2,7 +2,10 @@ package setup
 
 import (
 	"context"
+	"crypto/sha256"
 	_ "embed"
+	"encoding/hex"
+	"errors"
 	"fmt"
 	"slices"
 	"strings"
@@ -20,16 +23,68 @@ const bridgeTrigger = "walscribe_context"
 
 // InstallBridge installs the context bridge in the source database: the
 // functions in schema (current_context, emit_context, set_context,
-// log_event) reading variables named prefix.*, and a statement-level
-// trigger on every tracked table and each of its partitions. Triggers of
-// the bridge on tables no longer tracked are dropped. It returns the tables
-// that got a trigger and those that lost one.
-func InstallBridge(ctx context.Context, conn *pgx.Conn, schema, prefix string, tables []cdc.Table) (added, removed []string, err error) {
-	key := contextKey(prefix)
-	sql := strings.NewReplacer("{{schema}}", pgx.Identifier{schema}.Sanitize(), "{{prefix}}", prefix, "{{key}}", key).Replace(bridgeSQL)
-	if _, err := conn.Exec(ctx, sql); err != nil {
-		return nil, nil, fmt.Errorf("install the context functions in schema %q: %w", schema, err)
+// log_event) reading variables named prefix.*, owned by the owner role and
+// callable by the application group of r, and a statement-level trigger on
+// every tracked table and each of its partitions. Triggers of the bridge
+// on tables no longer tracked are dropped. It returns the tables that got a
+// trigger and those that lost one, and what to warn about.
+func InstallBridge(ctx context.Context, conn *pgx.Conn, schema, prefix string, r Roles, tables []cdc.Table) (added, removed, warnings []string, err error) {
+	r = r.orDefault()
+	if _, warnings, err = EnsureRoles(ctx, conn, r); err != nil {
+		return nil, nil, warnings, err
 	}
+	w, err := PrepareSchema(ctx, conn, schema, r.Owner)
+	warnings = append(warnings, w...)
+	if err != nil {
+		return nil, nil, warnings, err
+	}
+	sql := strings.NewReplacer("{{schema}}", pgx.Identifier{schema}.Sanitize(), "{{prefix}}", prefix,
+		"{{key}}", contextKey(prefix), "{{db_user}}", dbUser, "{{app}}", pgx.Identifier{r.App}.Sanitize()).Replace(bridgeSQL)
+	// The functions carry the version of the text that made them, so that
+	// a role that may not replace them can tell whether they need it.
+	sum := sha256.Sum256([]byte(sql))
+	version := "walscribe bridge " + hex.EncodeToString(sum[:8])
+	sql += "\nCOMMENT ON FUNCTION " + pgx.Identifier{schema}.Sanitize() + ".emit_context() IS '" + version + "';\n"
+	err = AsOwner(ctx, conn, r.Owner, func() error {
+		if _, err := conn.Exec(ctx, sql); err != nil {
+			return fmt.Errorf("install the context functions in schema %q: %w", schema, err)
+		}
+		return nil
+	})
+	if errors.Is(err, errNotOwner) {
+		var have *string
+		if qerr := conn.QueryRow(ctx, `SELECT obj_description(p.oid, 'pg_proc') FROM pg_proc p JOIN pg_namespace n ON n.oid = p.pronamespace
+			WHERE n.nspname = $1 AND p.proname = 'emit_context' AND p.pronargs = 0`, schema).Scan(&have); qerr != nil && !errors.Is(qerr, pgx.ErrNoRows) {
+			return nil, nil, warnings, fmt.Errorf("read the context functions: %w", qerr)
+		}
+		if have == nil || *have != version {
+			return nil, nil, warnings, fmt.Errorf("the context functions in schema %q are missing or from another version of walscribe, and %w", schema, err)
+		}
+		err = nil
+	}
+	if err != nil {
+		return nil, nil, warnings, err
+	}
+	warning, err := restrictMessages(ctx, conn, r)
+	if warning != "" {
+		warnings = append(warnings, warning)
+	}
+	if err != nil {
+		return nil, nil, warnings, err
+	}
+	added, removed, err = installTriggers(ctx, conn, schema, tables)
+	return added, removed, warnings, err
+}
+
+// dbUser is the SQL expression of the role that writes, as the bridge's
+// SECURITY DEFINER functions see it: the role SET ROLE chose, else the role
+// that logged in.
+const dbUser = `(CASE current_setting('role') WHEN 'none' THEN session_user::text ELSE current_setting('role') END)`
+
+// installTriggers puts the bridge's trigger on every tracked table and
+// partition, repairs those that are not the bridge's, and drops it from
+// tables no longer tracked.
+func installTriggers(ctx context.Context, conn *pgx.Conn, schema string, tables []cdc.Table) (added, removed []string, err error) {
 	fn := pgx.Identifier{schema, "emit_context"}.Sanitize()
 	var want []string
 	for _, t := range tables {
@@ -94,7 +149,7 @@ func contextKey(prefix string) string {
 	for _, v := range []string{"actor_id", "actor", "ip", "user_agent", "request_id", "context"} {
 		parts = append(parts, "quote_nullable(current_setting('"+prefix+"."+v+"', true))")
 	}
-	parts = append(parts, "quote_nullable(current_user)", "quote_nullable(current_setting('application_name', true))")
+	parts = append(parts, "quote_nullable("+dbUser+")", "quote_nullable(session_user::text)", "quote_nullable(current_setting('application_name', true))")
 	return "concat(" + strings.Join(parts, ", ',', ") + ")"
 }
 

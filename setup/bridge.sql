@@ -2,18 +2,30 @@
 -- {{schema}} is the audit schema (sink.schema), {{prefix}} the session
 -- variable prefix (context.prefix). Re-running replaces the functions.
 
-CREATE SCHEMA IF NOT EXISTS {{schema}};
--- Every role that writes to a tracked table runs the bridge's trigger, and
--- applications call set_context and log_event: they need to find the
--- functions. USAGE lets them look names up; it grants no access to the
--- audit tables themselves.
-GRANT USAGE ON SCHEMA {{schema}} TO PUBLIC;
+-- Everything here is owned by the owner role (roles.owner): setup runs this
+-- file as that role. Nobody else may change these functions, and the
+-- functions that run with the owner's rights (SECURITY DEFINER) look names
+-- up only in pg_catalog.
+
+-- bridge_key is a random secret only the owner may read. It keys the mark
+-- emit_context leaves in the transaction, so that no session can set the
+-- mark itself to keep the context message back.
+CREATE TABLE IF NOT EXISTS {{schema}}.bridge_key (
+    key text NOT NULL DEFAULT (gen_random_uuid()::text || gen_random_uuid()::text)
+);
+INSERT INTO {{schema}}.bridge_key SELECT WHERE NOT EXISTS (SELECT 1 FROM {{schema}}.bridge_key);
+REVOKE ALL ON {{schema}}.bridge_key FROM PUBLIC;
 
 -- current_context is what the application set, plus what the database saw.
 -- The application's values are passed as text, unchecked: walscribe
--- validates them, so that a malformed value never makes a write fail.
+-- validates them, so that a malformed value never makes a write fail. It
+-- runs inside the SECURITY DEFINER functions below, where current_user is
+-- the owner: the role that writes is the one SET ROLE chose (the setting
+-- "role", which only SET ROLE changes and which the definer leaves alone),
+-- else the role that logged in (session_user); login_user is the role that
+-- logged in, when it differs.
 CREATE OR REPLACE FUNCTION {{schema}}.current_context() RETURNS jsonb
-LANGUAGE sql STABLE PARALLEL SAFE AS $$
+LANGUAGE sql STABLE PARALLEL SAFE SET search_path = pg_catalog, pg_temp AS $$
     SELECT jsonb_strip_nulls(jsonb_build_object(
         'actor_id',         nullif(current_setting('{{prefix}}.actor_id', true), ''),
         'actor',            nullif(current_setting('{{prefix}}.actor', true), ''),
@@ -21,27 +33,34 @@ LANGUAGE sql STABLE PARALLEL SAFE AS $$
         'user_agent',       nullif(current_setting('{{prefix}}.user_agent', true), ''),
         'request_id',       nullif(current_setting('{{prefix}}.request_id', true), ''),
         'context',          nullif(current_setting('{{prefix}}.context', true), ''),
-        'db_user',          current_user::text,
+        'db_user',          {{db_user}},
+        'login_user',       nullif(session_user::text, {{db_user}}),
         'client_addr',      host(inet_client_addr()),
         'application_name', nullif(current_setting('application_name', true), '')))
 $$;
 
 -- emit_context runs before each statement on a tracked table. It writes the
 -- context into the transaction's WAL as a logical message only when it
--- differs from the one the transaction last wrote. It compares a key of the
--- raw settings with the key of the last message, kept in a
--- transaction-local setting (which a rolled-back savepoint undoes together
--- with the message written inside it): the usual case, nothing changed,
--- builds no JSON and writes nothing. (A WHEN condition on the trigger would
--- be re-read for every statement and costs more than this function.)
+-- differs from the one the transaction last wrote. The usual case, nothing
+-- changed, builds no JSON and writes nothing: it compares a mark of the raw
+-- settings with the mark of the last message, kept in a transaction-local
+-- setting (which a rolled-back savepoint undoes together with the message
+-- written inside it). The mark is a hash of the settings, the transaction
+-- id and bridge_key: a session can read it but not make one, so presetting
+-- the setting keeps no message back. SECURITY DEFINER: only the owner may
+-- call pg_logical_emit_message; a trigger function cannot be called with
+-- arguments of the caller's choosing. (A WHEN condition on the trigger
+-- would be re-read for every statement and costs more than this function.)
 CREATE OR REPLACE FUNCTION {{schema}}.emit_context() RETURNS trigger
-LANGUAGE plpgsql AS $$
+LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
 DECLARE
-    k text := {{key}};
+    mark text;
 BEGIN
-    IF k IS DISTINCT FROM current_setting('walscribe.emitted_context', true) THEN
+    SELECT encode(sha256(convert_to({{key}} || ',' || pg_current_xact_id()::text || ',' || b.key, 'UTF8')), 'hex')
+      INTO mark FROM {{schema}}.bridge_key b;
+    IF mark IS DISTINCT FROM current_setting('walscribe.emitted_context', true) THEN
         PERFORM pg_logical_emit_message(true, 'walscribe.context', {{schema}}.current_context()::text);
-        PERFORM set_config('walscribe.emitted_context', k, true);
+        PERFORM set_config('walscribe.emitted_context', mark, true);
     END IF;
     RETURN NULL;
 END
@@ -75,14 +94,15 @@ $$;
 -- log_event records an application event (exported, login_failed, viewed,
 -- ...) with the current context. transactional => false keeps it even when
 -- the transaction rolls back: the way to record failed and denied
--- operations.
+-- operations. SECURITY DEFINER, executable by the application group only:
+-- who called it (db_user, login_user) is taken here, not from arguments.
 CREATE OR REPLACE FUNCTION {{schema}}.log_event(
     action        text,
     target        text,
     object_id     text    DEFAULT NULL,
     data          jsonb   DEFAULT NULL,
     transactional boolean DEFAULT true)
-RETURNS void LANGUAGE plpgsql VOLATILE AS $$
+RETURNS void LANGUAGE plpgsql VOLATILE SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
 DECLARE
     -- Trimmed of white space and control characters at both ends, as the
     -- decoder trims it (audit.NormalizeAction), which has the last word.
@@ -101,3 +121,12 @@ BEGIN
         'context', {{schema}}.current_context())::text);
 END
 $$;
+
+-- Only the application group may call set_context and log_event; the other
+-- functions run as triggers or inside them.
+REVOKE ALL ON FUNCTION {{schema}}.current_context(), {{schema}}.emit_context(),
+    {{schema}}.set_context(text, text, text, text, text, jsonb, boolean),
+    {{schema}}.log_event(text, text, text, jsonb, boolean) FROM PUBLIC;
+GRANT USAGE ON SCHEMA {{schema}} TO {{app}};
+GRANT EXECUTE ON FUNCTION {{schema}}.set_context(text, text, text, text, text, jsonb, boolean),
+    {{schema}}.log_event(text, text, text, jsonb, boolean) TO {{app}};

@@ -2,14 +2,27 @@
 -- runs as a superuser (event triggers need one). {{schema}}: the audit
 -- schema in the source database; {{publication}}: the publication (a
 -- literal); {{skip_schema}}: a schema never captured ('' for none).
+--
+-- The functions run with a superuser's rights, on every CREATE and ALTER
+-- TABLE of anyone. So they live in a schema of their own, owned by the
+-- superuser, and call nothing outside it and pg_catalog: no other role can
+-- redefine anything they run. (The audit schema belongs to the owner role,
+-- which may change what is in it.) emit_context is only named, for the
+-- triggers they create, never called.
 
-CREATE TABLE IF NOT EXISTS {{schema}}.capture_patterns (
+CREATE SCHEMA IF NOT EXISTS walscribe_capture;
+-- Every role may read the patterns (they are the configuration's), so that
+-- a setup run by another role can tell whether they are current.
+GRANT USAGE ON SCHEMA walscribe_capture TO PUBLIC;
+
+CREATE TABLE IF NOT EXISTS walscribe_capture.patterns (
     schema_re text    NOT NULL, -- anchored regular expressions made from the configured globs
     table_re  text    NOT NULL,
     exclude   boolean NOT NULL, -- from exclude_tables: always wins
     pattern   text    NOT NULL  -- the configured glob, for people
 );
-REVOKE ALL ON {{schema}}.capture_patterns FROM PUBLIC;
+REVOKE ALL ON walscribe_capture.patterns FROM PUBLIC;
+GRANT SELECT ON walscribe_capture.patterns TO PUBLIC;
 
 -- capture_table adds a table that matches the configured patterns to the
 -- publication in the transaction that creates (or renames, or moves) it,
@@ -22,8 +35,8 @@ REVOKE ALL ON {{schema}}.capture_patterns FROM PUBLIC;
 -- one to keep its tables out.) An ALTER TABLE that disables the context
 -- trigger or weakens the replica identity of a tracked table is undone in
 -- the same command.
-CREATE OR REPLACE FUNCTION {{schema}}.capture_table(rel oid) RETURNS void
-LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog AS $$
+CREATE OR REPLACE FUNCTION walscribe_capture.capture_table(rel oid) RETURNS void
+LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
 DECLARE
     sch  text;
     tbl  text;
@@ -37,7 +50,7 @@ BEGIN
       FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace WHERE c.oid = rel;
     IF NOT FOUND OR kind NOT IN ('r', 'p') OR persistence <> 'p'
        OR sch IN ('pg_catalog', 'information_schema', {{skip_schema}}) OR sch LIKE 'pg\_%'
-       OR (sch = {{schema_lit}} AND tbl = 'capture_patterns') THEN
+       OR sch = 'walscribe_capture' THEN
         RETURN;
     END IF;
     SELECT EXISTS (SELECT 1 FROM pg_publication_tables
@@ -50,9 +63,9 @@ BEGIN
             RETURN;
         END IF;
     ELSIF NOT published THEN
-        IF NOT EXISTS (SELECT 1 FROM {{schema}}.capture_patterns
+        IF NOT EXISTS (SELECT 1 FROM walscribe_capture.patterns
                         WHERE NOT exclude AND sch ~ schema_re AND tbl ~ table_re)
-           OR EXISTS (SELECT 1 FROM {{schema}}.capture_patterns
+           OR EXISTS (SELECT 1 FROM walscribe_capture.patterns
                        WHERE exclude AND sch ~ schema_re AND tbl ~ table_re) THEN
             RETURN;
         END IF;
@@ -74,10 +87,10 @@ BEGIN
     END IF;
 END
 $$;
-REVOKE ALL ON FUNCTION {{schema}}.capture_table(oid) FROM PUBLIC;
+REVOKE ALL ON FUNCTION walscribe_capture.capture_table(oid) FROM PUBLIC;
 
-CREATE OR REPLACE FUNCTION {{schema}}.capture_new_tables() RETURNS event_trigger
-LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog AS $$
+CREATE OR REPLACE FUNCTION walscribe_capture.capture_new_tables() RETURNS event_trigger
+LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
 DECLARE
     r record;
 BEGIN
@@ -87,9 +100,9 @@ BEGIN
     FOR r IN SELECT DISTINCT objid FROM pg_event_trigger_ddl_commands()
               WHERE classid = 'pg_class'::regclass AND object_type IN ('table', 'table column') LOOP
         BEGIN
-            PERFORM {{schema}}.capture_table(r.objid);
+            PERFORM walscribe_capture.capture_table(r.objid);
             -- A partition attached to a table: capture the partitions too.
-            PERFORM {{schema}}.capture_table(p.relid) FROM pg_partition_tree(r.objid) p WHERE p.relid <> r.objid;
+            PERFORM walscribe_capture.capture_table(p.relid) FROM pg_partition_tree(r.objid) p WHERE p.relid <> r.objid;
         EXCEPTION WHEN OTHERS THEN
             -- The application's DDL goes on; the table is not audited.
             RAISE WARNING 'walscribe: % is not audited: %; run walscribe setup to add it', r.objid::regclass, SQLERRM;
@@ -101,6 +114,7 @@ $$;
 DROP EVENT TRIGGER IF EXISTS walscribe_capture;
 CREATE EVENT TRIGGER walscribe_capture ON ddl_command_end
     WHEN TAG IN ('CREATE TABLE', 'CREATE TABLE AS', 'SELECT INTO', 'ALTER TABLE')
-    EXECUTE FUNCTION {{schema}}.capture_new_tables();
+    EXECUTE FUNCTION walscribe_capture.capture_new_tables();
 -- ALWAYS: session_replication_role does not switch it off either.
 ALTER EVENT TRIGGER walscribe_capture ENABLE ALWAYS;
+REVOKE ALL ON FUNCTION walscribe_capture.capture_new_tables() FROM PUBLIC;

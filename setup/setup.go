@@ -34,17 +34,46 @@ type Config struct {
 	// and patterns (Tables is then ignored), and are installed for tables
 	// created later.
 	Rules *rules.Set
+	// AdminSourceDSN and AdminSinkDSN, when set, are the connections setup
+	// works through (a superuser, or an admin that may create roles and act
+	// as the owner); SourceDSN and SinkDSN are then only the daemon's, whose
+	// users get what the daemon needs. "" means the daemon's own.
+	AdminSourceDSN string
+	AdminSinkDSN   string
+	// Roles are the owner, reader and application roles; zero means
+	// DefaultRoles.
+	Roles Roles
+}
+
+// daemonUser is the user a connection string logs in as ("" when it
+// cannot be parsed: config checks it).
+func daemonUser(dsn string) string {
+	c, err := pg.ParseConfig(dsn, pg.AppTool)
+	if err != nil {
+		return ""
+	}
+	return c.User
 }
 
 // Run prepares the databases, telling say what it did. On an unprepared
 // server it returns cdc.Problems, each saying what to run.
 func Run(ctx context.Context, cfg Config, say func(format string, args ...any)) error {
-	src, err := pg.Connect(ctx, cfg.SourceDSN, pg.AppTool)
+	cfg.Roles = cfg.Roles.orDefault()
+	srcDSN, srcKey := cfg.SourceDSN, "source.dsn"
+	if cfg.AdminSourceDSN != "" {
+		srcDSN, srcKey = cfg.AdminSourceDSN, "--admin-dsn"
+	}
+	src, err := pg.Connect(ctx, srcDSN, pg.AppTool)
 	if err != nil {
-		return fmt.Errorf("connect to source (source.dsn): %w", err)
+		return fmt.Errorf("connect to source (%s): %w", srcKey, err)
 	}
 	defer src.Close(ctx)
 	sameDB := cfg.SinkDSN == "" || cfg.SinkDSN == cfg.SourceDSN
+	if cfg.AdminSourceDSN != "" { // else cdc.Check checks the role it connects as
+		if err := checkReplicationRole(ctx, src, daemonUser(cfg.SourceDSN)); err != nil {
+			return err
+		}
+	}
 	skipSchema := ""
 	if sameDB {
 		skipSchema = cfg.SinkSchema
@@ -67,30 +96,32 @@ func Run(ctx context.Context, cfg Config, say func(format string, args ...any)) 
 		return err
 	}
 
-	sinkConn := src
-	if !sameDB {
-		if sinkConn, err = pg.Connect(ctx, cfg.SinkDSN, pg.AppTool); err != nil {
-			return fmt.Errorf("connect to sink (sink.dsn): %w", err)
+	sinkConn, sinkDSN := src, cfg.SinkDSN
+	if sameDB {
+		sinkDSN = cfg.SourceDSN
+	} else {
+		dsn, key := cfg.SinkDSN, "sink.dsn"
+		if cfg.AdminSinkDSN != "" {
+			dsn, key = cfg.AdminSinkDSN, "--admin-sink-dsn"
+		}
+		if sinkConn, err = pg.Connect(ctx, dsn, pg.AppTool); err != nil {
+			return fmt.Errorf("connect to sink (%s): %w", key, err)
 		}
 		defer sinkConn.Close(ctx)
 	}
-	applied, err := migrations.Apply(ctx, sinkConn, cfg.SinkSchema)
+	applied, warnings, err := PrepareSink(ctx, sinkConn, SinkConfig{Schema: cfg.SinkSchema, Roles: cfg.Roles, Writers: []string{daemonUser(sinkDSN)}})
+	for _, w := range warnings {
+		say("warning: %s", w)
+	}
 	if err != nil {
-		return fmt.Errorf("audit schema %q: %w", cfg.SinkSchema, err)
+		return err
 	}
 	if len(applied) > 0 {
 		say("audit schema %q: applied migrations %v", cfg.SinkSchema, applied)
 	} else {
 		say("audit schema %q: up to date (version %d)", cfg.SinkSchema, migrations.Latest())
 	}
-
-	// The months the sink writes first exist before it starts, so that its
-	// first batches do no DDL.
-	now := time.Now().UTC()
-	if _, err := sinkConn.Exec(ctx, `SELECT `+pgx.Identifier{cfg.SinkSchema}.Sanitize()+`.ensure_partitions($1, $2, $3)`,
-		now.AddDate(0, -1, 0), now.AddDate(0, 2, 0), []string{"default"}); err != nil {
-		return fmt.Errorf("audit schema %q: create partitions: %w", cfg.SinkSchema, err)
-	}
+	say("audit schema %q: owned by %s; %s may append to it, %s may read it", cfg.SinkSchema, cfg.Roles.Owner, daemonUser(sinkDSN), cfg.Roles.Reader)
 
 	changed, err := cdc.SetReplicaIdentityFull(ctx, src, cfg.Tables)
 	if err != nil {
@@ -102,7 +133,10 @@ func Run(ctx context.Context, cfg Config, say func(format string, args ...any)) 
 	if cfg.ContextPrefix == "" {
 		cfg.ContextPrefix = "audit"
 	}
-	bridged, unbridged, err := InstallBridge(ctx, src, cfg.SinkSchema, cfg.ContextPrefix, cfg.Tables)
+	bridged, unbridged, warnings, err := InstallBridge(ctx, src, cfg.SinkSchema, cfg.ContextPrefix, cfg.Roles, cfg.Tables)
+	for _, w := range warnings {
+		say("warning: %s", w)
+	}
 	if err != nil {
 		return err
 	}
@@ -112,8 +146,8 @@ func Run(ctx context.Context, cfg Config, say func(format string, args ...any)) 
 	for _, t := range unbridged {
 		say("context trigger: removed from %s", t)
 	}
-	say("context bridge: %s.set_context(), %s.log_event(), variables %s.actor_id, .actor, .ip, .user_agent, .request_id, .context",
-		cfg.SinkSchema, cfg.SinkSchema, cfg.ContextPrefix)
+	say("context bridge: %s.set_context(), %s.log_event() for members of %s (GRANT %s TO your_app), variables %s.actor_id, .actor, .ip, .user_agent, .request_id, .context",
+		cfg.SinkSchema, cfg.SinkSchema, cfg.Roles.App, cfg.Roles.App, cfg.ContextPrefix)
 
 	if cfg.Rules != nil {
 		installed, err := InstallCapture(ctx, src, cfg.SinkSchema, cfg.Publication, skipSchema, cfg.Rules)
@@ -158,5 +192,24 @@ func Run(ctx context.Context, cfg Config, say func(format string, args ...any)) 
 		}
 	}
 	say("ready: %d tables tracked; start the daemon with `walscribe run`", len(cfg.Tables))
+	return nil
+}
+
+// checkReplicationRole checks that the daemon's role on the source exists
+// and may stream (REPLICATION or superuser).
+func checkReplicationRole(ctx context.Context, conn *pgx.Conn, name string) error {
+	if name == "" {
+		return nil
+	}
+	var repl bool
+	err := conn.QueryRow(ctx, `SELECT rolreplication OR rolsuper FROM pg_roles WHERE rolname = $1`, name).Scan(&repl)
+	switch {
+	case errors.Is(err, pgx.ErrNoRows):
+		return cdc.Problems{fmt.Sprintf("role %s (the user of source.dsn) does not exist: run CREATE ROLE %s LOGIN REPLICATION PASSWORD '...'", name, pgx.Identifier{name}.Sanitize())}
+	case err != nil:
+		return fmt.Errorf("read role %s: %w", name, err)
+	case !repl:
+		return cdc.Problems{fmt.Sprintf("role %s (the user of source.dsn) may not stream changes: run ALTER ROLE %s REPLICATION", name, pgx.Identifier{name}.Sanitize())}
+	}
 	return nil
 }

@@ -5,11 +5,13 @@ import (
 	_ "embed"
 	"errors"
 	"fmt"
+	"slices"
 	"strings"
 
 	"github.com/jackc/pgx/v5"
 
 	"github.com/walscribe/walscribe/cdc"
+	"github.com/walscribe/walscribe/internal/pg"
 	"github.com/walscribe/walscribe/rules"
 )
 
@@ -71,6 +73,25 @@ var ErrCapturePatternsStale = errors.New("the capture of new tables is installed
 //go:embed capture.sql
 var captureSQL string
 
+// captureSchema holds the capture of new tables: capture.sql's functions,
+// which run as the superuser that installed them, and their patterns.
+const captureSchema = "walscribe_capture"
+
+// dropLegacyCapture drops the capture of new tables as earlier versions
+// installed it: in the audit schema, where the owner of that schema could
+// replace what a superuser runs. capture.sql installs it again, in its own
+// schema.
+func dropLegacyCapture(ctx context.Context, tx pgx.Tx, schema string) error {
+	s := pgx.Identifier{schema}.Sanitize()
+	if _, err := tx.Exec(ctx, `DROP EVENT TRIGGER IF EXISTS `+captureTrigger+`;
+		DROP FUNCTION IF EXISTS `+s+`.capture_new_tables();
+		DROP FUNCTION IF EXISTS `+s+`.capture_table(oid);
+		DROP TABLE IF EXISTS `+s+`.capture_patterns`); err != nil {
+		return fmt.Errorf("drop the capture of new tables from schema %q (it moves to %s): %w", schema, captureSchema, err)
+	}
+	return nil
+}
+
 // InstallCapture installs the event trigger that adds tables created later
 // to the publication in the transaction that creates them, if they match
 // the patterns; it needs a superuser. It returns false, having changed
@@ -85,15 +106,32 @@ func InstallCapture(ctx context.Context, conn *pgx.Conn, schema, publication, sk
 		if err := conn.QueryRow(ctx, `SELECT EXISTS (SELECT 1 FROM pg_event_trigger WHERE evtname = 'walscribe_capture')`).Scan(&present); err != nil {
 			return false, fmt.Errorf("read event triggers: %w", err)
 		}
-		if present {
+		if !present {
+			return false, nil
+		}
+		current, err := patternsCurrent(ctx, conn, rs)
+		if err != nil {
+			return false, err
+		}
+		if !current {
 			return false, ErrCapturePatternsStale
 		}
-		return false, nil
+		return true, nil
+	}
+	// A schema of that name that a superuser does not own may hold
+	// anything its owner put there: nothing a superuser runs goes in it.
+	var foreign *string
+	if err := conn.QueryRow(ctx, `SELECT r.rolname FROM pg_namespace n JOIN pg_roles r ON r.oid = n.nspowner
+		WHERE n.nspname = $1 AND NOT r.rolsuper`, captureSchema).Scan(&foreign); err != nil && !errors.Is(err, pgx.ErrNoRows) {
+		return false, fmt.Errorf("read schema %s: %w", captureSchema, err)
+	}
+	if foreign != nil {
+		return false, fmt.Errorf("schema %s belongs to role %s, not to a superuser: walscribe puts functions that run as a superuser in it, and will not where another role may change them; look at what it holds, then drop it (DROP SCHEMA %s CASCADE) and run setup again",
+			captureSchema, *foreign, captureSchema)
 	}
 	lit := func(s string) string { return "'" + strings.ReplaceAll(s, "'", "''") + "'" }
 	sql := strings.NewReplacer(
 		"{{schema}}", pgx.Identifier{schema}.Sanitize(),
-		"{{schema_lit}}", lit(schema),
 		"{{publication}}", lit(publication),
 		"{{skip_schema}}", lit(skipSchema),
 	).Replace(captureSQL)
@@ -102,28 +140,74 @@ func InstallCapture(ctx context.Context, conn *pgx.Conn, schema, publication, sk
 		return false, err
 	}
 	defer tx.Rollback(ctx)
+	if err := dropLegacyCapture(ctx, tx, schema); err != nil {
+		return false, err
+	}
 	if _, err := tx.Exec(ctx, sql); err != nil {
 		return false, fmt.Errorf("install the capture of new tables: %w", err)
 	}
-	if _, err := tx.Exec(ctx, `DELETE FROM `+pgx.Identifier{schema, "capture_patterns"}.Sanitize()); err != nil {
+	if _, err := tx.Exec(ctx, `DELETE FROM walscribe_capture.patterns`); err != nil {
 		return false, fmt.Errorf("write capture patterns: %w", err)
 	}
-	include, exclude := rs.Patterns()
-	add := func(p [2]string, excl bool) error {
-		_, err := tx.Exec(ctx, `INSERT INTO `+pgx.Identifier{schema, "capture_patterns"}.Sanitize()+
-			` (schema_re, table_re, exclude, pattern) VALUES ($1, $2, $3, $4)`,
-			rules.GlobToRegexp(p[0]), rules.GlobToRegexp(p[1]), excl, p[0]+"."+p[1])
-		return err
-	}
-	for _, p := range include {
-		if err := add(p, false); err != nil {
-			return false, fmt.Errorf("write capture patterns: %w", err)
-		}
-	}
-	for _, p := range exclude {
-		if err := add(p, true); err != nil {
+	for _, p := range capturePatterns(rs) {
+		if _, err := tx.Exec(ctx, `INSERT INTO walscribe_capture.patterns (schema_re, table_re, exclude, pattern) VALUES ($1, $2, $3, $4)`,
+			p.schemaRE, p.tableRE, p.exclude, p.pattern); err != nil {
 			return false, fmt.Errorf("write capture patterns: %w", err)
 		}
 	}
 	return true, tx.Commit(ctx)
+}
+
+// capturePattern is one row of walscribe_capture.patterns.
+type capturePattern struct {
+	schemaRE, tableRE string
+	exclude           bool
+	pattern           string
+}
+
+// capturePatterns are the rows of walscribe_capture.patterns for rs.
+func capturePatterns(rs *rules.Set) []capturePattern {
+	include, exclude := rs.Patterns()
+	var out []capturePattern
+	for _, p := range include {
+		out = append(out, capturePattern{rules.GlobToRegexp(p[0]), rules.GlobToRegexp(p[1]), false, p[0] + "." + p[1]})
+	}
+	for _, p := range exclude {
+		out = append(out, capturePattern{rules.GlobToRegexp(p[0]), rules.GlobToRegexp(p[1]), true, p[0] + "." + p[1]})
+	}
+	return out
+}
+
+// patternsCurrent reports whether walscribe_capture.patterns holds the
+// patterns of rs (in any order). Earlier versions kept them where only
+// their owner could read: those are not current.
+func patternsCurrent(ctx context.Context, conn *pgx.Conn, rs *rules.Set) (bool, error) {
+	var exists bool
+	if err := conn.QueryRow(ctx, `SELECT to_regclass('walscribe_capture.patterns') IS NOT NULL`).Scan(&exists); err != nil || !exists {
+		return false, err
+	}
+	rows, err := conn.Query(ctx, `SELECT schema_re, table_re, exclude, pattern FROM walscribe_capture.patterns`)
+	if err != nil {
+		if pg.Is(err, "42501") {
+			return false, nil
+		}
+		return false, fmt.Errorf("read capture patterns: %w", err)
+	}
+	have, err := pgx.CollectRows(rows, func(r pgx.CollectableRow) (capturePattern, error) {
+		var p capturePattern
+		return p, r.Scan(&p.schemaRE, &p.tableRE, &p.exclude, &p.pattern)
+	})
+	if err != nil {
+		return false, fmt.Errorf("read capture patterns: %w", err)
+	}
+	want := capturePatterns(rs)
+	if len(have) != len(want) {
+		return false, nil
+	}
+	for _, p := range want {
+		if !slices.Contains(have, p) {
+			return false, nil
+		}
+	}
+	return true, nil
 }

@@ -32,9 +32,14 @@ type TeardownConfig struct {
 }
 
 // bridgeFunctions are the functions setup installs in the audit schema of
-// the source: the context bridge (bridge.sql) and the capture of new tables
-// (capture.sql), in an order that drops users before what they use.
+// the source: the context bridge (bridge.sql), and the capture of new tables
+// as earlier versions installed it there, in an order that drops users
+// before what they use.
 var bridgeFunctions = []string{"capture_new_tables", "capture_table", "log_event", "set_context", "emit_context", "current_context"}
+
+// bridgeTables are the tables of the bridge in the audit schema of the
+// source: its key, and the capture patterns of earlier versions.
+var bridgeTables = []string{"bridge_key", "capture_patterns"}
 
 // captureTrigger is the event trigger of capture.sql.
 const captureTrigger = "walscribe_capture"
@@ -81,6 +86,16 @@ func Teardown(ctx context.Context, cfg TeardownConfig, say func(format string, a
 			return fmt.Errorf("drop event trigger %s: %w", captureTrigger, err)
 		}
 		say("event trigger %s: dropped (tables created from now on are not captured)", captureTrigger)
+	}
+	var captureExists bool
+	if err := src.QueryRow(ctx, `SELECT EXISTS (SELECT 1 FROM pg_namespace WHERE nspname = $1)`, captureSchema).Scan(&captureExists); err != nil {
+		return fmt.Errorf("read schema %s: %w", captureSchema, err)
+	}
+	if captureExists {
+		if _, err := src.Exec(ctx, `DROP SCHEMA `+captureSchema+` CASCADE`); err != nil {
+			return fmt.Errorf("drop schema %s: %w", captureSchema, err)
+		}
+		say("schema %s: dropped (the capture of new tables)", captureSchema)
 	}
 
 	// Triggers cloned onto partitions go with their parent's.
@@ -135,16 +150,22 @@ func Teardown(ctx context.Context, cfg TeardownConfig, say func(format string, a
 		}
 		say("function %s: dropped", f)
 	}
-	patterns := pgx.Identifier{cfg.SinkSchema, "capture_patterns"}.Sanitize()
-	var hasPatterns bool
-	if err := src.QueryRow(ctx, `SELECT to_regclass($1) IS NOT NULL`, patterns).Scan(&hasPatterns); err != nil {
-		return fmt.Errorf("read %s: %w", patterns, err)
-	}
-	if hasPatterns {
-		if _, err := src.Exec(ctx, `DROP TABLE IF EXISTS `+patterns); err != nil {
-			return fmt.Errorf("drop table %s: %w", patterns, err)
+	for _, table := range bridgeTables {
+		name := pgx.Identifier{cfg.SinkSchema, table}.Sanitize()
+		var exists bool
+		if err := src.QueryRow(ctx, `SELECT to_regclass($1) IS NOT NULL`, name).Scan(&exists); err != nil {
+			return fmt.Errorf("read %s: %w", name, err)
 		}
-		say("table %s.capture_patterns: dropped", cfg.SinkSchema)
+		if !exists {
+			continue
+		}
+		if _, err := src.Exec(ctx, `DROP TABLE IF EXISTS `+name); err != nil {
+			return fmt.Errorf("drop table %s: %w", name, err)
+		}
+		say("table %s.%s: dropped", cfg.SinkSchema, table)
+	}
+	if err := restoreMessages(ctx, src, say); err != nil {
+		return err
 	}
 
 	var schemaExists bool
@@ -213,9 +234,13 @@ func checkOwnership(ctx context.Context, conn *pgx.Conn, cfg TeardownConfig) err
 			WHERE n.nspname = $3 AND p.proname::text = ANY($4::text[]) AND NOT pg_has_role(p.proowner, 'USAGE')
 		UNION ALL
 		SELECT format('table %s (owner %s)', c.oid::regclass, c.relowner::regrole)
-			FROM pg_class c WHERE NOT pg_has_role(c.relowner, 'USAGE') AND (c.oid = to_regclass(format('%I.capture_patterns', $3::text))
-				OR c.oid IN (SELECT tgrelid FROM pg_trigger WHERE tgname = $5 AND NOT tgisinternal AND tgparentid = 0))`,
-		captureTrigger, cfg.Publication, cfg.SinkSchema, bridgeFunctions, bridgeTrigger)
+			FROM pg_class c WHERE NOT pg_has_role(c.relowner, 'USAGE') AND (
+				(c.relnamespace = (SELECT oid FROM pg_namespace WHERE nspname = $3) AND c.relname IN ('capture_patterns', 'bridge_key'))
+				OR c.oid IN (SELECT tgrelid FROM pg_trigger WHERE tgname = $5 AND NOT tgisinternal AND tgparentid = 0))
+		UNION ALL
+		SELECT format('schema %s (owner %s)', n.nspname, n.nspowner::regrole)
+			FROM pg_namespace n WHERE n.nspname = $6 AND NOT pg_has_role(n.nspowner, 'USAGE')`,
+		captureTrigger, cfg.Publication, cfg.SinkSchema, bridgeFunctions, bridgeTrigger, captureSchema)
 	if err != nil {
 		return fmt.Errorf("read owners: %w", err)
 	}
@@ -318,5 +343,29 @@ func dropAuditData(ctx context.Context, conn *pgx.Conn, schema string, say func(
 		what = strings.Join(tables, ", ")
 	}
 	say("audit schema %q: dropped with all its data (%s)", schema, what)
+	return nil
+}
+
+// restoreMessages gives pg_logical_emit_message back to PUBLIC, as
+// PostgreSQL has it, when setup revoked it. Only a superuser may; another
+// role is told what to run.
+func restoreMessages(ctx context.Context, conn *pgx.Conn, say func(format string, args ...any)) error {
+	var public, super bool
+	if err := conn.QueryRow(ctx, `SELECT has_function_privilege('public', 'pg_catalog.pg_logical_emit_message(boolean, text, text)', 'EXECUTE'),
+		(SELECT rolsuper FROM pg_roles WHERE rolname = current_user)`).Scan(&public, &super); err != nil {
+		return fmt.Errorf("read the privileges of pg_logical_emit_message: %w", err)
+	}
+	if public {
+		return nil
+	}
+	const stmt = `GRANT EXECUTE ON FUNCTION pg_catalog.pg_logical_emit_message(boolean, text, text), pg_catalog.pg_logical_emit_message(boolean, text, bytea) TO PUBLIC`
+	if !super {
+		say("pg_logical_emit_message: still revoked from PUBLIC; a superuser can give it back: %s", stmt)
+		return nil
+	}
+	if _, err := conn.Exec(ctx, stmt); err != nil {
+		return fmt.Errorf("give pg_logical_emit_message back to PUBLIC: %w", err)
+	}
+	say("pg_logical_emit_message: executable by PUBLIC again")
 	return nil
 }

@@ -45,7 +45,7 @@ func setUpForTeardown(t *testing.T, separateSink bool) Config {
 	// Without these, the checks after teardown would prove nothing.
 	left := leftovers(t, cfg)
 	if len(left.Slots) != 1 || len(left.Publications) != 1 || len(left.EventTriggers) != 1 ||
-		len(left.ContextTriggers) < 8 || len(left.BridgeFunctions) != len(bridgeFunctions) || !left.CapturePatterns {
+		len(left.ContextTriggers) < 8 || len(left.BridgeFunctions) != len(bridgeFunctions) || !left.CapturePatterns || !left.BridgeKey {
 		t.Fatalf("setup did not install what teardown removes: %+v", left)
 	}
 	pgtest.Exec(t, sinkDSN(cfg),
@@ -86,11 +86,12 @@ type leftover struct {
 	EventTriggers   []string
 	ContextTriggers []string // tables with a trigger named walscribe_context, partitions included
 	BridgeFunctions []string // functions named as the bridge's, in any schema
-	CapturePatterns bool     // the audit schema's capture_patterns table exists
+	CapturePatterns bool     // the capture's patterns table exists
+	BridgeKey       bool     // the bridge's key table exists
 }
 
 func (l leftover) empty() bool {
-	return len(l.Slots)+len(l.Publications)+len(l.EventTriggers)+len(l.ContextTriggers)+len(l.BridgeFunctions) == 0 && !l.CapturePatterns
+	return len(l.Slots)+len(l.Publications)+len(l.EventTriggers)+len(l.ContextTriggers)+len(l.BridgeFunctions) == 0 && !l.CapturePatterns && !l.BridgeKey
 }
 
 func leftovers(t *testing.T, cfg Config) leftover {
@@ -103,7 +104,8 @@ func leftovers(t *testing.T, cfg Config) leftover {
 	l.ContextTriggers = queryStrings(t, conn, `SELECT tgrelid::regclass::text FROM pg_trigger WHERE tgname = 'walscribe_context' ORDER BY 1`)
 	l.BridgeFunctions = queryStrings(t, conn, `SELECT p.oid::regprocedure::text FROM pg_proc p
 		WHERE p.proname IN ('current_context', 'emit_context', 'set_context', 'log_event', 'capture_table', 'capture_new_tables') ORDER BY 1`)
-	if err := conn.QueryRow(context.Background(), `SELECT to_regclass('audit.capture_patterns') IS NOT NULL`).Scan(&l.CapturePatterns); err != nil {
+	if err := conn.QueryRow(context.Background(), `SELECT to_regclass('walscribe_capture.patterns') IS NOT NULL OR to_regclass('audit.capture_patterns') IS NOT NULL,
+		to_regclass('audit.bridge_key') IS NOT NULL`).Scan(&l.CapturePatterns, &l.BridgeKey); err != nil {
 		t.Fatal(err)
 	}
 	return l
@@ -341,7 +343,7 @@ func TestTeardownRefuses(t *testing.T) {
 		td.SourceDSN = asUser(t, cfg.SourceDSN, role)
 		out, err := teardown(t, td)
 		if err == nil || !containsAll(err.Error(), []string{"nothing removed", "event trigger walscribe_capture (owner postgres)",
-			"publication walscribe (owner postgres)", "function audit.emit_context() (owner postgres)", "table invoices (owner postgres)", "as a superuser"}) {
+			"publication walscribe (owner postgres)", "function audit.emit_context() (owner walscribe_owner)", "schema walscribe_capture (owner postgres)", "table invoices (owner postgres)", "as a superuser"}) {
 			t.Fatalf("teardown as a role that owns nothing: error %v, want one naming what it may not drop and saying to run it as a superuser\noutput:\n%s", err, out)
 		}
 		if after := leftovers(t, cfg); !reflect.DeepEqual(after, before) {
@@ -358,9 +360,15 @@ func TestTeardownAsOwner(t *testing.T) {
 	pgtest.Exec(t, dsn, schemaSQL)
 	owner := newRole(t, srv, dsn, "owner", "NOLOGIN")
 	role := newRole(t, srv, dsn, "walscribe", "LOGIN REPLICATION")
+	// The roles setup needs, made by a superuser; the role that runs
+	// setup may act as the trail's owner.
+	if _, _, err := EnsureRoles(context.Background(), pgtest.Connect(t, dsn), DefaultRoles()); err != nil {
+		t.Fatal(err)
+	}
 	pgtest.Exec(t, dsn,
 		"GRANT USAGE ON SCHEMA sales TO "+ident(owner),
 		"GRANT "+ident(owner)+" TO "+ident(role),
+		"GRANT walscribe_owner TO "+ident(role),
 		"GRANT CREATE ON DATABASE "+ident(dbName(t, dsn))+" TO "+ident(role))
 	for _, tbl := range []string{"invoices", "customers", "untracked", "events", "events_2024", "events_2025", "events_2025_a", "events_2025_b", "sales.orders"} {
 		pgtest.Exec(t, dsn, "ALTER TABLE "+tbl+" OWNER TO "+ident(owner))

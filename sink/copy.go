@@ -27,7 +27,7 @@ import (
 // order appendRow encodes them.
 var copyColumns = []string{"id", "commit_lsn", "seq", "xid", "committed_at", "schema_name", "table_name",
 	"action", "pk", "old", "new", "changed", "retention_class",
-	"actor_id", "actor", "ip", "user_agent", "request_id", "db_user", "client_addr", "application_name", "context", "flags"}
+	"actor_id", "actor", "ip", "user_agent", "request_id", "db_user", "client_addr", "application_name", "context", "flags", "login_user"}
 
 // copyStatement is the COPY of the entries into schema (a quoted identifier).
 func copyStatement(schema string) string {
@@ -204,6 +204,10 @@ func (r *copyReader) appendRow(tx *audit.Transaction, e *audit.Entry) {
 			b = appendNull(b)
 		}
 	}
+	loginUser := ""
+	if e.Ctx != nil {
+		loginUser = e.Ctx.LoginUser
+	}
 	flags := e.Flags
 	if c := e.Ctx; c != nil && len(c.Flags) > 0 {
 		flags = slices.Clone(flags)
@@ -218,6 +222,7 @@ func (r *copyReader) appendRow(tx *audit.Transaction, e *audit.Entry) {
 		r.noContext++
 	}
 	b = appendTextArray(b, flags)
+	b = appendTextOrNull(b, loginUser)
 	r.buf = b
 }
 

@@ -3,17 +3,25 @@
 -- POSTGRES_DB (app), when its data directory is first created.
 --
 -- Roles:
---   app        the application: owns the tables and writes them.
---   walscribe  streams changes and writes the trail. It needs REPLICATION,
---              CREATE on the database (the publication and the audit schema)
---              and to own the tracked tables or be a member of their owner
---              (walscribe setup sets REPLICA IDENTITY FULL on them).
+--   app               the application: owns the tables and writes them; a
+--                     member of walscribe_app, so it may call
+--                     audit.set_context and audit.log_event.
+--   walscribe         the daemon: streams changes (REPLICATION) and appends
+--                     to the trail, which walscribe setup (run as the
+--                     superuser, --admin-dsn) grants it. Nothing else.
+--   walscribe_owner   owns the trail; nobody logs in as it.
+--   walscribe_reader  may read the trail: grant it to auditors.
+--   walscribe_app     may call set_context and log_event.
+-- setup creates the walscribe_* roles when they are missing; they are made
+-- here so that app can be given walscribe_app before setup runs.
 -- The passwords are for this demo only.
 
 CREATE ROLE app LOGIN PASSWORD 'app';
 CREATE ROLE walscribe LOGIN REPLICATION PASSWORD 'walscribe';
-GRANT app TO walscribe;
-GRANT CREATE ON DATABASE app TO walscribe;
+CREATE ROLE walscribe_owner NOLOGIN;
+CREATE ROLE walscribe_reader NOLOGIN;
+CREATE ROLE walscribe_app NOLOGIN;
+GRANT walscribe_app TO app;
 -- Since PostgreSQL 15 only the database owner may create in schema public.
 GRANT CREATE ON SCHEMA public TO app;
 
