@@ -23,13 +23,19 @@ var keyFix = fmt.Sprintf("generate a key with `walscribe keygen` (or openssl ran
 
 // DecodeMaskingKey decodes masking.secret into the key of the HMAC-SHA256 of
 // masked values. The secret is key material written as hex (only hex
-// digits, either case) or else as base64 (standard or URL-safe alphabet,
-// padded or not); surrounding whitespace is ignored. It is refused unless it
-// decodes to at least MinKeyBytes bytes that look random: at least 16
+// digits, either case, with or without a leading 0x) or else as base64
+// (standard or URL-safe alphabet, padded or not); white space around it and
+// line breaks in it are ignored (openssl rand -base64 64 breaks its lines).
+// It is refused unless
+// it decodes to at least MinKeyBytes bytes that look random: at least 16
 // distinct byte values, and not all of them printable text (an encoded
-// passphrase).
+// passphrase); base64 must mix upper and lower case letters, as random
+// base64 does (a 43-letter passphrase in lower case is valid base64).
 func DecodeMaskingKey(secret string) ([]byte, error) {
-	s := strings.TrimSpace(secret)
+	s := strings.NewReplacer("\r", "", "\n", "").Replace(strings.TrimSpace(secret))
+	if rest, ok := strings.CutPrefix(strings.ToLower(s), "0x"); ok && isHex(rest) {
+		s = rest
+	}
 	form := "hex"
 	var key []byte
 	if isHex(s) {
@@ -52,6 +58,9 @@ func DecodeMaskingKey(secret string) ([]byte, error) {
 	}
 	if isText(key) {
 		return nil, fmt.Errorf("read as %s its %d bytes are all printable text, which random bytes never are: it is an encoded passphrase, not a random key", form, len(key))
+	}
+	if form == "base64" && (!strings.ContainsAny(s, "ABCDEFGHIJKLMNOPQRSTUVWXYZ") || !strings.ContainsAny(s, "abcdefghijklmnopqrstuvwxyz")) {
+		return nil, errors.New("read as base64 it has letters of one case only, which random base64 never has: it is a passphrase, not a key")
 	}
 	return key, nil
 }

@@ -39,6 +39,8 @@ func TestDecodeMaskingKey(t *testing.T) {
 		{"URL-safe base64", base64.URLEncoding.EncodeToString(key), key},
 		{"URL-safe base64 without padding", base64.RawURLEncoding.EncodeToString(key), key},
 		{"48 bytes in base64", base64.StdEncoding.EncodeToString(long), long},
+		{"hex with 0x", "0x" + testSecret, key},
+		{"base64 broken over lines, as openssl prints it", base64.StdEncoding.EncodeToString(long)[:40] + "\n" + base64.StdEncoding.EncodeToString(long)[40:] + "\n", long},
 		{"16 different byte values", hex.EncodeToString(seq(0x80, 16, 32)), seq(0x80, 16, 32)},
 	}
 	for _, tt := range accepted {
@@ -67,8 +69,8 @@ func TestDecodeMaskingKey(t *testing.T) {
 		{"short hex", "0123456789abcdef0123456789abcdef", "read as hex it is 16 bytes, too short"},
 		{"odd hex", testSecret[:63], "63 hex digits is an odd number"},
 		{"hex with a space inside", testSecret[:32] + " " + testSecret[32:], "not a key"},
+		{"lower-case passphrase that is valid base64", "correcthorsebatterystapleandthensomemorewordss", "letters of one case only"},
 		{"short base64", base64.StdEncoding.EncodeToString(key[:31]), "read as base64 it is 31 bytes, too short"},
-		{"base64 broken over lines", base64.StdEncoding.EncodeToString(key)[:20] + "\n" + base64.StdEncoding.EncodeToString(key)[20:], "not a key"},
 		{"one byte repeated", strings.Repeat("a", 64), "its 32 bytes use only 1 of the 256 byte values"},
 		{"zeros in base64", base64.StdEncoding.EncodeToString(make([]byte, 32)), "read as base64 its 32 bytes use only 1 of the 256 byte values"},
 		{"two bytes alternating", strings.Repeat("ab01", 16), "use only 2 of the 256 byte values"},

@@ -121,10 +121,10 @@ func TestLeastPrivilegedDaemon(t *testing.T) {
 	denied := map[string][]string{
 		r.daemon: {`UPDATE audit.entries SET actor_id = 'x'`, `DELETE FROM audit.entries`, `TRUNCATE audit.entries`,
 			`DELETE FROM audit.checkpoints`, `ALTER TABLE audit.entries DISABLE TRIGGER append_only`, `DROP TABLE audit.gaps`,
-			`CREATE TABLE audit.evil (id int)`, `SET ROLE walscribe_owner`, `SELECT * FROM audit.bridge_key`},
+			`CREATE TABLE audit.evil (id int)`, `SET ROLE walscribe_owner`, `SELECT * FROM audit.bridge_key_a`, `SELECT pg_sequence_last_value('audit.bridge_key_b')`, `SELECT nextval('audit.bridge_key_a')`},
 		r.auditor: {`INSERT INTO audit.entries (id, commit_lsn, seq, committed_at, schema_name, table_name, action) VALUES (0, '0/1', 1, now(), 'x', 'y', 'z')`,
 			`UPDATE audit.entries SET actor_id = 'x'`, `SELECT audit.log_event('viewed', 'x')`},
-		r.app: {`SELECT count(*) FROM audit.entries`, `INSERT INTO audit.checkpoints VALUES ('x', '0/1', 0, now(), 0)`,
+		r.app: {`SELECT count(*) FROM audit.entries`, `SELECT pg_sequence_last_value('audit.bridge_key_a')`, `SELECT last_value FROM audit.bridge_key_b`, `INSERT INTO audit.checkpoints VALUES ('x', '0/1', 0, now(), 0)`,
 			`SELECT audit.ensure_partitions(now(), now(), '{default}')`},
 	}
 	for role, stmts := range denied {
@@ -314,5 +314,27 @@ func TestSetupAsTheDaemonChecks(t *testing.T) {
 	err = setup.Run(context.Background(), cfg, say)
 	if err == nil || !strings.Contains(err.Error(), "may not append") {
 		t.Errorf("setup as the daemon without its grants: %v, want an error saying it may not append", err)
+	}
+}
+
+// TestTeardownThroughTheAdmin: the daemon's role may remove nothing; the
+// superuser's connection removes everything setup installed, and gives
+// pg_logical_emit_message back to PUBLIC.
+func TestTeardownThroughTheAdmin(t *testing.T) {
+	h, r := newTrustHarness(t)
+	cfg := setup.TeardownConfig{SourceDSN: h.as(r.daemon), SinkSchema: "audit", Slot: h.cfg.Slot, Publication: h.cfg.Publication}
+	if err := setup.Teardown(context.Background(), cfg, t.Logf); err == nil || !strings.Contains(err.Error(), "nothing removed") {
+		t.Fatalf("teardown as the daemon's role: %v, want a refusal", err)
+	}
+	cfg.AdminSourceDSN = h.dsn
+	if err := setup.Teardown(context.Background(), cfg, t.Logf); err != nil {
+		t.Fatalf("teardown through the superuser's connection: %v", err)
+	}
+	if err := execAs(t, h, r.stranger, `SELECT pg_logical_emit_message(false, 'x', 'y')`); err != nil {
+		t.Errorf("after teardown, pg_logical_emit_message: %v", err)
+	}
+	if n := h.count(`SELECT count(*) FROM pg_namespace WHERE nspname = 'walscribe_capture'`) + h.count(`SELECT count(*) FROM pg_event_trigger`) +
+		h.count(`SELECT count(*) FROM pg_trigger WHERE tgname = 'walscribe_context'`); n != 0 {
+		t.Errorf("%d of walscribe's objects left after teardown", n)
 	}
 }

@@ -38,7 +38,7 @@ func InstallBridge(ctx context.Context, conn *pgx.Conn, schema, prefix string, r
 	if err != nil {
 		return nil, nil, warnings, err
 	}
-	sql := strings.NewReplacer("{{schema}}", pgx.Identifier{schema}.Sanitize(), "{{prefix}}", prefix,
+	sql := strings.NewReplacer("{{schema}}", pgx.Identifier{schema}.Sanitize(), "{{schema_raw}}", strings.ReplaceAll(pgx.Identifier{schema}.Sanitize(), "'", "''"), "{{prefix}}", prefix,
 		"{{key}}", contextKey(prefix), "{{db_user}}", dbUser, "{{app}}", pgx.Identifier{r.App}.Sanitize()).Replace(bridgeSQL)
 	// The functions carry the version of the text that made them, so that
 	// a role that may not replace them can tell whether they need it.

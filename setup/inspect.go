@@ -2,6 +2,7 @@ package setup
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"maps"
 	"slices"
@@ -34,6 +35,9 @@ type Report struct {
 	// Problems say what is wrong and what to do, each starting with the
 	// config key or the table it concerns.
 	Problems []string
+	// Warnings say what weakens the trail without being wrong: the daemon
+	// connecting as a superuser, say.
+	Warnings []string `json:",omitempty"`
 	// CaptureInstalled: tables created later that match are captured.
 	CaptureInstalled bool
 }
@@ -42,8 +46,9 @@ type Report struct {
 // how, and every problem found — a pattern that matches nothing, a named
 // table that does not exist, an excluded or masked column that no governed
 // table has, a tracked table that is not published or not REPLICA IDENTITY
-// FULL or lacks the context trigger, a published table no entry tracks.
-func Inspect(ctx context.Context, conn *pgx.Conn, rs *rules.Set, publication, skipSchema string) (*Report, error) {
+// FULL or lacks the context trigger (or has one that is not the bridge's of
+// schema), a published table no entry tracks.
+func Inspect(ctx context.Context, conn *pgx.Conn, rs *rules.Set, publication, schema, skipSchema string) (*Report, error) {
 	tables, unmatched, err := ResolveTables(ctx, conn, rs, skipSchema)
 	if err != nil {
 		return nil, err
@@ -67,9 +72,11 @@ func Inspect(ctx context.Context, conn *pgx.Conn, rs *rules.Set, publication, sk
 		var oid *uint32
 		var ident *string
 		var trigState *string // pg_trigger.tgenabled: A (always), O (origin), R (replica), D (disabled)
+		var genuine bool
 		err := conn.QueryRow(ctx, `SELECT c.oid, CASE c.relreplident WHEN 'f' THEN 'full' WHEN 'd' THEN 'default' WHEN 'i' THEN 'index' ELSE 'nothing' END,
-				(SELECT g.tgenabled::text FROM pg_trigger g WHERE g.tgrelid = c.oid AND g.tgname = 'walscribe_context')
-			FROM pg_class c WHERE c.oid = to_regclass($1)`, t.Ident()).Scan(&oid, &ident, &trigState)
+				(SELECT g.tgenabled::text FROM pg_trigger g WHERE g.tgrelid = c.oid AND g.tgname = 'walscribe_context'),
+				EXISTS (SELECT 1 FROM pg_trigger g WHERE g.tgrelid = c.oid AND g.tgname = 'walscribe_context' AND `+genuineTrigger("$2")+`)
+			FROM pg_class c WHERE c.oid = to_regclass($1)`, t.Ident(), schema).Scan(&oid, &ident, &trigState, &genuine)
 		trig := trigState != nil
 		if err != nil && err != pgx.ErrNoRows {
 			return nil, fmt.Errorf("inspect %s: %w", t, err)
@@ -118,6 +125,8 @@ func Inspect(ctx context.Context, conn *pgx.Conn, rs *rules.Set, publication, sk
 			r.Problems = append(r.Problems, fmt.Sprintf("%s: the context trigger walscribe_context is disabled, so its changes lack who made them and what the database saw: %s (it enables it again)", t, fix))
 		case *trigState != "A":
 			r.Problems = append(r.Problems, fmt.Sprintf("%s: the context trigger walscribe_context is not ENABLE ALWAYS, so session_replication_role can skip it: %s", t, fix))
+		case !genuine:
+			r.Problems = append(r.Problems, fmt.Sprintf("%s: the trigger walscribe_context is not the bridge's (another function, a WHEN condition, fewer events or a column list), so changes can pass without who made them: %s (it puts the bridge's back)", t, fix))
 		}
 	}
 	for _, e := range entries {
@@ -186,3 +195,38 @@ func publishedSet(ctx context.Context, conn *pgx.Conn, publication string) (map[
 }
 
 func auditAction(a string) audit.Action { return audit.Action(a) }
+
+// TrustProblems reports what weakens the role model in the source database
+// of conn: as a problem, pg_logical_emit_message executable by PUBLIC
+// although the configuration revokes it; as warnings, a daemon role
+// (daemon, the user of source.dsn) that is a superuser or may act as the
+// trail's owner.
+func TrustProblems(ctx context.Context, conn *pgx.Conn, r Roles, daemon string) (problems, warnings []string, err error) {
+	r = r.orDefault()
+	if r.RevokeEmitMessage {
+		var public bool
+		if err := conn.QueryRow(ctx, `SELECT has_function_privilege('public', 'pg_catalog.pg_logical_emit_message(boolean, text, text)', 'EXECUTE')`).Scan(&public); err != nil {
+			return nil, nil, fmt.Errorf("read the privileges of pg_logical_emit_message: %w", err)
+		}
+		if public {
+			problems = append(problems, "every role may call pg_logical_emit_message and write messages walscribe reads (events of its own): run walscribe setup as a superuser (--admin-dsn), or set roles.revoke_emit_message: false to accept it")
+		}
+	}
+	if daemon == "" {
+		return problems, nil, nil
+	}
+	var super, member bool
+	err = conn.QueryRow(ctx, `SELECT r.rolsuper, coalesce(pg_has_role(r.oid, o.oid, 'MEMBER'), false)
+		FROM pg_roles r LEFT JOIN pg_roles o ON o.rolname = $2 WHERE r.rolname = $1`, daemon, r.Owner).Scan(&super, &member)
+	switch {
+	case errors.Is(err, pgx.ErrNoRows):
+	case err != nil:
+		return nil, nil, fmt.Errorf("read role %s: %w", daemon, err)
+	case super:
+		warnings = append(warnings, fmt.Sprintf("the daemon connects as %s, a superuser: give it a role of its own that may only stream and append (docs/operations.md, \"Roles and privileges\")", daemon))
+	case member:
+		warnings = append(warnings, fmt.Sprintf("the daemon's role %s may act as %s and so redefine the trail's functions: run REVOKE %s FROM %s",
+			daemon, r.Owner, pgx.Identifier{r.Owner}.Sanitize(), pgx.Identifier{daemon}.Sanitize()))
+	}
+	return problems, warnings, nil
+}

@@ -183,7 +183,7 @@ func Run(ctx context.Context, cfg Config, say func(format string, args ...any)) 
 		say("replication slot %q: exists", cfg.Slot)
 	}
 	if cfg.Rules != nil {
-		rep, err := Inspect(ctx, src, cfg.Rules, cfg.Publication, skipSchema)
+		rep, err := Inspect(ctx, src, cfg.Rules, cfg.Publication, cfg.SinkSchema, skipSchema)
 		if err != nil {
 			return err
 		}

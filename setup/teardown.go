@@ -29,6 +29,11 @@ type TeardownConfig struct {
 	// Force terminates the process streaming the slot (a walsender) instead
 	// of refusing to drop a slot in use.
 	Force bool
+	// AdminSourceDSN and AdminSinkDSN, when set, are the connections
+	// teardown works through (the superuser that ran setup); "" means the
+	// daemon's own.
+	AdminSourceDSN string
+	AdminSinkDSN   string
 }
 
 // bridgeFunctions are the functions setup installs in the audit schema of
@@ -37,9 +42,9 @@ type TeardownConfig struct {
 // before what they use.
 var bridgeFunctions = []string{"capture_new_tables", "capture_table", "log_event", "set_context", "emit_context", "current_context"}
 
-// bridgeTables are the tables of the bridge in the audit schema of the
-// source: its key, and the capture patterns of earlier versions.
-var bridgeTables = []string{"bridge_key", "capture_patterns"}
+// bridgeRelations are the bridge's sequences and tables in the audit schema
+// of the source: its secret, and the capture patterns of earlier versions.
+var bridgeRelations = []string{"bridge_key_a", "bridge_key_b", "capture_patterns"}
 
 // captureTrigger is the event trigger of capture.sql.
 const captureTrigger = "walscribe_capture"
@@ -60,9 +65,13 @@ const forceTimeout = 10 * time.Second
 // trigger, which setup installs as a superuser, needs one). It does not change REPLICA IDENTITY back: setup does not know
 // what it was before.
 func Teardown(ctx context.Context, cfg TeardownConfig, say func(format string, args ...any)) error {
-	src, err := pg.Connect(ctx, cfg.SourceDSN, pg.AppTool)
+	srcDSN, srcKey := cfg.SourceDSN, "source.dsn"
+	if cfg.AdminSourceDSN != "" {
+		srcDSN, srcKey = cfg.AdminSourceDSN, "--admin-dsn"
+	}
+	src, err := pg.Connect(ctx, srcDSN, pg.AppTool)
 	if err != nil {
-		return fmt.Errorf("connect to source (source.dsn): %w", err)
+		return fmt.Errorf("connect to source (%s): %w", srcKey, err)
 	}
 	defer src.Close(ctx)
 	sameDB := cfg.SinkDSN == "" || cfg.SinkDSN == cfg.SourceDSN
@@ -150,19 +159,19 @@ func Teardown(ctx context.Context, cfg TeardownConfig, say func(format string, a
 		}
 		say("function %s: dropped", f)
 	}
-	for _, table := range bridgeTables {
-		name := pgx.Identifier{cfg.SinkSchema, table}.Sanitize()
-		var exists bool
-		if err := src.QueryRow(ctx, `SELECT to_regclass($1) IS NOT NULL`, name).Scan(&exists); err != nil {
+	for _, rel := range bridgeRelations {
+		name := pgx.Identifier{cfg.SinkSchema, rel}.Sanitize()
+		var kind *string
+		if err := src.QueryRow(ctx, `SELECT CASE relkind WHEN 'S' THEN 'sequence' ELSE 'table' END FROM pg_class WHERE oid = to_regclass($1)`, name).Scan(&kind); err != nil && !errors.Is(err, pgx.ErrNoRows) {
 			return fmt.Errorf("read %s: %w", name, err)
 		}
-		if !exists {
+		if kind == nil {
 			continue
 		}
-		if _, err := src.Exec(ctx, `DROP TABLE IF EXISTS `+name); err != nil {
-			return fmt.Errorf("drop table %s: %w", name, err)
+		if _, err := src.Exec(ctx, `DROP `+strings.ToUpper(*kind)+` IF EXISTS `+name); err != nil {
+			return fmt.Errorf("drop %s %s: %w", *kind, name, err)
 		}
-		say("table %s.%s: dropped", cfg.SinkSchema, table)
+		say("%s %s.%s: dropped", *kind, cfg.SinkSchema, rel)
 	}
 	if err := restoreMessages(ctx, src, say); err != nil {
 		return err
@@ -210,8 +219,12 @@ func Teardown(ctx context.Context, cfg TeardownConfig, say func(format string, a
 	}
 	sinkConn := src
 	if !sameDB {
-		if sinkConn, err = pg.Connect(ctx, cfg.SinkDSN, pg.AppTool); err != nil {
-			return fmt.Errorf("connect to sink (sink.dsn): %w", err)
+		dsn, key := cfg.SinkDSN, "sink.dsn"
+		if cfg.AdminSinkDSN != "" {
+			dsn, key = cfg.AdminSinkDSN, "--admin-sink-dsn"
+		}
+		if sinkConn, err = pg.Connect(ctx, dsn, pg.AppTool); err != nil {
+			return fmt.Errorf("connect to sink (%s): %w", key, err)
 		}
 		defer sinkConn.Close(ctx)
 	}
@@ -235,7 +248,7 @@ func checkOwnership(ctx context.Context, conn *pgx.Conn, cfg TeardownConfig) err
 		UNION ALL
 		SELECT format('table %s (owner %s)', c.oid::regclass, c.relowner::regrole)
 			FROM pg_class c WHERE NOT pg_has_role(c.relowner, 'USAGE') AND (
-				(c.relnamespace = (SELECT oid FROM pg_namespace WHERE nspname = $3) AND c.relname IN ('capture_patterns', 'bridge_key'))
+				(c.relnamespace = (SELECT oid FROM pg_namespace WHERE nspname = $3) AND c.relname IN ('capture_patterns', 'bridge_key_a', 'bridge_key_b'))
 				OR c.oid IN (SELECT tgrelid FROM pg_trigger WHERE tgname = $5 AND NOT tgisinternal AND tgparentid = 0))
 		UNION ALL
 		SELECT format('schema %s (owner %s)', n.nspname, n.nspowner::regrole)

@@ -105,7 +105,7 @@ func leftovers(t *testing.T, cfg Config) leftover {
 	l.BridgeFunctions = queryStrings(t, conn, `SELECT p.oid::regprocedure::text FROM pg_proc p
 		WHERE p.proname IN ('current_context', 'emit_context', 'set_context', 'log_event', 'capture_table', 'capture_new_tables') ORDER BY 1`)
 	if err := conn.QueryRow(context.Background(), `SELECT to_regclass('walscribe_capture.patterns') IS NOT NULL OR to_regclass('audit.capture_patterns') IS NOT NULL,
-		to_regclass('audit.bridge_key') IS NOT NULL`).Scan(&l.CapturePatterns, &l.BridgeKey); err != nil {
+		to_regclass('audit.bridge_key_a') IS NOT NULL`).Scan(&l.CapturePatterns, &l.BridgeKey); err != nil {
 		t.Fatal(err)
 	}
 	return l

@@ -27,7 +27,7 @@ func TestContextTriggerStateReportedAndRepaired(t *testing.T) {
 	conn := pgtest.Connect(t, dsn)
 	problems := func() string {
 		t.Helper()
-		rep, err := Inspect(ctx, conn, rs, cfg.Publication, cfg.SinkSchema)
+		rep, err := Inspect(ctx, conn, rs, cfg.Publication, cfg.SinkSchema, cfg.SinkSchema)
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -58,6 +58,12 @@ func TestContextTriggerStateReportedAndRepaired(t *testing.T) {
 		`ALTER TABLE public.b ENABLE ALWAYS TRIGGER walscribe_context`)
 	if u, err := UnguardedTables(ctx, conn, cfg.Publication, cfg.SinkSchema); err != nil || strings.Join(u, ",") != "public.a,public.b" {
 		t.Errorf("tables whose trigger is not the bridge's = %v, %v; want public.a and public.b", u, err)
+	}
+	p = problems()
+	for _, want := range []string{"public.a: the trigger walscribe_context is not the bridge's", "public.b: the trigger walscribe_context is not the bridge's"} {
+		if !strings.Contains(p, want) {
+			t.Errorf("problems lack %q:\n%s", want, p)
+		}
 	}
 	if out, err := run(t, cfg); err != nil {
 		t.Fatalf("setup again: %v\n%s", err, out)
@@ -91,5 +97,45 @@ func TestUnguardedPartition(t *testing.T) {
 	pgtest.Exec(t, dsn, `DROP TRIGGER walscribe_context ON public.p_eu`)
 	if u, err := UnguardedTables(ctx, conn, cfg.Publication, cfg.SinkSchema); err != nil || strings.Join(u, ",") != "public.p_eu" {
 		t.Errorf("unguarded tables = %v, %v; want public.p_eu", u, err)
+	}
+}
+
+// TestTrustProblems: config check names a pg_logical_emit_message every
+// role may call while the configuration revokes it, and warns about a
+// daemon that connects as a superuser or may act as the trail's owner.
+func TestTrustProblems(t *testing.T) {
+	ctx := context.Background()
+	dsn := srv.NewDB(t)
+	pgtest.Exec(t, dsn, `CREATE TABLE public.a (id int PRIMARY KEY)`)
+	conn := pgtest.Connect(t, dsn)
+	r := DefaultRoles()
+	problems, warnings, err := TrustProblems(ctx, conn, r, "postgres")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(problems) != 1 || !strings.Contains(problems[0], "every role may call pg_logical_emit_message") {
+		t.Errorf("before setup: problems %q, want one about pg_logical_emit_message", problems)
+	}
+	if len(warnings) != 1 || !strings.Contains(warnings[0], "a superuser") {
+		t.Errorf("a superuser daemon: warnings %q, want one", warnings)
+	}
+	if out, err := run(t, config(t, dsn, "public.a")); err != nil {
+		t.Fatalf("setup: %v\n%s", err, out)
+	}
+	member := newRole(t, srv, dsn, "ws", "LOGIN REPLICATION IN ROLE walscribe_owner")
+	problems, warnings, err = TrustProblems(ctx, conn, r, member)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(problems) != 0 {
+		t.Errorf("after setup: problems %q, want none", problems)
+	}
+	if len(warnings) != 1 || !strings.Contains(warnings[0], "may act as walscribe_owner") {
+		t.Errorf("a daemon in the owner's role: warnings %q, want one", warnings)
+	}
+	r.RevokeEmitMessage = false
+	pgtest.Exec(t, dsn, `GRANT EXECUTE ON FUNCTION pg_logical_emit_message(boolean, text, text) TO PUBLIC`)
+	if problems, _, err := TrustProblems(ctx, conn, r, ""); err != nil || len(problems) != 0 {
+		t.Errorf("with revoke_emit_message off: problems %q, %v; want none", problems, err)
 	}
 }

@@ -77,7 +77,17 @@ func inspect(ctx context.Context, c *config.Config) (*setup.Report, error) {
 	if c.SinkDSN() == c.Source.DSN {
 		skip = c.Sink.Schema
 	}
-	return setup.Inspect(ctx, conn, rs, c.Source.Publication, skip)
+	rep, err := setup.Inspect(ctx, conn, rs, c.Source.Publication, c.Sink.Schema, skip)
+	if err != nil {
+		return nil, err
+	}
+	problems, warnings, err := setup.TrustProblems(ctx, conn, setupRoles(c), conn.Config().User)
+	if err != nil {
+		return nil, err
+	}
+	rep.Problems = append(rep.Problems, problems...)
+	rep.Warnings = append(rep.Warnings, warnings...)
+	return rep, nil
 }
 
 func printReport(w io.Writer, r *setup.Report) {
@@ -95,6 +105,9 @@ func printReport(w io.Writer, r *setup.Report) {
 	tw.Flush()
 	if r.CaptureInstalled {
 		fmt.Fprintln(w, "\ntables created later that match a pattern: captured from their first row")
+	}
+	for _, warning := range r.Warnings {
+		fmt.Fprintf(w, "\nwarning: %s\n", warning)
 	}
 	if len(r.Problems) == 0 {
 		fmt.Fprintf(w, "\nno problems: %d tables tracked\n", len(r.Tables))

@@ -53,7 +53,7 @@ rules in force stay. Tables to add to or remove from the publication need
 			// anyway, and records what it can.
 			ictx, cancel := context.WithTimeout(cmd.Context(), 10*time.Second)
 			if rep, err := inspect(ictx, c); err == nil {
-				for _, p := range rep.Problems {
+				for _, p := range append(rep.Problems, rep.Warnings...) {
 					log.Warn("configuration: " + p)
 				}
 			}

@@ -2,6 +2,7 @@ package main
 
 import (
 	"fmt"
+	"os"
 
 	"github.com/spf13/cobra"
 
@@ -11,20 +12,23 @@ import (
 
 func newTeardownCmd(g *globals) *cobra.Command {
 	var dropAuditData, yes, force bool
+	var adminDSN, adminSinkDSN string
 	cmd := &cobra.Command{
 		Use:   "teardown",
 		Short: "Remove walscribe from the source database: slot, publication, triggers, bridge (keeps the audit data)",
 		Long: `teardown removes what setup installed in the source database: the replication
 slot (the server stops keeping WAL for walscribe), the publication, the event trigger
-walscribe_capture, the context trigger walscribe_context on every table that has it,
-and the bridge's functions and capture_patterns table in the audit schema. It keeps
+walscribe_capture and its schema, the context trigger walscribe_context on every
+table that has it, and the bridge's functions in the audit schema, and it makes
+pg_logical_emit_message executable by PUBLIC again. It keeps
 the audit data (entries, checkpoints, rules, gaps, schema_migrations) unless
 --drop-audit-data is given, which drops the audit schema in the sink database and
 needs --yes as well. REPLICA IDENTITY FULL stays on the tables that had it.
 
 Stop every ` + "`walscribe run`" + ` first: teardown refuses to drop a slot in use, and
---force terminates the connection that holds it instead. Dropping the event trigger
-needs a superuser. Running teardown again is harmless.`,
+--force terminates the connection that holds it instead. Run it as the superuser
+that ran setup, through --admin-dsn (and --admin-sink-dsn for a separate sink).
+Running teardown again is harmless. The roles setup created stay.`,
 		RunE: func(cmd *cobra.Command, args []string) error {
 			c, err := g.load()
 			if err != nil {
@@ -36,6 +40,7 @@ needs a superuser. Running teardown again is harmless.`,
 			cfg := teardownConfig(c)
 			cfg.DropAuditData = dropAuditData
 			cfg.Force = force
+			cfg.AdminSourceDSN, cfg.AdminSinkDSN = adminDSN, adminSinkDSN
 			return setup.Teardown(cmd.Context(), cfg, func(format string, a ...any) {
 				fmt.Fprintf(cmd.OutOrStdout(), format+"\n", a...)
 			})
@@ -44,6 +49,10 @@ needs a superuser. Running teardown again is harmless.`,
 	cmd.Flags().BoolVar(&dropAuditData, "drop-audit-data", false, "also drop the audit schema in the sink database, with every entry (needs --yes)")
 	cmd.Flags().BoolVar(&yes, "yes", false, "confirm --drop-audit-data")
 	cmd.Flags().BoolVar(&force, "force", false, "terminate the connection streaming the slot instead of refusing to drop it")
+	cmd.Flags().StringVar(&adminDSN, "admin-dsn", os.Getenv("WALSCRIBE_ADMIN_DSN"),
+		"connect to the source database as this superuser (or admin); default: source.dsn (env WALSCRIBE_ADMIN_DSN)")
+	cmd.Flags().StringVar(&adminSinkDSN, "admin-sink-dsn", os.Getenv("WALSCRIBE_ADMIN_SINK_DSN"),
+		"the same for a separate sink database; default: sink.dsn (env WALSCRIBE_ADMIN_SINK_DSN)")
 	return cmd
 }
 
