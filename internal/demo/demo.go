@@ -89,6 +89,9 @@ type demo struct {
 
 	srv     *pgtest.Server
 	dsn     string
+	// daemonDSN is the same database as the role walscribe runs as: it may
+	// stream and append to the trail, nothing else.
+	daemonDSN string
 	cfgPath string
 	daemon  *proc
 	db      *pgx.Conn
@@ -216,6 +219,13 @@ func (d *demo) startServer(ctx context.Context) error {
 		return fmt.Errorf("set the time zone of database %q: %w", d.o.db, err)
 	}
 	d.dsn = srv.DSN(d.o.db)
+	// The daemon's own role, as in production: it may stream (REPLICATION)
+	// and, once setup has granted it, append to the trail. setup runs
+	// through the superuser's connection.
+	if _, err := conn.Exec(ctx, `CREATE ROLE walscribe LOGIN REPLICATION`); err != nil {
+		return fmt.Errorf("create role walscribe: %w", err)
+	}
+	d.daemonDSN = strings.Replace(d.dsn, "://postgres@", "://walscribe@", 1)
 	return nil
 }
 
@@ -229,7 +239,7 @@ func (d *demo) writeConfig(ctx context.Context) error {
 	d.rep.dir = dir
 	d.cfgPath = filepath.Join(dir, "walscribe.yaml")
 	var b strings.Builder
-	fmt.Fprintf(&b, "source:\n  dsn: %s\n", d.dsn)
+	fmt.Fprintf(&b, "source:\n  dsn: %s\n", d.daemonDSN)
 	b.WriteString("tables:\n")
 	for _, t := range shopTables {
 		fmt.Fprintf(&b, "  - name: public.%s\n", t)
@@ -248,8 +258,8 @@ func (d *demo) writeConfig(ctx context.Context) error {
 
 // setup runs `walscribe setup` and shows what it says.
 func (d *demo) setup(ctx context.Context) error {
-	d.say("▸ walscribe setup --config %s", d.cfgPath)
-	out, err := d.command(ctx, "setup", "--config", d.cfgPath)
+	d.say("▸ walscribe setup --config %s --admin-dsn %s", d.cfgPath, d.dsn)
+	out, err := d.command(ctx, "setup", "--config", d.cfgPath, "--admin-dsn", d.dsn)
 	for line := range strings.Lines(out) {
 		d.say("    │ %s", strings.TrimRight(line, "\n"))
 	}
