@@ -87,17 +87,17 @@ type demo struct {
 	o   options
 	rep *report
 
-	srv     *pgtest.Server
-	dsn     string
+	srv *pgtest.Server
+	dsn string
 	// daemonDSN is the same database as the role walscribe runs as: it may
 	// stream and append to the trail, nothing else.
 	daemonDSN string
-	cfgPath string
-	daemon  *proc
-	db      *pgx.Conn
-	shop    *shop
-	shown   int64 // highest entry id printed so far
-	columns map[string][]string
+	cfgPath   string
+	daemon    *proc
+	db        *pgx.Conn
+	shop      *shop
+	shown     int64 // highest entry id printed so far
+	columns   map[string][]string
 }
 
 func (d *demo) say(format string, args ...any) { fmt.Fprintf(d.o.out, format+"\n", args...) }
