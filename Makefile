@@ -4,7 +4,7 @@ BIN      := bin/walscribe
 VERSION  ?= $(shell git describe --tags --always --dirty 2>/dev/null || echo dev)
 LDFLAGS  := -s -w -X main.version=$(VERSION)
 
-.PHONY: all build test test-short demo bench chaos huge vet fmt clean
+.PHONY: all build test test-short demo bench fuzz chaos huge vet fmt clean
 
 all: build
 
@@ -32,6 +32,17 @@ demo: build
 BENCH_FLAGS ?=
 bench: build
 	$(GO) run ./internal/bench -bin $(BIN) $(BENCH_FLAGS)
+
+## fuzz: every fuzz test for FUZZTIME each (make test runs their seeds only); the
+## sink's writes generated garbage into a real PostgreSQL. A short minimisation keeps
+## the engine fuzzing rather than shrinking inputs for a minute at a time.
+FUZZTIME ?= 1m
+fuzz:
+	$(GO) test -run '^$$' -fuzz '^FuzzSinkStoresAnything$$' -fuzztime $(FUZZTIME) -fuzzminimizetime 20x ./sink
+	$(GO) test -run '^$$' -fuzz '^FuzzSanitize$$' -fuzztime $(FUZZTIME) ./jsonb
+	$(GO) test -run '^$$' -fuzz '^FuzzAppendValue$$' -fuzztime $(FUZZTIME) ./decoder
+	$(GO) test -run '^$$' -fuzz '^FuzzParseContext$$' -fuzztime $(FUZZTIME) ./decoder
+	$(GO) test -run '^$$' -fuzz '^FuzzParseChange$$' -fuzztime $(FUZZTIME) ./decoder
 
 ## chaos: the chaos test with 100 faults (make test runs 12)
 chaos:
