@@ -451,14 +451,27 @@ func TestPresetMarkKeepsNoFactBack(t *testing.T) {
 	if copied == "" {
 		t.Fatal("the bridge left no mark")
 	}
-	for i, preset := range []string{key, quote(copied), `'on'`, `''`} {
-		h.exec(fmt.Sprintf(`BEGIN; SELECT set_config('walscribe.emitted_context', %s, true); INSERT INTO t VALUES (%d); COMMIT`, preset, 10+i))
-		h.exec(fmt.Sprintf(`SET walscribe.emitted_context = %s; INSERT INTO t VALUES (%d)`, quote(copied), 20+i))
+	run := func(sql string) {
+		t.Helper()
+		if _, err := conn.Exec(ctx, sql); err != nil {
+			t.Fatalf("%s: %v", sql, err)
+		}
 	}
+	for i, preset := range []string{key, quote(copied), `'on'`, `''`} {
+		run(fmt.Sprintf(`BEGIN; SELECT set_config('walscribe.emitted_context', %s, true); INSERT INTO t VALUES (%d); COMMIT`, preset, 10+i))
+		run(fmt.Sprintf(`SET walscribe.emitted_context = %s; INSERT INTO t VALUES (%d)`, quote(copied), 20+i))
+	}
+	run(`RESET walscribe.emitted_context`)
 	// The mark of the same transaction, read and set again, is already the
 	// mark of a message written.
-	h.exec(`BEGIN; INSERT INTO t VALUES (30); SELECT set_config('walscribe.emitted_context', current_setting('walscribe.emitted_context'), true);
+	run(`BEGIN; INSERT INTO t VALUES (30); SELECT set_config('walscribe.emitted_context', current_setting('walscribe.emitted_context'), true);
 		INSERT INTO t VALUES (31); COMMIT`)
+	// A session that has written no context message yet and presets a mark
+	// gets an error, and writes nothing.
+	fresh := pgtest.Connect(t, h.dsn)
+	if _, err := fresh.Exec(ctx, `SET walscribe.emitted_context = `+quote(copied)+`; INSERT INTO t VALUES (40)`); err == nil {
+		t.Error("a fresh session's preset mark let its change through")
+	}
 	h.sync()
 	h.stop()
 	if n := h.count(`SELECT count(*) FROM audit.entries WHERE table_name = 't'`); n != 11 {

@@ -333,8 +333,143 @@ func TestTeardownThroughTheAdmin(t *testing.T) {
 	if err := execAs(t, h, r.stranger, `SELECT pg_logical_emit_message(false, 'x', 'y')`); err != nil {
 		t.Errorf("after teardown, pg_logical_emit_message: %v", err)
 	}
+	if n := h.count(`SELECT count(*) FROM pg_proc p, aclexplode(p.proacl) a
+		WHERE p.proname = 'pg_logical_emit_message' AND a.grantee = 'walscribe_owner'::regrole`); n != 0 {
+		t.Errorf("after teardown, walscribe_owner keeps %d grants on pg_logical_emit_message", n)
+	}
 	if n := h.count(`SELECT count(*) FROM pg_namespace WHERE nspname = 'walscribe_capture'`) + h.count(`SELECT count(*) FROM pg_event_trigger`) +
 		h.count(`SELECT count(*) FROM pg_trigger WHERE tgname = 'walscribe_context'`); n != 0 {
 		t.Errorf("%d of walscribe's objects left after teardown", n)
+	}
+}
+
+// TestReplayedMarkKeepsAttribution: a session that writes as two roles in
+// one transaction and sets the bridge's mark back to the one it had as the
+// first does not get its next change recorded as the second role's: the
+// mark of an earlier message no longer matches, and the context is written
+// again.
+func TestReplayedMarkKeepsAttribution(t *testing.T) {
+	h, r := newTrustHarness(t)
+	r1, r2 := r.app+"_r1", r.app+"_r2"
+	for _, role := range []string{r1, r2} {
+		h.exec(`CREATE ROLE ` + ident(role) + ` NOLOGIN`)
+		h.exec(`GRANT INSERT, DELETE, SELECT ON t TO ` + ident(role))
+		h.exec(`GRANT ` + ident(role) + ` TO ` + ident(r.app))
+		t.Cleanup(func() {
+			pgtestExecQuiet(srv.DSN("postgres"), `DROP OWNED BY `+ident(role))
+			pgtestExecQuiet(srv.DSN("postgres"), `DROP ROLE IF EXISTS `+ident(role))
+		})
+	}
+	h.start()
+	ctx := context.Background()
+	conn := pgtestConnect(t, h.as(r.app))
+	defer conn.Close(ctx)
+	tx, err := conn.Begin(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var m1 string
+	for _, step := range []func() error{
+		func() error {
+			_, err := tx.Exec(ctx, `SET LOCAL ROLE `+ident(r1)+`; SET LOCAL audit.actor_id = 'mallory'; INSERT INTO t VALUES (1)`)
+			return err
+		},
+		func() error {
+			return tx.QueryRow(ctx, `SELECT current_setting('walscribe.emitted_context')`).Scan(&m1)
+		},
+		func() error {
+			_, err := tx.Exec(ctx, `SET LOCAL ROLE `+ident(r2)+`; SET LOCAL audit.actor_id = 'alice'; INSERT INTO t VALUES (2)`)
+			return err
+		},
+		func() error {
+			_, err := tx.Exec(ctx, `SET LOCAL ROLE `+ident(r1)+`; SET LOCAL audit.actor_id = 'mallory'`)
+			if err == nil {
+				_, err = tx.Exec(ctx, `SELECT set_config('walscribe.emitted_context', $1, true)`, m1)
+			}
+			if err == nil {
+				_, err = tx.Exec(ctx, `DELETE FROM t WHERE id = 2`)
+			}
+			return err
+		},
+		func() error { return tx.Commit(ctx) },
+	} {
+		if err := step(); err != nil {
+			t.Fatal(err)
+		}
+	}
+	h.sync()
+	h.stop()
+	if n := h.count(`SELECT count(*) FROM audit.entries WHERE table_name = 't' AND action = 'delete' AND db_user = $1 AND actor_id = 'mallory' AND login_user = $2`, r1, r.app); n != 1 {
+		t.Errorf("the delete made as %s after its mark was replayed is not recorded as %s's", r1, r1)
+	}
+}
+
+// TestNoEscalationThroughPublic: a role that may create objects in schema
+// public (every role may, before PostgreSQL 15) plants an operator and a
+// function that shadow PostgreSQL's for the types setup uses, to run its
+// code as the superuser or the trail's owner. setup, run as the superuser
+// on a database where nothing of walscribe's exists yet, calls none of it.
+func TestNoEscalationThroughPublic(t *testing.T) {
+	dsn := srv.NewDB(t)
+	db := dsn[strings.LastIndex(dsn, "/")+1 : strings.Index(dsn, "?")]
+	attacker := db[:min(len(db), 50)] + "_x"
+	pgtestExecQuiet(srv.DSN("postgres"), `CREATE ROLE `+ident(attacker)+` LOGIN`)
+	t.Cleanup(func() {
+		srv.DropDB(db)
+		pgtestExecQuiet(srv.DSN("postgres"), `DROP ROLE IF EXISTS `+ident(attacker))
+	})
+	admin := pgtestConnect(t, dsn)
+	defer admin.Close(context.Background())
+	for _, sql := range []string{
+		`CREATE TABLE public.t (id int PRIMARY KEY)`,
+		`GRANT CREATE ON SCHEMA public TO PUBLIC`, // as before PostgreSQL 15
+	} {
+		if _, err := admin.Exec(context.Background(), sql); err != nil {
+			t.Fatal(err)
+		}
+	}
+	as := strings.Replace(dsn, "postgres://postgres@", "postgres://"+attacker+"@", 1)
+	attackerConn := pgtestConnect(t, as)
+	defer attackerConn.Close(context.Background())
+	escalate := `INSERT INTO public.leak VALUES (current_user, $x$` + "%s" + `$x$);
+		IF (SELECT rolsuper FROM pg_roles WHERE rolname = current_user) THEN EXECUTE 'ALTER ROLE ` + ident(attacker) + ` SUPERUSER'; END IF;`
+	for _, sql := range []string{
+		`CREATE TABLE public.leak (who text, what text)`,
+		`GRANT INSERT ON public.leak TO PUBLIC`,
+		`CREATE FUNCTION public.evil_ne(a oid, b regrole) RETURNS boolean LANGUAGE plpgsql AS $f$ BEGIN ` + fmt.Sprintf(escalate, "oid <> regrole") + ` RETURN a::oid OPERATOR(pg_catalog.<>) b::oid; END $f$`,
+		`CREATE OPERATOR public.<> (LEFTARG = oid, RIGHTARG = regrole, FUNCTION = public.evil_ne)`,
+		`CREATE FUNCTION public.evil_eq(a oid, b regclass) RETURNS boolean LANGUAGE plpgsql AS $f$ BEGIN ` + fmt.Sprintf(escalate, "oid = regclass") + ` RETURN a::oid OPERATOR(pg_catalog.=) b::oid; END $f$`,
+		`CREATE OPERATOR public.= (LEFTARG = oid, RIGHTARG = regclass, FUNCTION = public.evil_eq)`,
+		`CREATE FUNCTION public.setval(s text, v bigint, c boolean) RETURNS bigint LANGUAGE plpgsql AS $f$ BEGIN INSERT INTO public.leak VALUES (current_user, s || ' ' || v); RETURN v; END $f$`,
+		`CREATE FUNCTION public.nextval(s text) RETURNS bigint LANGUAGE plpgsql AS $f$ BEGIN ` + fmt.Sprintf(escalate, "nextval") + ` RETURN 1; END $f$`,
+	} {
+		if _, err := attackerConn.Exec(context.Background(), sql); err != nil {
+			t.Fatalf("as the attacker: %s: %v", sql, err)
+		}
+	}
+	rs, err := rules.New(rules.Config{Tables: []rules.TableConfig{{Name: "public.*"}}, ExcludeTables: []string{"public.leak"}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	for range 2 { // a first install, and a second run
+		if err := setup.Run(context.Background(), setup.Config{SourceDSN: dsn, AdminSourceDSN: dsn, SinkSchema: "audit", Slot: db[:min(len(db), 60)],
+			Publication: "walscribe", SlotTimeout: 30 * time.Second, Rules: rs}, t.Logf); err != nil {
+			t.Fatalf("setup: %v", err)
+		}
+	}
+	if _, err := admin.Exec(context.Background(), `INSERT INTO public.t VALUES (1)`); err != nil {
+		t.Fatal(err)
+	}
+	var super bool
+	if err := admin.QueryRow(context.Background(), `SELECT rolsuper FROM pg_roles WHERE rolname = $1`, attacker).Scan(&super); err != nil || super {
+		t.Errorf("the attacker is a superuser after setup: %v, %v", super, err)
+	}
+	var leaked []string
+	rows, err := admin.Query(context.Background(), `SELECT who || ': ' || what FROM public.leak`)
+	if err == nil {
+		leaked, err = pgx.CollectRows(rows, pgx.RowTo[string])
+	}
+	if err != nil || len(leaked) > 0 {
+		t.Errorf("the attacker's functions ran: %v (%v)", leaked, err)
 	}
 }

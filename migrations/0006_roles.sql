@@ -1,8 +1,9 @@
 -- The trail belongs to a NOLOGIN owner role; the daemon's role may only
 -- append to it (setup grants what it needs). The daemon creates the month
 -- partitions through ensure_partitions, which runs as the owner and looks
--- names up only in pg_catalog. It creates at most 36 months at a time: an
--- entry cannot make the trail create partitions far outside its month.
+-- names up only in pg_catalog. It creates at most 36 months and 64 classes
+-- at a time: an entry cannot make the trail create partitions far outside
+-- its month.
 
 -- login_user: the role that logged in, when the role that wrote (db_user,
 -- chosen with SET ROLE) is another.
@@ -17,6 +18,10 @@ DECLARE
     class  text;
     leaf   text;
 BEGIN
+    IF cardinality(p_classes) > 64 THEN
+        RAISE EXCEPTION 'walscribe: ensure_partitions creates at most 64 retention classes at a time, not %', cardinality(p_classes)
+            USING ERRCODE = 'invalid_parameter_value';
+    END IF;
     IF p_to - p_from > interval '1100 days' THEN
         RAISE EXCEPTION 'walscribe: ensure_partitions creates at most 36 months at a time, not % to %', p_from, p_to
             USING ERRCODE = 'invalid_parameter_value';

@@ -53,28 +53,45 @@ LANGUAGE sql STABLE PARALLEL SAFE AS $$
         'application_name', nullif(current_setting('application_name', true), '')))
 $$;
 
+-- bridge_emits numbers the context messages; currval is the number of the
+-- last one this session wrote, which no session can set (only the owner
+-- may call nextval) and which a rolled-back savepoint does not undo.
+CREATE SEQUENCE IF NOT EXISTS {{schema}}.bridge_emits;
+REVOKE ALL ON {{schema}}.bridge_emits FROM PUBLIC;
+
 -- emit_context runs before each statement on a tracked table. It writes the
 -- context into the transaction's WAL as a logical message only when it
--- differs from the one the transaction last wrote. The usual case, nothing
+-- differs from the one the session last wrote. The usual case, nothing
 -- changed, builds no JSON and writes nothing: it compares a mark of the raw
 -- settings with the mark of the last message, kept in a transaction-local
 -- setting (which a rolled-back savepoint undoes together with the message
 -- written inside it). The mark is a hash of the settings, the transaction
--- id and the secret: a session can read it but not make one, so presetting
--- the setting keeps no message back. SECURITY DEFINER: only the owner may
--- call pg_logical_emit_message; a trigger function cannot be called with
+-- id, the number of the message (bridge_emits) and the secret: a session can
+-- read it but not make one, and a mark of an earlier message no longer
+-- matches, so setting it keeps no message back (an empty setting means no
+-- message yet; a mark set before this session wrote any message makes
+-- currval fail the statement). SECURITY DEFINER: only the owner may call
+-- pg_logical_emit_message; a trigger function cannot be called with
 -- arguments of the caller's choosing. (A WHEN condition on the trigger
 -- would be re-read for every statement and costs more than this function.)
 CREATE OR REPLACE FUNCTION {{schema}}.emit_context() RETURNS trigger
 LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
 DECLARE
-    mark text;
+    stored text := coalesce(current_setting('walscribe.emitted_context', true), '');
+    mark   text;
 BEGIN
-    mark := encode(sha256(convert_to({{key}} || ',' || pg_current_xact_id()::text
-        || ',' || pg_sequence_last_value('{{schema}}.bridge_key_a'::regclass)
-        || ',' || pg_sequence_last_value('{{schema}}.bridge_key_b'::regclass), 'UTF8')), 'hex');
-    IF mark IS DISTINCT FROM current_setting('walscribe.emitted_context', true) THEN
+    IF stored <> '' THEN
+        mark := encode(sha256(convert_to({{key}} || ',' || pg_current_xact_id()::text
+            || ',' || currval('{{schema}}.bridge_emits'::regclass)
+            || ',' || pg_sequence_last_value('{{schema}}.bridge_key_a'::regclass)
+            || ',' || pg_sequence_last_value('{{schema}}.bridge_key_b'::regclass), 'UTF8')), 'hex');
+    END IF;
+    IF mark IS DISTINCT FROM stored THEN
         PERFORM pg_logical_emit_message(true, 'walscribe.context', {{schema}}.current_context()::text);
+        mark := encode(sha256(convert_to({{key}} || ',' || pg_current_xact_id()::text
+            || ',' || nextval('{{schema}}.bridge_emits'::regclass)
+            || ',' || pg_sequence_last_value('{{schema}}.bridge_key_a'::regclass)
+            || ',' || pg_sequence_last_value('{{schema}}.bridge_key_b'::regclass), 'UTF8')), 'hex');
         PERFORM set_config('walscribe.emitted_context', mark, true);
     END IF;
     RETURN NULL;

@@ -10,8 +10,8 @@
 -- which may change what is in it.) emit_context is only named, for the
 -- triggers they create, never called.
 
-CREATE SCHEMA IF NOT EXISTS walscribe_capture;
--- Every role may read the patterns (they are the configuration's), so that
+-- The schema walscribe_capture is created (or found owned by a superuser)
+-- by setup, in the same transaction. Every role may read the patterns (they are the configuration's), so that
 -- a setup run by another role can tell whether they are current.
 GRANT USAGE ON SCHEMA walscribe_capture TO PUBLIC;
 

@@ -204,9 +204,9 @@ func auditAction(a string) audit.Action { return audit.Action(a) }
 func TrustProblems(ctx context.Context, conn *pgx.Conn, r Roles, daemon string) (problems, warnings []string, err error) {
 	r = r.orDefault()
 	if r.RevokeEmitMessage {
-		var public bool
-		if err := conn.QueryRow(ctx, `SELECT has_function_privilege('public', 'pg_catalog.pg_logical_emit_message(boolean, text, text)', 'EXECUTE')`).Scan(&public); err != nil {
-			return nil, nil, fmt.Errorf("read the privileges of pg_logical_emit_message: %w", err)
+		_, public, err := emitMessage(ctx, conn)
+		if err != nil {
+			return nil, nil, err
 		}
 		if public {
 			problems = append(problems, "every role may call pg_logical_emit_message and write messages walscribe reads (events of its own): run walscribe setup as a superuser (--admin-dsn), or set roles.revoke_emit_message: false to accept it")

@@ -92,48 +92,73 @@ func EnsureRoles(ctx context.Context, conn *pgx.Conn, r Roles) (created, warning
 	return created, warnings, nil
 }
 
+// knownRelations and knownFunctions are what walscribe creates in its
+// schema (the partitions of entries besides), in this version or an earlier
+// one.
+var (
+	knownRelations = []string{"entries", "checkpoints", "rules", "gaps", "schema_migrations", "bridge_emits", "bridge_key_a", "bridge_key_b", "capture_patterns"}
+	knownFunctions = []string{"reject_change", "ensure_partitions", "current_context", "emit_context", "set_context", "log_event", "capture_table", "capture_new_tables"}
+)
+
 // PrepareSchema creates schema owned by owner, or gives it to owner with
-// every table, sequence and function in it that is not owner's yet. Objects
-// whose owner this role may not act for are left, and returned as warnings.
+// every table, sequence and function of walscribe's in it that is not
+// owner's yet. It refuses, changing nothing, a schema that holds objects
+// walscribe does not create and owner does not own (sink.schema set to an
+// application's schema, say): giving them to owner would hand them to the
+// trail's owner. Objects whose owner this role may not act for are left,
+// and returned as warnings.
 func PrepareSchema(ctx context.Context, conn *pgx.Conn, schema, owner string) (warnings []string, err error) {
 	s, o := pgx.Identifier{schema}.Sanitize(), pgx.Identifier{owner}.Sanitize()
-	var current *string
-	if err := conn.QueryRow(ctx, `SELECT nspowner::regrole::text FROM pg_namespace WHERE nspname = $1`, schema).Scan(&current); err != nil && !errors.Is(err, pgx.ErrNoRows) {
-		return nil, fmt.Errorf("read schema %q: %w", schema, err)
-	}
-	switch {
-	case current == nil:
-		if _, err := conn.Exec(ctx, `CREATE SCHEMA IF NOT EXISTS `+s+` AUTHORIZATION `+o); err != nil {
-			return nil, fmt.Errorf("create schema %q owned by %s: %w", schema, owner, hint(err, owner))
-		}
-	case *current != o:
-		if _, err := conn.Exec(ctx, `ALTER SCHEMA `+s+` OWNER TO `+o); err != nil {
-			return nil, fmt.Errorf("give schema %q to %s: %w", schema, owner, hint(err, owner))
-		}
-	}
 	rows, err := conn.Query(ctx, `
 		SELECT CASE c.relkind WHEN 'S' THEN 'SEQUENCE' WHEN 'v' THEN 'VIEW' WHEN 'm' THEN 'MATERIALIZED VIEW' ELSE 'TABLE' END,
-		       format('%I.%I', n.nspname, c.relname), pg_has_role(c.relowner, 'USAGE')
+		       format('%I.%I', n.nspname, c.relname), pg_has_role(c.relowner, 'USAGE'),
+		       c.relname = ANY($3) OR (c.relispartition AND pg_partition_root(c.oid) = (SELECT e.oid FROM pg_class e WHERE e.relnamespace = n.oid AND e.relname = 'entries'))
 		  FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
 		 WHERE n.nspname = $1 AND c.relkind IN ('r', 'p', 'S', 'v', 'm', 'f') AND c.relowner <> $2::regrole
 		UNION ALL
-		SELECT 'FUNCTION', p.oid::regprocedure::text, pg_has_role(p.proowner, 'USAGE')
+		SELECT CASE p.prokind WHEN 'p' THEN 'PROCEDURE' WHEN 'a' THEN 'AGGREGATE' ELSE 'FUNCTION' END,
+		       p.oid::regprocedure::text, pg_has_role(p.proowner, 'USAGE'), p.prokind = 'f' AND p.proname = ANY($4)
 		  FROM pg_proc p JOIN pg_namespace n ON n.oid = p.pronamespace
 		 WHERE n.nspname = $1 AND p.proowner <> $2::regrole
-		 ORDER BY 2`, schema, owner)
+		 ORDER BY 2`, schema, owner, knownRelations, knownFunctions)
 	if err != nil {
 		return nil, fmt.Errorf("read what schema %q holds: %w", schema, err)
 	}
 	type object struct {
 		kind, name string
-		may        bool
+		may, known bool
 	}
 	objects, err := pgx.CollectRows(rows, func(r pgx.CollectableRow) (object, error) {
 		var o object
-		return o, r.Scan(&o.kind, &o.name, &o.may)
+		return o, r.Scan(&o.kind, &o.name, &o.may, &o.known)
 	})
 	if err != nil {
 		return nil, fmt.Errorf("read what schema %q holds: %w", schema, err)
+	}
+	var foreign []string
+	for _, obj := range objects {
+		if !obj.known {
+			foreign = append(foreign, strings.ToLower(obj.kind)+" "+obj.name)
+		}
+	}
+	if len(foreign) > 0 {
+		return nil, fmt.Errorf("schema %q holds objects walscribe does not create (%s): walscribe gives its schema and what is in it to %s, and will not give these; set sink.schema to a schema of walscribe's own, or move them out",
+			schema, strings.Join(foreign, ", "), owner)
+	}
+	var exists, owned bool
+	if err := conn.QueryRow(ctx, `SELECT count(*) > 0, coalesce(bool_or(nspowner = $2::regrole), false) FROM pg_namespace WHERE nspname = $1`,
+		schema, owner).Scan(&exists, &owned); err != nil {
+		return nil, fmt.Errorf("read schema %q: %w", schema, err)
+	}
+	switch {
+	case !exists:
+		if _, err := conn.Exec(ctx, `CREATE SCHEMA IF NOT EXISTS `+s+` AUTHORIZATION `+o); err != nil {
+			return nil, fmt.Errorf("create schema %q owned by %s: %w", schema, owner, hint(err, owner))
+		}
+	case !owned:
+		if _, err := conn.Exec(ctx, `ALTER SCHEMA `+s+` OWNER TO `+o); err != nil {
+			return nil, fmt.Errorf("give schema %q to %s: %w", schema, owner, hint(err, owner))
+		}
 	}
 	for _, obj := range objects {
 		if !obj.may {
@@ -323,12 +348,28 @@ func writerRoles(ctx context.Context, conn *pgx.Conn, r Roles, names []string) (
 	return need, warnings, nil
 }
 
+// emitMessage returns pg_logical_emit_message's signatures on this server,
+// for GRANT and REVOKE (two up to PostgreSQL 16; 17 replaced them with ones
+// taking a flush flag), and whether PUBLIC may call any of them.
+func emitMessage(ctx context.Context, conn *pgx.Conn) (fns string, public bool, err error) {
+	err = conn.QueryRow(ctx, `SELECT string_agg(format('pg_catalog.%I(%s)', p.proname, pg_get_function_identity_arguments(p.oid)), ', ' ORDER BY p.oid),
+			coalesce(bool_or(has_function_privilege('public', p.oid, 'EXECUTE')), false)
+		FROM pg_proc p WHERE p.proname = 'pg_logical_emit_message' AND p.pronamespace = 'pg_catalog'::regnamespace`).Scan(&fns, &public)
+	if err != nil {
+		return "", false, fmt.Errorf("read the privileges of pg_logical_emit_message: %w", err)
+	}
+	return fns, public, nil
+}
+
 // restrictMessages revokes pg_logical_emit_message from PUBLIC and grants
 // it to the owner, whose functions emit the bridge's messages; with
-// restrict false it grants it back to PUBLIC. Only a superuser may; for
-// other roles it returns a warning saying what to run.
+// RevokeEmitMessage false it grants it back to PUBLIC. Only a superuser
+// may; for other roles it returns a warning saying what to run.
 func restrictMessages(ctx context.Context, conn *pgx.Conn, r Roles) (warning string, err error) {
-	fns := `pg_catalog.pg_logical_emit_message(boolean, text, text), pg_catalog.pg_logical_emit_message(boolean, text, bytea)`
+	fns, public, err := emitMessage(ctx, conn)
+	if err != nil {
+		return "", err
+	}
 	var stmt string
 	if r.RevokeEmitMessage {
 		stmt = `REVOKE EXECUTE ON FUNCTION ` + fns + ` FROM PUBLIC; GRANT EXECUTE ON FUNCTION ` + fns + ` TO ` + pgx.Identifier{r.Owner}.Sanitize()
@@ -340,14 +381,7 @@ func restrictMessages(ctx context.Context, conn *pgx.Conn, r Roles) (warning str
 		return "", fmt.Errorf("read role: %w", err)
 	}
 	if !super {
-		if !r.RevokeEmitMessage {
-			return "", nil
-		}
-		var public bool
-		if err := conn.QueryRow(ctx, `SELECT has_function_privilege('public', 'pg_catalog.pg_logical_emit_message(boolean, text, text)', 'EXECUTE')`).Scan(&public); err != nil {
-			return "", fmt.Errorf("read the privileges of pg_logical_emit_message: %w", err)
-		}
-		if public {
+		if r.RevokeEmitMessage && public {
 			return "every role may still call pg_logical_emit_message and write messages walscribe reads: run setup as a superuser, or run as one: " + stmt, nil
 		}
 		return "", nil

@@ -346,12 +346,24 @@ func TestRunPreparesSourceIdempotently(t *testing.T) {
 }
 
 // TestRunSeparateSink keeps the audit schema in its own database: the source
-// gets no audit schema, and a source schema named like the sink's is an
-// ordinary schema that may be tracked.
+// gets no audit tables, only the bridge, in a schema of the same name. A
+// source schema of that name that holds the application's tables is not
+// taken over: setup says to choose another sink.schema.
 func TestRunSeparateSink(t *testing.T) {
 	src, sink := srv.NewDB(t), srv.NewDB(t)
 	pgtest.Exec(t, src, schemaSQL, `CREATE SCHEMA audit`, `CREATE TABLE audit.logins (id int PRIMARY KEY)`)
 	cfg := config(t, src, "public.invoices", "audit.logins")
+	cfg.SinkDSN = sink
+	out, err := run(t, cfg)
+	if err == nil || !strings.Contains(err.Error(), `schema "audit" holds objects walscribe does not create (table audit.logins)`) ||
+		!strings.Contains(err.Error(), "set sink.schema") {
+		t.Fatalf("Run with an application schema named like sink.schema: %v, want a refusal naming audit.logins\noutput:\n%s", err, out)
+	}
+	if n := queryStrings(t, pgtest.Connect(t, src), `SELECT nspowner::regrole::text FROM pg_namespace WHERE nspname = 'audit'`); len(n) != 1 || n[0] != "postgres" {
+		t.Errorf("the application's schema audit changed owner: %v", n)
+	}
+	pgtest.Exec(t, src, `ALTER SCHEMA audit RENAME TO app_audit`)
+	cfg = config(t, src, "public.invoices", "app_audit.logins")
 	cfg.SinkDSN = sink
 	if out, err := run(t, cfg); err != nil {
 		t.Fatalf("Run: %v\noutput:\n%s", err, out)
@@ -363,7 +375,7 @@ func TestRunSeparateSink(t *testing.T) {
 	if sinkState.Migration != migrations.Latest() {
 		t.Errorf("sink has audit migrations at version %d, want %d", sinkState.Migration, migrations.Latest())
 	}
-	if want := []string{"walscribe all=f ops=1111 viaroot=t tables=audit.logins,public.invoices"}; !reflect.DeepEqual(srcState.Publications, want) {
+	if want := []string{"walscribe all=f ops=1111 viaroot=t tables=app_audit.logins,public.invoices"}; !reflect.DeepEqual(srcState.Publications, want) {
 		t.Errorf("source publications %v, want %v", srcState.Publications, want)
 	}
 	if len(sinkState.Publications)+len(sinkState.Slots) > 0 {

@@ -77,6 +77,31 @@ var captureSQL string
 // which run as the superuser that installed them, and their patterns.
 const captureSchema = "walscribe_capture"
 
+// captureSchemaOwned creates captureSchema, or checks that a superuser owns
+// it: one that another role owns may hold anything that role put there, and
+// nothing a superuser runs goes in it. In the transaction that installs the
+// functions, and without IF NOT EXISTS, so that a schema created meanwhile
+// makes the creation fail rather than slip in.
+func captureSchemaOwned(ctx context.Context, tx pgx.Tx) error {
+	var owner *string
+	var super bool
+	err := tx.QueryRow(ctx, `SELECT r.rolname::text, r.rolsuper FROM pg_namespace n JOIN pg_roles r ON r.oid = n.nspowner
+		WHERE n.nspname = $1`, captureSchema).Scan(&owner, &super)
+	switch {
+	case errors.Is(err, pgx.ErrNoRows):
+		if _, err := tx.Exec(ctx, `CREATE SCHEMA `+captureSchema); err != nil {
+			return fmt.Errorf("create schema %s: %w", captureSchema, err)
+		}
+		return nil
+	case err != nil:
+		return fmt.Errorf("read schema %s: %w", captureSchema, err)
+	case !super:
+		return fmt.Errorf("schema %s belongs to role %s, not to a superuser: walscribe puts functions that run as a superuser in it, and will not where another role may change them; look at what it holds, then drop it (DROP SCHEMA %s CASCADE) and run setup again",
+			captureSchema, *owner, captureSchema)
+	}
+	return nil
+}
+
 // dropLegacyCapture drops the capture of new tables as earlier versions
 // installed it: in the audit schema, where the owner of that schema could
 // replace what a superuser runs. capture.sql installs it again, in its own
@@ -118,17 +143,6 @@ func InstallCapture(ctx context.Context, conn *pgx.Conn, schema, publication, sk
 		}
 		return true, nil
 	}
-	// A schema of that name that a superuser does not own may hold
-	// anything its owner put there: nothing a superuser runs goes in it.
-	var foreign *string
-	if err := conn.QueryRow(ctx, `SELECT r.rolname FROM pg_namespace n JOIN pg_roles r ON r.oid = n.nspowner
-		WHERE n.nspname = $1 AND NOT r.rolsuper`, captureSchema).Scan(&foreign); err != nil && !errors.Is(err, pgx.ErrNoRows) {
-		return false, fmt.Errorf("read schema %s: %w", captureSchema, err)
-	}
-	if foreign != nil {
-		return false, fmt.Errorf("schema %s belongs to role %s, not to a superuser: walscribe puts functions that run as a superuser in it, and will not where another role may change them; look at what it holds, then drop it (DROP SCHEMA %s CASCADE) and run setup again",
-			captureSchema, *foreign, captureSchema)
-	}
 	lit := func(s string) string { return "'" + strings.ReplaceAll(s, "'", "''") + "'" }
 	sql := strings.NewReplacer(
 		"{{schema}}", pgx.Identifier{schema}.Sanitize(),
@@ -140,6 +154,9 @@ func InstallCapture(ctx context.Context, conn *pgx.Conn, schema, publication, sk
 		return false, err
 	}
 	defer tx.Rollback(ctx)
+	if err := captureSchemaOwned(ctx, tx); err != nil {
+		return false, err
+	}
 	if err := dropLegacyCapture(ctx, tx, schema); err != nil {
 		return false, err
 	}

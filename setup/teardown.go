@@ -34,6 +34,9 @@ type TeardownConfig struct {
 	// daemon's own.
 	AdminSourceDSN string
 	AdminSinkDSN   string
+	// Owner is the trail's owner role (roles.owner), whose grant of
+	// pg_logical_emit_message teardown takes back; "" means the default.
+	Owner string
 }
 
 // bridgeFunctions are the functions setup installs in the audit schema of
@@ -44,7 +47,7 @@ var bridgeFunctions = []string{"capture_new_tables", "capture_table", "log_event
 
 // bridgeRelations are the bridge's sequences and tables in the audit schema
 // of the source: its secret, and the capture patterns of earlier versions.
-var bridgeRelations = []string{"bridge_key_a", "bridge_key_b", "capture_patterns"}
+var bridgeRelations = []string{"bridge_emits", "bridge_key_a", "bridge_key_b", "capture_patterns"}
 
 // captureTrigger is the event trigger of capture.sql.
 const captureTrigger = "walscribe_capture"
@@ -65,6 +68,9 @@ const forceTimeout = 10 * time.Second
 // trigger, which setup installs as a superuser, needs one). It does not change REPLICA IDENTITY back: setup does not know
 // what it was before.
 func Teardown(ctx context.Context, cfg TeardownConfig, say func(format string, args ...any)) error {
+	if cfg.Owner == "" {
+		cfg.Owner = DefaultRoles().Owner
+	}
 	srcDSN, srcKey := cfg.SourceDSN, "source.dsn"
 	if cfg.AdminSourceDSN != "" {
 		srcDSN, srcKey = cfg.AdminSourceDSN, "--admin-dsn"
@@ -173,7 +179,7 @@ func Teardown(ctx context.Context, cfg TeardownConfig, say func(format string, a
 		}
 		say("%s %s.%s: dropped", *kind, cfg.SinkSchema, rel)
 	}
-	if err := restoreMessages(ctx, src, say); err != nil {
+	if err := restoreMessages(ctx, src, cfg.Owner, say); err != nil {
 		return err
 	}
 
@@ -248,7 +254,7 @@ func checkOwnership(ctx context.Context, conn *pgx.Conn, cfg TeardownConfig) err
 		UNION ALL
 		SELECT format('table %s (owner %s)', c.oid::regclass, c.relowner::regrole)
 			FROM pg_class c WHERE NOT pg_has_role(c.relowner, 'USAGE') AND (
-				(c.relnamespace = (SELECT oid FROM pg_namespace WHERE nspname = $3) AND c.relname IN ('capture_patterns', 'bridge_key_a', 'bridge_key_b'))
+				(c.relnamespace = (SELECT oid FROM pg_namespace WHERE nspname = $3) AND c.relname IN ('capture_patterns', 'bridge_emits', 'bridge_key_a', 'bridge_key_b'))
 				OR c.oid IN (SELECT tgrelid FROM pg_trigger WHERE tgname = $5 AND NOT tgisinternal AND tgparentid = 0))
 		UNION ALL
 		SELECT format('schema %s (owner %s)', n.nspname, n.nspowner::regrole)
@@ -360,18 +366,25 @@ func dropAuditData(ctx context.Context, conn *pgx.Conn, schema string, say func(
 }
 
 // restoreMessages gives pg_logical_emit_message back to PUBLIC, as
-// PostgreSQL has it, when setup revoked it. Only a superuser may; another
-// role is told what to run.
-func restoreMessages(ctx context.Context, conn *pgx.Conn, say func(format string, args ...any)) error {
-	var public, super bool
-	if err := conn.QueryRow(ctx, `SELECT has_function_privilege('public', 'pg_catalog.pg_logical_emit_message(boolean, text, text)', 'EXECUTE'),
-		(SELECT rolsuper FROM pg_roles WHERE rolname = current_user)`).Scan(&public, &super); err != nil {
-		return fmt.Errorf("read the privileges of pg_logical_emit_message: %w", err)
+// PostgreSQL has it, and takes it from owner (setup's grant), when setup
+// revoked it. Only a superuser may; another role is told what to run.
+func restoreMessages(ctx context.Context, conn *pgx.Conn, owner string, say func(format string, args ...any)) error {
+	fns, public, err := emitMessage(ctx, conn)
+	if err != nil {
+		return err
+	}
+	var super, ownerExists bool
+	if err := conn.QueryRow(ctx, `SELECT (SELECT rolsuper FROM pg_roles WHERE rolname = current_user),
+		EXISTS (SELECT 1 FROM pg_roles WHERE rolname = $1)`, owner).Scan(&super, &ownerExists); err != nil {
+		return fmt.Errorf("read roles: %w", err)
 	}
 	if public {
 		return nil
 	}
-	const stmt = `GRANT EXECUTE ON FUNCTION pg_catalog.pg_logical_emit_message(boolean, text, text), pg_catalog.pg_logical_emit_message(boolean, text, bytea) TO PUBLIC`
+	stmt := `GRANT EXECUTE ON FUNCTION ` + fns + ` TO PUBLIC`
+	if owner != "" && ownerExists {
+		stmt += `; REVOKE EXECUTE ON FUNCTION ` + fns + ` FROM ` + pgx.Identifier{owner}.Sanitize()
+	}
 	if !super {
 		say("pg_logical_emit_message: still revoked from PUBLIC; a superuser can give it back: %s", stmt)
 		return nil

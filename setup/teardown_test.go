@@ -343,7 +343,7 @@ func TestTeardownRefuses(t *testing.T) {
 		td.SourceDSN = asUser(t, cfg.SourceDSN, role)
 		out, err := teardown(t, td)
 		if err == nil || !containsAll(err.Error(), []string{"nothing removed", "event trigger walscribe_capture (owner postgres)",
-			"publication walscribe (owner postgres)", "function audit.emit_context() (owner walscribe_owner)", "schema walscribe_capture (owner postgres)", "table invoices (owner postgres)", "as a superuser"}) {
+			"publication walscribe (owner postgres)", "function audit.emit_context() (owner walscribe_owner)", "schema walscribe_capture (owner postgres)", "table public.invoices (owner postgres)", "as a superuser"}) {
 			t.Fatalf("teardown as a role that owns nothing: error %v, want one naming what it may not drop and saying to run it as a superuser\noutput:\n%s", err, out)
 		}
 		if after := leftovers(t, cfg); !reflect.DeepEqual(after, before) {
@@ -405,7 +405,7 @@ func TestTeardownForeignUserOfTheBridge(t *testing.T) {
 	cfg := setUpForTeardown(t, false)
 	pgtest.Exec(t, cfg.SourceDSN, `CREATE TRIGGER mine BEFORE INSERT ON customers FOR EACH STATEMENT EXECUTE FUNCTION audit.emit_context()`)
 	out, err := teardown(t, teardownConfig(cfg))
-	if err == nil || !strings.Contains(err.Error(), "trigger mine on table customers") {
+	if err == nil || !strings.Contains(err.Error(), "trigger mine on table public.customers") {
 		t.Fatalf("teardown with a foreign trigger on the bridge: error %v, want one naming that trigger\noutput:\n%s", err, out)
 	}
 	pgtest.Exec(t, cfg.SourceDSN, `DROP TRIGGER mine ON customers`)

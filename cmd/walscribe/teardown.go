@@ -66,5 +66,6 @@ func teardownConfig(c *config.Config) setup.TeardownConfig {
 		SinkSchema:  s.SinkSchema,
 		Slot:        s.Slot,
 		Publication: s.Publication,
+		Owner:       s.Roles.Owner,
 	}
 }

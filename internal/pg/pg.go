@@ -33,9 +33,16 @@ const (
 	AppTool   = "walscribe tool" // catalog lookups, setup, status, slot reads
 )
 
+// SearchPath is the search_path of every walscribe connection, whatever
+// the DSN says. walscribe names its own objects with their schema; names it
+// leaves unqualified (functions, operators, types) must be PostgreSQL's, not
+// objects some role created in public, which would otherwise run with the
+// rights of the daemon, of setup's superuser, or of the trail's owner.
+const SearchPath = "pg_catalog, pg_temp"
+
 // ParseConfig parses dsn and applies walscribe's connection defaults:
-// connect timeout, application_name appName (unless the DSN names one) and
-// TCP keepalives.
+// connect timeout, application_name appName (unless the DSN names one), TCP
+// keepalives and SearchPath.
 func ParseConfig(dsn, appName string) (*pgx.ConnConfig, error) {
 	cfg, err := pgx.ParseConfig(dsn)
 	if err != nil {
@@ -52,6 +59,7 @@ func configure(cfg *pgconn.Config, appName string) {
 	if cfg.RuntimeParams["application_name"] == "" && appName != "" {
 		cfg.RuntimeParams["application_name"] = appName
 	}
+	cfg.RuntimeParams["search_path"] = SearchPath
 	d := &net.Dialer{KeepAliveConfig: keepAlive}
 	cfg.DialFunc = d.DialContext
 }

@@ -17,22 +17,26 @@ var srv *pgtest.Server
 func TestMain(m *testing.M) { os.Exit(pgtest.Main(m, &srv, pgtest.Options{})) }
 
 // TestConnectDefaults: the connection carries walscribe's application_name
-// unless the DSN names one.
+// unless the DSN names one, and always walscribe's search_path.
 func TestConnectDefaults(t *testing.T) {
 	ctx := context.Background()
 	for _, tc := range []struct{ dsn, want string }{
 		{srv.DSN("postgres"), AppTool},
 		{srv.DSN("postgres") + "&application_name=mine", "mine"},
+		{srv.DSN("postgres") + "&search_path=public", AppTool},
 	} {
 		conn, err := Connect(ctx, tc.dsn, AppTool)
 		if err != nil {
 			t.Fatal(err)
 		}
-		var got string
-		err = conn.QueryRow(ctx, `SELECT current_setting('application_name')`).Scan(&got)
+		var got, path string
+		err = conn.QueryRow(ctx, `SELECT current_setting('application_name'), current_setting('search_path')`).Scan(&got, &path)
 		conn.Close(ctx)
 		if err != nil || got != tc.want {
 			t.Errorf("application_name = %q, %v; want %q", got, err, tc.want)
+		}
+		if path != SearchPath {
+			t.Errorf("with %s: search_path = %q, want %q", tc.dsn, path, SearchPath)
 		}
 	}
 	repl, err := ConnectReplication(ctx, srv.DSN("postgres"), AppDaemon, map[string]string{"TimeZone": "UTC"})
@@ -56,7 +60,7 @@ func TestClassify(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer conn.Close(ctx)
-	if _, err := conn.Exec(ctx, `CREATE TABLE t (id int PRIMARY KEY)`); err != nil {
+	if _, err := conn.Exec(ctx, `SET search_path = public; CREATE TABLE t (id int PRIMARY KEY)`); err != nil {
 		t.Fatal(err)
 	}
 	exec := func(sql string) error {
