@@ -206,7 +206,13 @@ func EnsurePublication(ctx context.Context, conn *pgx.Conn, name string, tables 
 	pub := pgx.Identifier{name}.Sanitize()
 	const opts = ` WITH (publish = 'insert, update, delete, truncate', publish_via_partition_root = true)`
 	if allTables == nil {
-		if _, err := conn.Exec(ctx, `CREATE PUBLICATION `+pub+` FOR TABLE `+strings.Join(idents, ", ")+opts); err != nil {
+		// No table yet (patterns that match tables created later): a
+		// publication of none, which the event trigger adds them to.
+		tablesClause := ""
+		if len(idents) > 0 {
+			tablesClause = ` FOR TABLE ` + strings.Join(idents, ", ")
+		}
+		if _, err := conn.Exec(ctx, `CREATE PUBLICATION `+pub+tablesClause+opts); err != nil {
 			return nil, nil, fmt.Errorf("create publication %q: %w", name, err)
 		}
 		return want, nil, nil
@@ -226,7 +232,16 @@ func EnsurePublication(ctx context.Context, conn *pgx.Conn, name string, tables 
 		}
 	}
 	if len(added)+len(removed) > 0 {
-		if _, err := conn.Exec(ctx, `ALTER PUBLICATION `+pub+` SET TABLE `+strings.Join(idents, ", ")); err != nil {
+		stmt := `ALTER PUBLICATION ` + pub + ` SET TABLE ` + strings.Join(idents, ", ")
+		if len(idents) == 0 { // SET TABLE takes one table at least
+			var drop []string
+			for _, h := range removed {
+				s, t, _ := strings.Cut(h, ".")
+				drop = append(drop, pgx.Identifier{s, t}.Sanitize())
+			}
+			stmt = `ALTER PUBLICATION ` + pub + ` DROP TABLE ` + strings.Join(drop, ", ")
+		}
+		if _, err := conn.Exec(ctx, stmt); err != nil {
 			return nil, nil, fmt.Errorf("alter publication %q: %w", name, err)
 		}
 	}

@@ -113,7 +113,7 @@ $$;
 
 DROP EVENT TRIGGER IF EXISTS walscribe_capture;
 CREATE EVENT TRIGGER walscribe_capture ON ddl_command_end
-    WHEN TAG IN ('CREATE TABLE', 'CREATE TABLE AS', 'SELECT INTO', 'ALTER TABLE')
+    WHEN TAG IN ('CREATE TABLE', 'CREATE TABLE AS', 'SELECT INTO', 'ALTER TABLE', 'CREATE SCHEMA')
     EXECUTE FUNCTION walscribe_capture.capture_new_tables();
 -- ALWAYS: session_replication_role does not switch it off either.
 ALTER EVENT TRIGGER walscribe_capture ENABLE ALWAYS;
