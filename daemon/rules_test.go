@@ -260,8 +260,9 @@ func TestNewTableCapturedFromFirstRow(t *testing.T) {
 
 // TestCaptureCannotBeDodged: a session that presets walscribe.* settings
 // (the names the capture and the bridge once used) keeps no new table out of
-// the publication, and a table owner who disables the context trigger finds
-// it enabled again by the same command.
+// the publication; a table owner's DISABLE TRIGGER of the context trigger is
+// refused; a trigger the owner put in its place is replaced at the next
+// ALTER TABLE.
 func TestCaptureCannotBeDodged(t *testing.T) {
 	h := newHarness(t, `CREATE TABLE existing (id int PRIMARY KEY)`, "existing")
 	rs := mustRules(t, rules.Config{Tables: []rules.TableConfig{{Name: "public.*"}}, ExcludeTables: []string{"public.oracle_*"}})
@@ -273,7 +274,10 @@ func TestCaptureCannotBeDodged(t *testing.T) {
 		CREATE TABLE dodger (id int PRIMARY KEY);
 		INSERT INTO dodger VALUES (1);
 		COMMIT`)
-	h.exec(`ALTER TABLE dodger DISABLE TRIGGER walscribe_context`)
+	if _, err := h.conn.Exec(context.Background(), `ALTER TABLE dodger DISABLE TRIGGER walscribe_context`); err == nil ||
+		!strings.Contains(err.Error(), "walscribe audits table public.dodger") {
+		t.Errorf("DISABLE TRIGGER walscribe_context on a tracked table: %v, want walscribe's refusal", err)
+	}
 	h.exec(`BEGIN; SET LOCAL audit.actor_id = 'who'; INSERT INTO dodger VALUES (2); COMMIT`)
 	// The trigger replaced by one of the owner's: the next ALTER TABLE puts
 	// the bridge's back.

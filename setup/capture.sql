@@ -32,9 +32,10 @@ GRANT SELECT ON walscribe_capture.patterns TO PUBLIC;
 -- runs only when it is still needed: the ALTER TABLE commands it runs fire
 -- the event trigger again, and the nested call, finding nothing left to do,
 -- ends the recursion. (No session setting guards it: a session could preset
--- one to keep its tables out.) An ALTER TABLE that disables the context
--- trigger or weakens the replica identity of a tracked table is undone in
--- the same command.
+-- one to keep its tables out.) A context trigger that is not the bridge's
+-- (replaced by the table's owner) is put back at the table's next ALTER
+-- TABLE; one that is disabled, and a weaker replica identity, are refused
+-- before that (refuse_weakening).
 CREATE OR REPLACE FUNCTION walscribe_capture.capture_table(rel oid) RETURNS void
 LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
 DECLARE
@@ -89,6 +90,45 @@ END
 $$;
 REVOKE ALL ON FUNCTION walscribe_capture.capture_table(oid) FROM PUBLIC;
 
+-- refuse_weakening fails an ALTER TABLE that would take a tracked table (a
+-- published one, or a partition of one) out of capture: a replica identity
+-- other than FULL (updates and deletes would lose their old row, or the
+-- table its key), or the context trigger disabled or not ENABLE ALWAYS
+-- (changes would lose who made them). The error names walscribe, the
+-- table, and how to stop tracking it instead.
+CREATE OR REPLACE FUNCTION walscribe_capture.refuse_weakening(rel oid) RETURNS void
+LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
+DECLARE
+    ident "char";
+    trig  "char";
+    what  text;
+BEGIN
+    IF NOT EXISTS (SELECT 1 FROM pg_publication p JOIN pg_publication_rel pr ON pr.prpubid = p.oid
+                    WHERE p.pubname = {{publication}} AND pr.prrelid IN (rel, pg_partition_root(rel))) THEN
+        RETURN;
+    END IF;
+    -- The bridge's own trigger (one the table's owner put in its place is
+    -- replaced by capture_table instead).
+    SELECT c.relreplident, (SELECT g.tgenabled FROM pg_trigger g WHERE g.tgrelid = c.oid AND g.tgname = 'walscribe_context'
+                              AND g.tgfoid = '{{schema}}.emit_context()'::regprocedure)
+      INTO ident, trig FROM pg_class c WHERE c.oid = rel;
+    IF ident <> 'f' THEN
+        what := format('REPLICA IDENTITY %s would leave its updates and deletes without the old row',
+                       CASE ident WHEN 'd' THEN 'DEFAULT' WHEN 'i' THEN 'USING INDEX' ELSE 'NOTHING' END);
+    ELSIF trig IS NOT NULL AND trig <> 'A' THEN
+        what := 'the context trigger walscribe_context '
+             || CASE trig WHEN 'D' THEN 'disabled' ELSE 'not ENABLE ALWAYS' END
+             || ' would leave its changes without who made them';
+    ELSE
+        RETURN;
+    END IF;
+    RAISE EXCEPTION 'walscribe audits table %: %', rel::regclass, what
+        USING ERRCODE = 'object_not_in_prerequisite_state',
+              HINT = format('To stop auditing it, add %s to exclude_tables in walscribe''s configuration and run walscribe setup; then run this command again.', rel::regclass);
+END
+$$;
+REVOKE ALL ON FUNCTION walscribe_capture.refuse_weakening(oid) FROM PUBLIC;
+
 CREATE OR REPLACE FUNCTION walscribe_capture.capture_new_tables() RETURNS event_trigger
 LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
 DECLARE
@@ -97,6 +137,12 @@ BEGIN
     IF NOT EXISTS (SELECT 1 FROM pg_publication WHERE pubname = {{publication}}) THEN
         RETURN; -- walscribe was removed from this database
     END IF;
+    -- First what is refused: outside the block below, whose errors become
+    -- warnings.
+    FOR r IN SELECT DISTINCT objid FROM pg_event_trigger_ddl_commands()
+              WHERE classid = 'pg_class'::regclass AND command_tag = 'ALTER TABLE' AND object_type IN ('table', 'table column') LOOP
+        PERFORM walscribe_capture.refuse_weakening(r.objid);
+    END LOOP;
     FOR r IN SELECT DISTINCT objid FROM pg_event_trigger_ddl_commands()
               WHERE classid = 'pg_class'::regclass AND object_type IN ('table', 'table column') LOOP
         BEGIN

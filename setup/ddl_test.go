@@ -1,8 +1,12 @@
 package setup
 
 import (
+	"context"
+	"errors"
 	"strings"
 	"testing"
+
+	"github.com/jackc/pgx/v5/pgconn"
 
 	"github.com/walscribe/walscribe/internal/pgtest"
 	"github.com/walscribe/walscribe/rules"
@@ -76,5 +80,58 @@ func TestCreateSchemaWithTables(t *testing.T) {
 		WHERE pt.pubname = 'walscribe' AND pt.schemaname = 'shop' ORDER BY 1`), ",")
 	if got != "shop.items f true,shop.orders f true" {
 		t.Errorf("tables of CREATE SCHEMA ... CREATE TABLE: %q, want both published, REPLICA IDENTITY FULL, with the context trigger", got)
+	}
+}
+
+// TestWeakeningDDLRefused: an ALTER TABLE that would take a tracked table
+// out of capture (a replica identity other than FULL, the context trigger
+// disabled) fails with walscribe's reason and how to exclude the table,
+// instead of being reset silently; a partition of a tracked table alike;
+// untracked tables, and attaching a partition, are left alone.
+func TestWeakeningDDLRefused(t *testing.T) {
+	dsn := srv.NewDB(t)
+	pgtest.Exec(t, dsn, `CREATE TABLE public.a (id int PRIMARY KEY, u int UNIQUE NOT NULL)`, `CREATE TABLE public.free (id int PRIMARY KEY)`,
+		`CREATE TABLE public.p (id int, at date, PRIMARY KEY (id, at)) PARTITION BY RANGE (at)`,
+		`CREATE TABLE public.p_2024 PARTITION OF public.p FOR VALUES FROM ('2024-01-01') TO ('2025-01-01')`)
+	rs, err := rules.New(rules.Config{Tables: []rules.TableConfig{{Name: "public.a"}, {Name: "public.p"}}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	cfg := config(t, dsn)
+	cfg.Rules = rs
+	if out, err := run(t, cfg); err != nil {
+		t.Fatalf("setup: %v\n%s", err, out)
+	}
+	conn := pgtest.Connect(t, dsn)
+	for _, stmt := range []string{
+		`ALTER TABLE public.a REPLICA IDENTITY DEFAULT`,
+		`ALTER TABLE public.a REPLICA IDENTITY NOTHING`,
+		`ALTER TABLE public.a REPLICA IDENTITY USING INDEX a_u_key`,
+		`ALTER TABLE public.a DISABLE TRIGGER walscribe_context`,
+		`ALTER TABLE public.a DISABLE TRIGGER ALL`,
+		`ALTER TABLE public.a ENABLE TRIGGER walscribe_context`,
+		`ALTER TABLE public.p_2024 REPLICA IDENTITY DEFAULT`,
+		`ALTER TABLE public.p_2024 DISABLE TRIGGER walscribe_context`,
+	} {
+		_, err := conn.Exec(context.Background(), stmt)
+		if err == nil || !strings.Contains(err.Error(), "walscribe audits table public.") {
+			t.Errorf("%s: %v, want walscribe's refusal", stmt, err)
+			continue
+		}
+		var pgErr *pgconn.PgError
+		if !errors.As(err, &pgErr) || !strings.Contains(pgErr.Hint, "exclude_tables") {
+			t.Errorf("%s: the refusal does not say how to exclude the table: %v", stmt, err)
+		}
+	}
+	if got := queryStrings(t, conn, `SELECT c.relname || ' ' || c.relreplident::text || ' ' || g.tgenabled::text FROM pg_class c
+		JOIN pg_trigger g ON g.tgrelid = c.oid AND g.tgname = 'walscribe_context' WHERE c.relname IN ('a', 'p_2024') ORDER BY 1`); strings.Join(got, ",") != "a f A,p_2024 f A" {
+		t.Errorf("after the refusals: %v, want both FULL with the trigger enabled always", got)
+	}
+	// Untracked tables, and a table attached as a partition, are not refused.
+	pgtest.Exec(t, dsn, `ALTER TABLE public.free REPLICA IDENTITY NOTHING`,
+		`CREATE TABLE public.p_2025 (id int, at date, PRIMARY KEY (id, at))`,
+		`ALTER TABLE public.p ATTACH PARTITION public.p_2025 FOR VALUES FROM ('2025-01-01') TO ('2026-01-01')`)
+	if got := queryStrings(t, conn, `SELECT relreplident::text FROM pg_class WHERE relname = 'p_2025'`); strings.Join(got, "") != "f" {
+		t.Errorf("the attached partition has REPLICA IDENTITY %v, want FULL", got)
 	}
 }
