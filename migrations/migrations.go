@@ -12,6 +12,8 @@ import (
 	"strings"
 
 	"github.com/jackc/pgx/v5"
+
+	"github.com/walscribe/walscribe/internal/pg"
 )
 
 //go:embed *.sql
@@ -94,7 +96,7 @@ func applyOne(ctx context.Context, conn *pgx.Conn, ident, schema string, m Migra
 		return false, err
 	}
 	defer tx.Rollback(ctx)
-	if _, err := tx.Exec(ctx, `SELECT pg_advisory_xact_lock(hashtext('walscribe.migrations.' || $1))`, schema); err != nil {
+	if _, err := tx.Exec(ctx, `SELECT `+pg.AdvisoryLock(`'walscribe.migrations.' || $1`), schema); err != nil {
 		return false, err
 	}
 	// CREATE SCHEMA IF NOT EXISTS needs CREATE on the database even when

@@ -11,7 +11,9 @@ import (
 	"github.com/jackc/pglogrepl"
 
 	"github.com/walscribe/walscribe/audit"
+	"github.com/walscribe/walscribe/internal/pgtest"
 	"github.com/walscribe/walscribe/metrics"
+	"github.com/walscribe/walscribe/migrations"
 )
 
 // poison are values a session variable, a logical message or a row can
@@ -90,4 +92,27 @@ func randomHex(n int) string {
 	b := make([]byte, (n+1)/2)
 	rand.Read(b)
 	return hex.EncodeToString(b)[:n]
+}
+
+// TestApplicationLocksDoNotBlock: the sink's writer lock is not in the key
+// space of the advisory locks applications take: an application holding
+// the lock walscribe once used (hashtext of the same name, one bigint key)
+// does not stop the sink.
+func TestApplicationLocksDoNotBlock(t *testing.T) {
+	p, conn := openSink(t, metrics.Discard())
+	ctx := context.Background()
+	app := pgtest.Connect(t, p.cfg.DSN)
+	if _, err := app.Exec(ctx, `SELECT pg_advisory_lock(hashtext('walscribe.sink.audit')), pg_advisory_lock(hashtext('walscribe.migrations.audit'))`); err != nil {
+		t.Fatal(err)
+	}
+	wctx, cancel := context.WithTimeout(ctx, 5*time.Second)
+	defer cancel()
+	tx := &audit.Transaction{Xid: 1, CommitLSN: 0x100, EndLSN: 0x101, CommittedAt: time.Now().UTC(), Count: 1, Entries: []audit.Entry{
+		{Seq: 1, Schema: "public", Table: "t", Action: audit.Insert, PK: []byte(`{"id": 1}`), New: []byte(`{"id": 1}`)}}}
+	if err := p.writeRetrying(wctx, []*audit.Transaction{tx}); err != nil {
+		t.Fatalf("the sink waited for an application's advisory lock: %v", err)
+	}
+	if _, err := migrations.Apply(wctx, conn, "audit"); err != nil {
+		t.Fatalf("the migrations waited for an application's advisory lock: %v", err)
+	}
 }

@@ -249,7 +249,7 @@ func (p *Postgres) writeRetrying(ctx context.Context, batch []*audit.Transaction
 func (p *Postgres) progressQuery(lock bool) string {
 	first := `NULL::void`
 	if lock {
-		first = `pg_advisory_xact_lock(hashtext('walscribe.sink.' || $2))`
+		first = pg.AdvisoryLock(`'walscribe.sink.' || $2`)
 	}
 	return `SELECT ` + first + `, c.end_lsn, c.committed_at,
 			greatest((SELECT coalesce(max(last_id), 0) FROM ` + p.schema + `.checkpoints),

@@ -40,6 +40,18 @@ const (
 // rights of the daemon, of setup's superuser, or of the trail's owner.
 const SearchPath = "pg_catalog, pg_temp"
 
+// AdvisoryClass is the first key of walscribe's advisory locks, taken as
+// pg_advisory_xact_lock(AdvisoryClass, hashtext(name)): the two-key form
+// never meets the one-key (bigint) locks applications take, and this class
+// ("WALS" in ASCII) keeps walscribe's apart from other two-key users.
+const AdvisoryClass = 0x57414c53
+
+// AdvisoryLock is the SQL that takes walscribe's transaction-level advisory
+// lock for the text expression name.
+func AdvisoryLock(name string) string {
+	return fmt.Sprintf("pg_advisory_xact_lock(%d, hashtext(%s))", AdvisoryClass, name)
+}
+
 // ParseConfig parses dsn and applies walscribe's connection defaults:
 // connect timeout, application_name appName (unless the DSN names one), TCP
 // keepalives and SearchPath.
