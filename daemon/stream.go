@@ -122,14 +122,24 @@ func fatal(err error) bool {
 	case pgerrcode.InvalidAuthorizationSpecification, pgerrcode.InvalidPassword, pgerrcode.InsufficientPrivilege:
 		return true
 	}
-	var decodeErr *decodeError
+	var decodeErr *DecodeError
 	return errors.As(err, &decodeErr)
 }
 
-type decodeError struct{ err error }
+// DecodeError is a message of the stream walscribe cannot decode: where it
+// is in the WAL, and the table of the change when it is one. It stops the
+// daemon (the slot keeps the WAL from there on).
+type DecodeError struct {
+	LSN   pglogrepl.LSN // the message's position in the WAL
+	Table string        // "schema.table" of a change; "" for other messages
+	Err   error
+}
 
-func (e *decodeError) Error() string { return "decode: " + e.err.Error() }
-func (e *decodeError) Unwrap() error { return e.err }
+func (e *DecodeError) Error() string {
+	return fmt.Sprintf("decode the message at %s: %v", e.LSN, e.Err)
+}
+
+func (e *DecodeError) Unwrap() error { return e.Err }
 
 // session runs one replication session. It returns the connection when ctx
 // ended it, and whether it received anything.
@@ -221,7 +231,11 @@ func (d *Daemon) session(ctx context.Context, ch chan<- *audit.Transaction) (*cd
 				return conn, progressed, err
 			}
 			d.m.Errors.WithLabelValues("decode").Inc()
-			return conn, progressed, &decodeError{err}
+			derr := &DecodeError{LSN: msg.WALStart, Err: err}
+			if change := (*decoder.ChangeError)(nil); errors.As(err, &change) {
+				derr.Table = change.Table
+			}
+			return conn, progressed, derr
 		}
 		d.lag.setBusy(d.dec.Busy())
 		if n := d.dec.InvalidContexts; n != d.invalid {

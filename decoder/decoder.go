@@ -162,6 +162,38 @@ type column struct {
 // committed.
 func (d *Decoder) InTransaction() bool { return d.tx != nil }
 
+// ChangeError is an error decoding a row change, with the table it
+// changes ("" when the relation is not known yet).
+type ChangeError struct {
+	Table string
+	Err   error
+}
+
+func (e *ChangeError) Error() string {
+	if e.Table == "" {
+		return e.Err.Error()
+	}
+	return e.Table + ": " + e.Err.Error()
+}
+
+func (e *ChangeError) Unwrap() error { return e.Err }
+
+// relationName is "schema.table" of relation id as the stream described
+// it, "" when it has not.
+func (d *Decoder) relationName(id uint32) string {
+	rel, ok := (*relation)(nil), false
+	if st := d.streams[d.streamXid]; d.inStream && st != nil {
+		rel, ok = st.rels[id]
+	}
+	if !ok {
+		rel, ok = d.rels[id]
+	}
+	if !ok {
+		return ""
+	}
+	return rel.schema + "." + rel.table
+}
+
 // Busy reports whether any transaction, streamed ones included, is in
 // progress.
 func (d *Decoder) Busy() bool { return d.tx != nil || d.inStream || len(d.streams) > 0 }
@@ -256,9 +288,12 @@ func (d *Decoder) Decode(ctx context.Context, data []byte) (*audit.Transaction, 
 	switch data[0] {
 	case 'I', 'U', 'D':
 		if err := d.chg.parse(data, d.inStream, &d.oldT, &d.newT); err != nil {
-			return nil, fmt.Errorf("parse pgoutput message %q: %w", data[0], err)
+			return nil, &ChangeError{Table: d.relationName(d.chg.relID), Err: fmt.Errorf("parse pgoutput message %q: %w", data[0], err)}
 		}
-		return nil, d.decodeChange(&d.chg)
+		if err := d.decodeChange(&d.chg); err != nil {
+			return nil, &ChangeError{Table: d.relationName(d.chg.relID), Err: err}
+		}
+		return nil, nil
 	}
 	msg, err := pglogrepl.ParseV2(data, d.inStream)
 	if err != nil {

@@ -2,6 +2,7 @@ package main
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"net"
 	"os"
@@ -77,7 +78,11 @@ rules in force stay. Tables to add to or remove from the publication need
 			signal.Notify(hup, syscall.SIGHUP)
 			defer signal.Stop(hup)
 			go reloadOnHangup(ctx, hup, g, d, log)
-			return d.Run(ctx)
+			if err := d.Run(ctx); err != nil {
+				logStop(log, err)
+				return loggedError{err}
+			}
+			return nil
 		},
 	}
 }
@@ -123,3 +128,23 @@ func daemonConfig(c *config.Config) (daemon.Config, sink.Config) {
 			BatchMaxWait:    c.Sink.BatchMaxWait,
 		}
 }
+
+// logStop logs why the daemon stopped as a log record, with the WAL
+// position and table of a message it could not decode.
+func logStop(log *zap.Logger, err error) {
+	fields := []zap.Field{zap.Error(err)}
+	if de := (*daemon.DecodeError)(nil); errors.As(err, &de) {
+		fields = append(fields, zap.Stringer("lsn", de.LSN))
+		if de.Table != "" {
+			fields = append(fields, zap.String("table", de.Table))
+		}
+	}
+	log.Error("walscribe stopped", fields...)
+}
+
+// loggedError is an error already logged as a record: main exits with it
+// without printing it again.
+type loggedError struct{ err error }
+
+func (e loggedError) Error() string { return e.err.Error() }
+func (e loggedError) Unwrap() error { return e.err }
