@@ -30,7 +30,17 @@ type lagState struct {
 	// Set for every message: atomics, not the mutex.
 	busy      atomic.Bool
 	sourceEnd atomic.Uint64
+	// sent is how far the server's walsender has read the WAL for
+	// walscribe: the position of its latest change or keepalive. While it
+	// decodes a backlog (WAL of tables walscribe does not track included)
+	// nothing may wait in walscribe, yet the slot is far behind.
+	sent atomic.Uint64
 }
+
+// walsenderSlack is how far the source's WAL position, polled, may be ahead
+// of the walsender's last message without counting as lag: the poll and the
+// walsender's keepalives are not taken at the same moment.
+const walsenderSlack = 16 << 20
 
 type pendingTx struct {
 	end       pglogrepl.LSN
@@ -86,15 +96,31 @@ func (l *lagState) sourceAt(lsn pglogrepl.LSN) {
 	}
 }
 
+// sentAt notes how far the walsender has read the WAL.
+func (l *lagState) sentAt(lsn pglogrepl.LSN) {
+	for {
+		old := l.sent.Load()
+		if uint64(lsn) <= old || l.sent.CompareAndSwap(old, uint64(lsn)) {
+			return
+		}
+	}
+}
+
 // measure returns the lag: the WAL the source has written past what is
-// stored while anything is waiting (0 when caught up, whatever other WAL the
-// server writes), and the age of the oldest commit not yet stored.
+// stored while anything is waiting, or past what the walsender has read
+// when it is more than walsenderSlack behind (0 when caught up, whatever
+// other WAL the server writes), and the age of the oldest commit not yet
+// stored.
 func (l *lagState) measure(now time.Time) (bytes int64, seconds float64) {
 	l.mu.Lock()
 	defer l.mu.Unlock()
 	waiting := l.head < len(l.pending)
+	source := int64(l.sourceEnd.Load())
 	if waiting || l.busy.Load() {
-		bytes = max(0, int64(l.sourceEnd.Load())-int64(l.durable))
+		bytes = max(0, source-int64(l.durable))
+	}
+	if behind := source - max(int64(l.sent.Load()), int64(l.durable)); behind > walsenderSlack {
+		bytes = max(bytes, behind)
 	}
 	if waiting {
 		seconds = max(0, now.Sub(l.pending[l.head].committed).Seconds())

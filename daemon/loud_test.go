@@ -49,6 +49,49 @@ func TestLagRisesWhileTheSinkIsBlocked(t *testing.T) {
 	h.checkOracle()
 }
 
+// TestLagCountsTheWalsendersBacklog: while the server's walsender decodes a
+// backlog of WAL that holds nothing walscribe tracks (nothing waits in
+// walscribe, and the slot is far behind), the byte lag says how far behind
+// it is, and falls back to 0 once it has caught up.
+func TestLagCountsTheWalsendersBacklog(t *testing.T) {
+	h := newHarness(t, `CREATE TABLE t (id int PRIMARY KEY); CREATE TABLE untracked (id int, pad text)`, "t")
+	m := metrics.Discard()
+	h.cfg.Metrics = m
+	h.cfg.LagInterval = 20 * time.Millisecond
+	h.cfg.SlotPollInterval = 50 * time.Millisecond
+	h.exec(`INSERT INTO untracked SELECT i, md5(i::text) || md5((i + 1)::text) FROM generate_series(1, 1500000) i`)
+	h.start()
+	h.sync()
+	h.stop()
+	// WAL that holds no change at all (an index built), about 130 MB, then
+	// one change walscribe tracks: no transaction reaches walscribe until
+	// the walsender has read through it.
+	h.exec(`CREATE INDEX ON untracked (pad)`)
+	h.exec(`INSERT INTO t VALUES (1)`)
+	h.start()
+	started := time.Now()
+	var seen time.Time
+	h.waitFor("the change behind the backlog stored", func() bool {
+		if seen.IsZero() && testutil.ToFloat64(m.LagBytes) > 50e6 {
+			seen = time.Now()
+		}
+		return h.count(`SELECT count(*) FROM audit.entries WHERE table_name = 't'`) == 1
+	})
+	stored := time.Now()
+	t.Logf("lag above 50 MB after %v, the change stored after %v", seen.Sub(started), stored.Sub(started))
+	// Without the walsender's position, the lag shows only once the change
+	// has reached walscribe, a batch (20 ms) before it is stored.
+	if seen.IsZero() || stored.Sub(seen) < 300*time.Millisecond {
+		t.Errorf("the lag rose %v before the change behind the backlog was stored, want it shown while the walsender reads the backlog", stored.Sub(seen))
+	}
+	h.sync()
+	h.waitFor("the lag back to 0", func() bool { return testutil.ToFloat64(m.LagBytes) == 0 })
+	h.stop()
+	if n := h.count(`SELECT count(*) FROM audit.entries WHERE table_name = 't'`); n != 1 {
+		t.Errorf("%d entries of t, want 1", n)
+	}
+}
+
 // TestGapThatCannotBeRecordedStopsTheStart: when the gap's record fails,
 // the daemon does not stream past it; once it can be recorded, it is, and
 // the trail goes on.

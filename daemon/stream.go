@@ -204,6 +204,11 @@ func (d *Daemon) session(ctx context.Context, ch chan<- *audit.Transaction) (*cd
 		d.lastMessage.Store(now.UnixNano())
 		progressed = true
 		d.lag.sourceAt(msg.ServerWALEnd)
+		if msg.Data == nil { // keepalive: the walsender's position
+			d.lag.sentAt(msg.ServerWALEnd)
+		} else {
+			d.lag.sentAt(msg.WALStart)
+		}
 		if msg.Data == nil { // keepalive
 			if !d.dec.Busy() {
 				if err := d.applyReload(ctx, conn, ch); err != nil {

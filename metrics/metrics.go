@@ -53,7 +53,7 @@ func New(reg prometheus.Registerer, version string) *Metrics {
 		CommitToDurable: prometheus.NewHistogram(prometheus.HistogramOpts{Name: "walscribe_commit_to_durable_seconds",
 			Help: "From a source transaction's commit to its entries committed in the sink.", Buckets: durableBuckets}),
 		LagBytes: prometheus.NewGauge(prometheus.GaugeOpts{Name: "walscribe_lag_bytes",
-			Help: "WAL the server has written past what the sink holds while anything waits to be stored; 0 when caught up."}),
+			Help: "WAL the server has written past what the sink holds while anything waits to be stored, or past what the walsender has read for walscribe when that is over 16 MiB behind; 0 when caught up."}),
 		LagSeconds: prometheus.NewGauge(prometheus.GaugeOpts{Name: "walscribe_lag_seconds",
 			Help: "Age of the oldest committed source change not yet in the sink; 0 when caught up."}),
 		AcknowledgedLSN: prometheus.NewGauge(prometheus.GaugeOpts{Name: "walscribe_acknowledged_lsn",
