@@ -97,6 +97,12 @@ const (
 	// disabled, or a session kept the message from being written. Who made
 	// the change, and what the database saw, are unknown.
 	FlagNoContext = "no_context"
+	// FlagGeneratedAbsent: the table has stored generated columns, which the
+	// stream does not carry before PostgreSQL 18: old and new lack them.
+	FlagGeneratedAbsent = "generated_absent"
+	// FlagPKIncomplete: a primary-key column is one of those, so pk holds
+	// the replica identity (every column sent) instead of the key.
+	FlagPKIncomplete = "pk_incomplete"
 )
 
 // IsRowAction reports whether a is one of the row actions the stream

@@ -162,3 +162,25 @@ func (c *Catalog) PrimaryKey(ctx context.Context, relOID uint32) ([]string, erro
 	}
 	return keys, nil
 }
+
+// GeneratedColumns returns the stored generated columns of relation
+// relOID, in column order.
+func (c *Catalog) GeneratedColumns(ctx context.Context, relOID uint32) ([]string, error) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	var cols []string
+	err := c.withConnLocked(ctx, func(conn *pgx.Conn) error {
+		rows, err := conn.Query(ctx, `SELECT attname::text FROM pg_attribute
+			WHERE attrelid = $1 AND attnum > 0 AND NOT attisdropped AND attgenerated <> ''
+			ORDER BY attnum`, relOID)
+		if err != nil {
+			return err
+		}
+		cols, err = pgx.CollectRows(rows, pgx.RowTo[string])
+		return err
+	})
+	if err != nil {
+		return nil, fmt.Errorf("catalog: generated columns of %d: %w", relOID, err)
+	}
+	return cols, nil
+}

@@ -189,8 +189,19 @@ func SetReplicaIdentityFull(ctx context.Context, conn *pgx.Conn, tables []Table)
 func EnsurePublication(ctx context.Context, conn *pgx.Conn, name string, tables []Table) (added, removed []string, err error) {
 	var allTables *bool
 	var optionsSet bool
+	var version int
+	if err := conn.QueryRow(ctx, `SELECT current_setting('server_version_num')::int`).Scan(&version); err != nil {
+		return nil, nil, fmt.Errorf("read server version: %w", err)
+	}
+	// From PostgreSQL 18 the stream carries stored generated columns when
+	// the publication asks for them; before, entries say they lack them.
+	options := `publish = 'insert, update, delete, truncate', publish_via_partition_root = true`
+	if version >= 180000 {
+		options += `, publish_generated_columns = stored`
+	}
 	err = conn.QueryRow(ctx, `SELECT puballtables, pubinsert AND pubupdate AND pubdelete AND pubtruncate AND pubviaroot
-		FROM pg_publication WHERE pubname = $1`, name).Scan(&allTables, &optionsSet)
+			AND ($2 < 180000 OR coalesce(to_jsonb(p) ->> 'pubgencols', '') = 's')
+		FROM pg_publication p WHERE pubname = $1`, name, version).Scan(&allTables, &optionsSet)
 	if err != nil && !errors.Is(err, pgx.ErrNoRows) {
 		return nil, nil, fmt.Errorf("read publication %q: %w", name, err)
 	}
@@ -204,7 +215,7 @@ func EnsurePublication(ctx context.Context, conn *pgx.Conn, name string, tables 
 		idents = append(idents, t.Ident())
 	}
 	pub := pgx.Identifier{name}.Sanitize()
-	const opts = ` WITH (publish = 'insert, update, delete, truncate', publish_via_partition_root = true)`
+	opts := ` WITH (` + options + `)`
 	if allTables == nil {
 		// No table yet (patterns that match tables created later): a
 		// publication of none, which the event trigger adds them to.
@@ -246,7 +257,7 @@ func EnsurePublication(ctx context.Context, conn *pgx.Conn, name string, tables 
 		}
 	}
 	if !optionsSet {
-		if _, err := conn.Exec(ctx, `ALTER PUBLICATION `+pub+` SET (publish = 'insert, update, delete, truncate', publish_via_partition_root = true)`); err != nil {
+		if _, err := conn.Exec(ctx, `ALTER PUBLICATION `+pub+` SET (`+options+`)`); err != nil {
 			return nil, nil, fmt.Errorf("alter publication %q: %w", name, err)
 		}
 	}

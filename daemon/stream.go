@@ -247,6 +247,12 @@ func (d *Daemon) session(ctx context.Context, ch chan<- *audit.Transaction) (*cd
 			d.m.Errors.WithLabelValues("invalid_context").Add(float64(n - d.invalid))
 			d.logInvalid(n)
 		}
+		if n := d.dec.Absent; n != d.absent {
+			d.m.Errors.WithLabelValues("generated_absent").Add(float64(n - d.absent))
+			d.absent = n
+			d.log.Warn("the stream does not carry this table's generated columns (before PostgreSQL 18 pgoutput never sends them): its entries lack them and are flagged generated_absent, and pk_incomplete when one is in the primary key",
+				zap.String("columns", d.dec.LastAbsent), zap.Stringer("lsn", msg.WALStart))
+		}
 		if tx != nil {
 			d.m.Transactions.Inc()
 			d.m.ChangesDecoded.Add(float64(tx.Len()))

@@ -4,6 +4,8 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"slices"
+	"strings"
 
 	"github.com/jackc/pglogrepl"
 
@@ -24,6 +26,9 @@ type Resolver interface {
 	// PrimaryKey returns the primary-key columns of a table, in key order;
 	// none when it has no primary key.
 	PrimaryKey(ctx context.Context, relOID uint32) ([]string, error)
+	// GeneratedColumns returns a table's stored generated columns, which
+	// pgoutput does not send before PostgreSQL 18.
+	GeneratedColumns(ctx context.Context, relOID uint32) ([]string, error)
 }
 
 // Decoder turns pgoutput messages (protocol version 1) into committed
@@ -60,6 +65,10 @@ type Decoder struct {
 	cur    *spool.Txn
 	curSub uint32
 
+	// Absent counts the relations seen whose generated columns the stream
+	// does not carry; LastAbsent names the last one and its columns.
+	Absent     int
+	LastAbsent string
 	// Fallbacks counts columns rendered as text because their type could
 	// not be resolved.
 	Fallbacks int
@@ -100,6 +109,11 @@ type relation struct {
 	pk     []int // indexes of the primary-key columns; every column when there is none
 	ident  []int // indexes of the replica identity columns
 	all    []int // 0..len(cols)-1
+	// absent are the generated columns the stream does not carry;
+	// pkIncomplete, that one of them is in the primary key, which is then
+	// replaced by the replica identity (every column sent).
+	absent       []string
+	pkIncomplete bool
 
 	// What the rules leave of the above: excluded columns removed.
 	rules      *rules.Table
@@ -400,7 +414,7 @@ func (d *Decoder) decodeChange(c *change) error {
 	}
 	switch c.kind {
 	case 'I':
-		return d.add(audit.Entry{Schema: rel.schema, Table: rel.table, Action: audit.Insert,
+		return d.addRow(rel, audit.Entry{Schema: rel.schema, Table: rel.table, Action: audit.Insert,
 			New: d.object(rel, rel.rec, c.new, nil),
 			PK:  d.object(rel, rel.pkRec, c.new, nil)})
 	case 'U':
@@ -410,10 +424,22 @@ func (d *Decoder) decodeChange(c *change) error {
 		if c.oldTag == 'K' {
 			cols = rel.identRec // the key only; the rest is "not sent", not NULL
 		}
-		return d.add(audit.Entry{Schema: rel.schema, Table: rel.table, Action: audit.Delete,
+		return d.addRow(rel, audit.Entry{Schema: rel.schema, Table: rel.table, Action: audit.Delete,
 			Old: d.object(rel, cols, c.old, nil),
 			PK:  d.object(rel, rel.pkRec, c.old, nil)})
 	}
+}
+
+// addRow adds the entry of a row change of rel, flagged with what the
+// stream did not carry of the row.
+func (d *Decoder) addRow(rel *relation, e audit.Entry) error {
+	if len(rel.absent) > 0 {
+		e.Flag(audit.FlagGeneratedAbsent)
+	}
+	if rel.pkIncomplete {
+		e.Flag(audit.FlagPKIncomplete)
+	}
+	return d.add(e)
 }
 
 // LookupError is a Resolver call that failed: the relation cannot be
@@ -455,11 +481,29 @@ func (d *Decoder) relation(ctx context.Context, m *pglogrepl.RelationMessage) (*
 	if err != nil {
 		return nil, &LookupError{Relation: m.Namespace + "." + m.RelationName, Err: err}
 	}
+	generated, err := d.res.GeneratedColumns(ctx, m.RelationID)
+	if err != nil {
+		return nil, &LookupError{Relation: m.Namespace + "." + m.RelationName, Err: err}
+	}
+	for _, g := range generated {
+		if !slices.ContainsFunc(rel.cols, func(c column) bool { return c.name == g }) {
+			rel.absent = append(rel.absent, g)
+		}
+	}
+	if len(rel.absent) > 0 {
+		d.Absent++
+		d.LastAbsent = m.Namespace + "." + m.RelationName + ": " + strings.Join(rel.absent, ", ")
+	}
 	for _, k := range keys {
+		found := false
 		for i, c := range rel.cols {
 			if c.name == k {
-				rel.pk = append(rel.pk, i)
+				rel.pk, found = append(rel.pk, i), true
 			}
+		}
+		if !found { // a generated key column the stream does not carry
+			rel.pk, rel.pkIncomplete = nil, true
+			break
 		}
 	}
 	if len(rel.pk) == 0 {
@@ -535,7 +579,7 @@ func (d *Decoder) update(rel *relation, m *change) error {
 		e.New = d.object(rel, cols, m.new, old)
 		e.PK = d.object(rel, rel.pkRec, m.new, old)
 	}
-	return d.add(e)
+	return d.addRow(rel, e)
 }
 
 // value returns column i of t, taking an unchanged TOASTed value ('u') from
