@@ -63,6 +63,11 @@ BEGIN
                         WHERE p.pubname = {{publication}} AND pr.prrelid = pg_partition_root(rel)) THEN
             RETURN;
         END IF;
+        -- A table captured on its own, then attached: its root publishes it.
+        IF EXISTS (SELECT 1 FROM pg_publication p JOIN pg_publication_rel pr ON pr.prpubid = p.oid
+                    WHERE p.pubname = {{publication}} AND pr.prrelid = rel) THEN
+            EXECUTE format('ALTER PUBLICATION %I DROP TABLE %s', {{publication}}, rel::regclass);
+        END IF;
     ELSIF NOT published THEN
         IF NOT EXISTS (SELECT 1 FROM walscribe_capture.patterns
                         WHERE NOT exclude AND sch ~ schema_re AND tbl ~ table_re)
@@ -133,6 +138,7 @@ CREATE OR REPLACE FUNCTION walscribe_capture.capture_new_tables() RETURNS event_
 LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
 DECLARE
     r record;
+    d record;
 BEGIN
     IF NOT EXISTS (SELECT 1 FROM pg_publication WHERE pubname = {{publication}}) THEN
         RETURN; -- walscribe was removed from this database
@@ -149,6 +155,21 @@ BEGIN
             PERFORM walscribe_capture.capture_table(r.objid);
             -- A partition attached to a table: capture the partitions too.
             PERFORM walscribe_capture.capture_table(p.relid) FROM pg_partition_tree(r.objid) p WHERE p.relid <> r.objid;
+            -- A partition detached from a tracked table keeps the bridge's
+            -- trigger but is published by nothing any more: captured on its
+            -- own when the patterns match it, else said.
+            IF (SELECT relkind FROM pg_class WHERE oid = r.objid) = 'p' THEN
+                FOR d IN SELECT c.oid FROM pg_trigger g JOIN pg_class c ON c.oid = g.tgrelid
+                          WHERE g.tgname = 'walscribe_context' AND NOT c.relispartition
+                            AND NOT EXISTS (SELECT 1 FROM pg_publication p JOIN pg_publication_rel pr ON pr.prpubid = p.oid
+                                             WHERE p.pubname = {{publication}} AND pr.prrelid = c.oid) LOOP
+                    PERFORM walscribe_capture.capture_table(d.oid);
+                    IF NOT EXISTS (SELECT 1 FROM pg_publication p JOIN pg_publication_rel pr ON pr.prpubid = p.oid
+                                    WHERE p.pubname = {{publication}} AND pr.prrelid = d.oid) THEN
+                        RAISE WARNING 'walscribe: % is no longer a partition of a tracked table, and no entry of tables names it: its changes are not audited from now on', d.oid::regclass;
+                    END IF;
+                END LOOP;
+            END IF;
         EXCEPTION WHEN OTHERS THEN
             -- The application's DDL goes on; the table is not audited.
             RAISE WARNING 'walscribe: % is not audited: %; run walscribe setup to add it', r.objid::regclass, SQLERRM;

@@ -135,3 +135,47 @@ func TestWeakeningDDLRefused(t *testing.T) {
 		t.Errorf("the attached partition has REPLICA IDENTITY %v, want FULL", got)
 	}
 }
+
+// TestPartitionsAttachedAndDetached: a table captured on its own and then
+// attached as a partition of a tracked table is published through its root
+// only, and nothing warns about it; a partition detached from a tracked
+// table that the patterns match is captured on its own.
+func TestPartitionsAttachedAndDetached(t *testing.T) {
+	dsn := srv.NewDB(t)
+	pgtest.Exec(t, dsn, `CREATE TABLE public.p (id int, at date, PRIMARY KEY (id, at)) PARTITION BY RANGE (at)`,
+		`CREATE TABLE public.p_2024 PARTITION OF public.p FOR VALUES FROM ('2024-01-01') TO ('2025-01-01')`)
+	rs, err := rules.New(rules.Config{Tables: []rules.TableConfig{{Name: "public.*"}}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	cfg := config(t, dsn)
+	cfg.Rules = rs
+	if out, err := run(t, cfg); err != nil {
+		t.Fatalf("setup: %v\n%s", err, out)
+	}
+	conn := pgtest.Connect(t, dsn)
+	published := func() string {
+		t.Helper()
+		return strings.Join(queryStrings(t, conn, `SELECT c.relname::text FROM pg_publication p JOIN pg_publication_rel pr ON pr.prpubid = p.oid
+			JOIN pg_class c ON c.oid = pr.prrelid WHERE p.pubname = 'walscribe' ORDER BY 1`), ",")
+	}
+	pgtest.Exec(t, dsn, `CREATE TABLE public.p_2025 (id int, at date, PRIMARY KEY (id, at))`)
+	if got := published(); got != "p,p_2025" {
+		t.Fatalf("published %q after creating p_2025 on its own, want p,p_2025", got)
+	}
+	pgtest.Exec(t, dsn, `ALTER TABLE public.p ATTACH PARTITION public.p_2025 FOR VALUES FROM ('2025-01-01') TO ('2026-01-01')`)
+	if got := published(); got != "p" {
+		t.Errorf("published %q after attaching p_2025 to p, want p only (p_2025 through its root)", got)
+	}
+	out, err := run(t, cfg)
+	if err != nil {
+		t.Fatalf("setup again: %v\n%s", err, out)
+	}
+	if strings.Contains(out, "p_2025") {
+		t.Errorf("setup says something of the attached partition:\n%s", out)
+	}
+	pgtest.Exec(t, dsn, `ALTER TABLE public.p DETACH PARTITION public.p_2024`)
+	if got := published(); got != "p,p_2024" {
+		t.Errorf("published %q after detaching p_2024, want p,p_2024 (it matches public.*)", got)
+	}
+}
