@@ -103,6 +103,10 @@ const (
 	// FlagPKIncomplete: a primary-key column is one of those, so pk holds
 	// the replica identity (every column sent) instead of the key.
 	FlagPKIncomplete = "pk_incomplete"
+	// FlagPartitionTruncate: a TRUNCATE of one partition (new names it),
+	// which PostgreSQL does not stream when publishing through the root:
+	// recorded from the context bridge's report, under the root's name.
+	FlagPartitionTruncate = "partition_truncate"
 )
 
 // IsRowAction reports whether a is one of the row actions the stream

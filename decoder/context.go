@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"encoding/json"
 	"net/netip"
+	"slices"
 	"strings"
 	"time"
 	"unicode"
@@ -24,6 +25,9 @@ const (
 	ContextPrefix = "walscribe.context"
 	// EventPrefix marks an application event (audit.log_event).
 	EventPrefix = "walscribe.event"
+	// TruncatePrefix marks the bridge's report of a partition's TRUNCATE,
+	// which PostgreSQL does not stream when publishing through the root.
+	TruncatePrefix = "walscribe.truncate"
 )
 
 // wireContext is the bridge's JSON. Context is the text the application set
@@ -166,6 +170,29 @@ type wireEvent struct {
 // its own, returned at once.
 func (d *Decoder) message(m *pglogrepl.LogicalDecodingMessage, xid uint32) (*audit.Transaction, error) {
 	switch m.Prefix {
+	case TruncatePrefix:
+		if !m.Transactional || d.target(xid) != nil {
+			return nil, nil
+		}
+		var w struct {
+			Schema     string `json:"schema"`
+			Table      string `json:"table"`
+			RootSchema string `json:"root_schema"`
+			Root       string `json:"root"`
+		}
+		if err := json.Unmarshal(m.Content, &w); err != nil || w.Root == "" || w.Table == "" {
+			d.invalid("truncate message is not the bridge's: " + string(m.Content))
+			return nil, nil
+		}
+		t, ok := d.rules.For(w.RootSchema, w.Root)
+		if !ok || !t.Actions.Has(audit.Truncate) {
+			return nil, nil
+		}
+		e := audit.Entry{Schema: w.RootSchema, Table: w.Root, Action: audit.Truncate,
+			New: jsonObject("partition", w.Schema+"."+w.Table)}
+		e.Flag(audit.FlagPartitionTruncate)
+		d.truncs = append(d.truncs, pendingTrunc{xid: xid, root: w.RootSchema + "." + w.Root, entry: e})
+		return nil, nil
 	case ContextPrefix:
 		if !m.Transactional || d.target(xid) != nil {
 			return nil, nil // a context outside a transaction applies to nothing
@@ -343,4 +370,42 @@ func clip(s string, n int) string {
 		return s
 	}
 	return strings.ToValidUTF8(s[:n], "") + "…"
+}
+
+// pendingTrunc is a partition's TRUNCATE the bridge reported, held until
+// the next message of the stream: when that is the TRUNCATE of its root
+// (which PostgreSQL streams, and whose cascade fired the bridge for each
+// partition), it is dropped; otherwise it is recorded, in its place.
+type pendingTrunc struct {
+	xid   uint32
+	root  string // schema.table
+	entry audit.Entry
+}
+
+// flushTruncs records the partition TRUNCATEs held, except those of roots
+// (schema.table) truncated by the message that follows them.
+func (d *Decoder) flushTruncs(roots ...string) error {
+	if len(d.truncs) == 0 {
+		return nil
+	}
+	truncs := d.truncs
+	d.truncs = d.truncs[:0]
+	for _, t := range truncs {
+		if slices.Contains(roots, t.root) {
+			continue
+		}
+		if err := d.target(t.xid); err != nil {
+			return err
+		}
+		if err := d.addMessage(spool.Record{Entry: t.entry}, t.xid); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// jsonObject is {"k": "v"}.
+func jsonObject(k, v string) []byte {
+	b, _ := json.Marshal(map[string]string{k: v})
+	return b
 }

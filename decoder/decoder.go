@@ -65,6 +65,7 @@ type Decoder struct {
 	cur    *spool.Txn
 	curSub uint32
 
+	truncs []pendingTrunc // partition TRUNCATEs held (context.go)
 	// Absent counts the relations seen whose generated columns the stream
 	// does not carry; LastAbsent names the last one and its columns.
 	Absent     int
@@ -224,6 +225,7 @@ func (d *Decoder) Reset() {
 	d.tx, d.txn, d.inStream = nil, nil, false
 	d.streams = map[uint32]*stream{}
 	d.rels = map[uint32]*relation{}
+	d.truncs = d.truncs[:0]
 }
 
 // target points cur at the transaction a change with (sub)transaction id
@@ -301,6 +303,9 @@ func (d *Decoder) Decode(ctx context.Context, data []byte) (*audit.Transaction, 
 	}
 	switch data[0] {
 	case 'I', 'U', 'D':
+		if err := d.flushTruncs(); err != nil {
+			return nil, err
+		}
 		if err := d.chg.parse(data, d.inStream, &d.oldT, &d.newT); err != nil {
 			return nil, &ChangeError{Table: d.relationName(d.chg.relID), Err: fmt.Errorf("parse pgoutput message %q: %w", data[0], err)}
 		}
@@ -312,6 +317,29 @@ func (d *Decoder) Decode(ctx context.Context, data []byte) (*audit.Transaction, 
 	msg, err := pglogrepl.ParseV2(data, d.inStream)
 	if err != nil {
 		return nil, fmt.Errorf("parse pgoutput message %q: %w", data[0], err)
+	}
+	switch m := msg.(type) {
+	case *pglogrepl.TruncateMessageV2:
+		var roots []string
+		for _, id := range m.RelationIDs {
+			roots = append(roots, d.relationName(id))
+		}
+		if err := d.flushTruncs(roots...); err != nil {
+			return nil, err
+		}
+	case *pglogrepl.LogicalDecodingMessageV2:
+		if m.Prefix == TruncatePrefix {
+			break // held, below
+		}
+		if err := d.flushTruncs(); err != nil {
+			return nil, err
+		}
+	case *pglogrepl.RelationMessageV2, *pglogrepl.TypeMessageV2, *pglogrepl.OriginMessage:
+		// Descriptions the server sends before the TRUNCATE they describe.
+	default:
+		if err := d.flushTruncs(); err != nil {
+			return nil, err
+		}
 	}
 	switch m := msg.(type) {
 	case *pglogrepl.BeginMessage:

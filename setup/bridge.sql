@@ -94,6 +94,17 @@ BEGIN
             || ',' || pg_sequence_last_value('{{schema}}.bridge_key_b'::regclass), 'UTF8')), 'hex');
         PERFORM set_config('walscribe.emitted_context', mark, true);
     END IF;
+    -- PostgreSQL does not stream the TRUNCATE of a partition when the
+    -- publication publishes through the root: say it, so that the trail
+    -- does not keep rows that are gone. (A TRUNCATE of the root, which it
+    -- streams, fires this for each partition too; walscribe drops those.)
+    IF TG_OP = 'TRUNCATE' AND (SELECT relispartition FROM pg_class WHERE oid = TG_RELID) THEN
+        PERFORM pg_logical_emit_message(true, 'walscribe.truncate', jsonb_build_object(
+            'schema', TG_TABLE_SCHEMA, 'table', TG_TABLE_NAME,
+            'root_schema', n.nspname, 'root', c.relname)::text)
+          FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
+         WHERE c.oid = pg_partition_root(TG_RELID);
+    END IF;
     RETURN NULL;
 END
 $$;

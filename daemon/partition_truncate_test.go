@@ -1,0 +1,43 @@
+package daemon
+
+import "testing"
+
+// TestTruncateOfOnePartition: PostgreSQL does not stream the TRUNCATE of
+// one partition when the publication publishes through the root; the
+// bridge reports it, and the trail records it under the root's name with
+// the partition, flagged partition_truncate, in its place among the
+// transaction's changes. A TRUNCATE of the root is recorded once, as
+// PostgreSQL streams it, not again for each partition.
+func TestTruncateOfOnePartition(t *testing.T) {
+	h := newHarness(t, `CREATE TABLE p (id int, at date, PRIMARY KEY (id, at)) PARTITION BY RANGE (at);
+		CREATE TABLE p_2024 PARTITION OF p FOR VALUES FROM ('2024-01-01') TO ('2025-01-01');
+		CREATE TABLE p_2025 PARTITION OF p FOR VALUES FROM ('2025-01-01') TO ('2026-01-01')`, "p")
+	h.start()
+	h.exec(`INSERT INTO p VALUES (1, '2024-05-01'), (2, '2025-05-01')`)
+	h.exec(`BEGIN; INSERT INTO p VALUES (3, '2024-06-01'); TRUNCATE p_2024; INSERT INTO p VALUES (4, '2024-07-01'); COMMIT`)
+	h.exec(`TRUNCATE p`)
+	// In a transaction large enough to be streamed while in progress.
+	h.exec(`BEGIN; INSERT INTO p SELECT i, '2025-02-01' FROM generate_series(10, 5000) i; TRUNCATE p_2025;
+		INSERT INTO p SELECT i, '2025-03-01' FROM generate_series(10, 5000) i; COMMIT`)
+	h.sync()
+	h.stop()
+	if n := h.count(`SELECT count(*) FROM audit.entries WHERE action = 'truncate' AND table_name = 'p' AND new = '{"partition": "public.p_2024"}'
+		AND flags = '{partition_truncate}'`); n != 1 {
+		t.Errorf("%d flagged truncate entries of partition p_2024, want 1", n)
+	}
+	// In its place: after the insert of 3, before the insert of 4.
+	if n := h.count(`SELECT count(*) FROM audit.entries a, audit.entries tr, audit.entries b
+		WHERE a.pk = '{"id": 3, "at": "2024-06-01"}' AND b.pk = '{"id": 4, "at": "2024-07-01"}' AND tr.action = 'truncate' AND tr.new ? 'partition'
+		  AND a.xid = tr.xid AND b.xid = tr.xid AND a.seq < tr.seq AND tr.seq < b.seq`); n != 1 {
+		t.Error("the partition's truncate is not in its place among its transaction's changes")
+	}
+	if n := h.count(`SELECT count(*) FROM audit.entries WHERE action = 'truncate' AND table_name = 'p' AND flags IS NULL`); n != 1 {
+		t.Errorf("%d truncate entries of p as PostgreSQL streams them, want 1", n)
+	}
+	if n := h.count(`SELECT count(*) FROM audit.entries WHERE action = 'truncate' AND new = '{"partition": "public.p_2025"}'`); n != 1 {
+		t.Errorf("%d truncate entries of p_2025 in the streamed transaction, want 1", n)
+	}
+	if n := h.count(`SELECT count(*) FROM audit.entries WHERE action = 'truncate'`); n != 3 {
+		t.Errorf("%d truncate entries in all, want 3 (the root's TRUNCATE recorded once, not per partition)", n)
+	}
+}
