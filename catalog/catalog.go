@@ -155,8 +155,21 @@ func (c *Catalog) PrimaryKey(ctx context.Context, relOID uint32) ([]string, erro
 			return err
 		}
 		keys, err = pgx.CollectRows(rows, pgx.RowTo[string])
-		return err
+		if err != nil || len(keys) > 0 {
+			return err
+		}
+		var exists bool
+		if err := conn.QueryRow(ctx, `SELECT EXISTS (SELECT 1 FROM pg_class WHERE oid = $1)`, relOID).Scan(&exists); err != nil {
+			return err
+		}
+		if !exists {
+			return decoder.ErrRelationGone
+		}
+		return nil
 	})
+	if errors.Is(err, decoder.ErrRelationGone) {
+		return nil, err
+	}
 	if err != nil {
 		return nil, fmt.Errorf("catalog: primary key of %d: %w", relOID, err)
 	}

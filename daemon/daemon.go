@@ -139,7 +139,6 @@ type Daemon struct {
 	queued  pglogrepl.LSN // end LSN of the last transaction handed to the sink
 	idleAt  time.Time     // when the idle progress was last stored
 	invalid int           // decoder.InvalidContexts already logged
-	absent  int           // decoder.Absent already logged
 	spills  int64         // spool.Spills already counted
 	// acked is the position last acknowledged to the server: the durable
 	// LSN, or past it when the daemon was idle (idle.go).

@@ -247,12 +247,12 @@ func (d *Daemon) session(ctx context.Context, ch chan<- *audit.Transaction) (*cd
 			d.m.Errors.WithLabelValues("invalid_context").Add(float64(n - d.invalid))
 			d.logInvalid(n)
 		}
-		if n := d.dec.Absent; n != d.absent {
-			d.m.Errors.WithLabelValues("generated_absent").Add(float64(n - d.absent))
-			d.absent = n
-			d.log.Warn("the stream does not carry this table's generated columns (before PostgreSQL 18 pgoutput never sends them): its entries lack them and are flagged generated_absent, and pk_incomplete when one is in the primary key",
-				zap.String("columns", d.dec.LastAbsent), zap.Stringer("lsn", msg.WALStart))
+		for _, inc := range d.dec.Incomplete {
+			d.m.Errors.WithLabelValues(inc.Kind).Inc()
+			d.log.Warn(incompleteWhy[inc.Kind], zap.String("flag", inc.Kind), zap.String("table", inc.Relation),
+				zap.String("columns", inc.Detail), zap.Stringer("lsn", msg.WALStart))
 		}
+		d.dec.Incomplete = d.dec.Incomplete[:0]
 		if tx != nil {
 			d.m.Transactions.Inc()
 			d.m.ChangesDecoded.Add(float64(tx.Len()))
@@ -347,4 +347,11 @@ func abandon(tx *audit.Transaction) {
 	if tx.Spilled != nil {
 		tx.Spilled.Close()
 	}
+}
+
+// incompleteWhy says, per flag, why a table's entries lack something.
+var incompleteWhy = map[string]string{
+	audit.FlagGeneratedAbsent: "the stream does not carry this table's generated columns (before PostgreSQL 18 pgoutput never sends them): its entries lack them (and pk_incomplete when one is in the primary key)",
+	audit.FlagTypeUnknown:     "the source's catalog no longer has the type of these columns (dropped since the change): their values are stored as the text the server sent",
+	audit.FlagTableGone:       "the source's catalog no longer has this table (dropped since the change): its primary key is unknown, its entries are keyed by every column",
 }

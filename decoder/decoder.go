@@ -66,10 +66,10 @@ type Decoder struct {
 	curSub uint32
 
 	truncs []pendingTrunc // partition TRUNCATEs held (context.go)
-	// Absent counts the relations seen whose generated columns the stream
-	// does not carry; LastAbsent names the last one and its columns.
-	Absent     int
-	LastAbsent string
+	// Incomplete lists the relations met since the caller last emptied it
+	// whose entries lack what neither the stream nor today's catalog can
+	// give; their entries are flagged.
+	Incomplete []Incomplete
 	// Fallbacks counts columns rendered as text because their type could
 	// not be resolved.
 	Fallbacks int
@@ -115,6 +115,10 @@ type relation struct {
 	// replaced by the replica identity (every column sent).
 	absent       []string
 	pkIncomplete bool
+	// untyped are columns rendered as text because today's catalog no
+	// longer knows their type; gone, that it no longer knows the table.
+	untyped []string
+	gone    bool
 
 	// What the rules leave of the above: excluded columns removed.
 	rules      *rules.Table
@@ -176,6 +180,19 @@ type column struct {
 // InTransaction reports whether a transaction has begun and not yet
 // committed.
 func (d *Decoder) InTransaction() bool { return d.tx != nil }
+
+// Incomplete is a relation whose entries lack something, and what: Kind is
+// the flag its entries carry (audit.FlagGeneratedAbsent,
+// audit.FlagTypeUnknown, audit.FlagTableGone), Detail the columns.
+type Incomplete struct {
+	Kind     string
+	Relation string // schema.table
+	Detail   string
+}
+
+// ErrRelationGone is what a Resolver's PrimaryKey returns for a table the
+// catalog no longer has (a stream that lags behind a DROP TABLE).
+var ErrRelationGone = errors.New("the table is no longer in the catalog")
 
 // ChangeError is an error decoding a row change, with the table it
 // changes ("" when the relation is not known yet).
@@ -467,6 +484,12 @@ func (d *Decoder) addRow(rel *relation, e audit.Entry) error {
 	if rel.pkIncomplete {
 		e.Flag(audit.FlagPKIncomplete)
 	}
+	if len(rel.untyped) > 0 {
+		e.Flag(audit.FlagTypeUnknown)
+	}
+	if rel.gone {
+		e.Flag(audit.FlagTableGone)
+	}
 	return d.add(e)
 }
 
@@ -496,6 +519,7 @@ func (d *Decoder) relation(ctx context.Context, m *pglogrepl.RelationMessage) (*
 			if t == nil { // a type the catalog no longer knows: text
 				t = &stringType
 				d.Fallbacks++
+				rel.untyped = append(rel.untyped, c.Name)
 			}
 		}
 		key := AppendString(nil, []byte(c.Name))
@@ -505,9 +529,17 @@ func (d *Decoder) relation(ctx context.Context, m *pglogrepl.RelationMessage) (*
 			rel.ident = append(rel.ident, i)
 		}
 	}
+	name := m.Namespace + "." + m.RelationName
 	keys, err := d.res.PrimaryKey(ctx, m.RelationID)
-	if err != nil {
-		return nil, &LookupError{Relation: m.Namespace + "." + m.RelationName, Err: err}
+	switch {
+	case errors.Is(err, ErrRelationGone):
+		rel.gone = true
+		d.Incomplete = append(d.Incomplete, Incomplete{Kind: audit.FlagTableGone, Relation: name, Detail: "keyed by every column"})
+	case err != nil:
+		return nil, &LookupError{Relation: name, Err: err}
+	}
+	if len(rel.untyped) > 0 {
+		d.Incomplete = append(d.Incomplete, Incomplete{Kind: audit.FlagTypeUnknown, Relation: name, Detail: strings.Join(rel.untyped, ", ")})
 	}
 	generated, err := d.res.GeneratedColumns(ctx, m.RelationID)
 	if err != nil {
@@ -519,8 +551,7 @@ func (d *Decoder) relation(ctx context.Context, m *pglogrepl.RelationMessage) (*
 		}
 	}
 	if len(rel.absent) > 0 {
-		d.Absent++
-		d.LastAbsent = m.Namespace + "." + m.RelationName + ": " + strings.Join(rel.absent, ", ")
+		d.Incomplete = append(d.Incomplete, Incomplete{Kind: audit.FlagGeneratedAbsent, Relation: name, Detail: strings.Join(rel.absent, ", ")})
 	}
 	for _, k := range keys {
 		found := false
