@@ -9,6 +9,7 @@ import (
 	"errors"
 	"fmt"
 	"sync"
+	"time"
 
 	"github.com/jackc/pgx/v5"
 
@@ -102,9 +103,11 @@ func (c *Catalog) resolveLocked(ctx context.Context, oid uint32, depth int) (*de
 		delim    string
 		category string
 	)
-	err := c.withConnLocked(ctx, func(conn *pgx.Conn) error {
-		return conn.QueryRow(ctx, `SELECT typtype::text, typbasetype, typelem, typdelim::text, typcategory::text
-			FROM pg_type WHERE oid = $1`, oid).Scan(&typtype, &base, &elem, &delim, &category)
+	err := settle(ctx, pgx.ErrNoRows, func() error {
+		return c.withConnLocked(ctx, func(conn *pgx.Conn) error {
+			return conn.QueryRow(ctx, `SELECT typtype::text, typbasetype, typelem, typdelim::text, typcategory::text
+				FROM pg_type WHERE oid = $1`, oid).Scan(&typtype, &base, &elem, &delim, &category)
+		})
 	})
 	if errors.Is(err, pgx.ErrNoRows) {
 		return nil, nil // dropped since the change was written
@@ -144,28 +147,22 @@ func (c *Catalog) PrimaryKey(ctx context.Context, relOID uint32) ([]string, erro
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	var keys []string
-	err := c.withConnLocked(ctx, func(conn *pgx.Conn) error {
-		rows, err := conn.Query(ctx, `SELECT a.attname::text
-			FROM pg_index i
-			CROSS JOIN LATERAL unnest(i.indkey) WITH ORDINALITY AS k(attnum, ord)
-			JOIN pg_attribute a ON a.attrelid = i.indrelid AND a.attnum = k.attnum
-			WHERE i.indrelid = $1 AND i.indisprimary
-			ORDER BY k.ord`, relOID)
-		if err != nil {
+	err := settle(ctx, decoder.ErrRelationGone, func() error {
+		return c.withConnLocked(ctx, func(conn *pgx.Conn) error {
+			// One statement, one snapshot: whether the table exists and its key
+			// are read at the same moment.
+			var exists bool
+			err := conn.QueryRow(ctx, `SELECT EXISTS (SELECT 1 FROM pg_class WHERE oid = $1),
+			coalesce((SELECT array_agg(a.attname::text ORDER BY k.ord)
+				FROM pg_index i
+				CROSS JOIN LATERAL unnest(i.indkey) WITH ORDINALITY AS k(attnum, ord)
+				JOIN pg_attribute a ON a.attrelid = i.indrelid AND a.attnum = k.attnum
+				WHERE i.indrelid = $1 AND i.indisprimary), '{}')`, relOID).Scan(&exists, &keys)
+			if err == nil && !exists {
+				return decoder.ErrRelationGone
+			}
 			return err
-		}
-		keys, err = pgx.CollectRows(rows, pgx.RowTo[string])
-		if err != nil || len(keys) > 0 {
-			return err
-		}
-		var exists bool
-		if err := conn.QueryRow(ctx, `SELECT EXISTS (SELECT 1 FROM pg_class WHERE oid = $1)`, relOID).Scan(&exists); err != nil {
-			return err
-		}
-		if !exists {
-			return decoder.ErrRelationGone
-		}
-		return nil
+		})
 	})
 	if errors.Is(err, decoder.ErrRelationGone) {
 		return nil, err
@@ -196,4 +193,29 @@ func (c *Catalog) GeneratedColumns(ctx context.Context, relOID uint32) ([]string
 		return nil, fmt.Errorf("catalog: generated columns of %d: %w", relOID, err)
 	}
 	return cols, nil
+}
+
+// settleWaits are the pauses settle makes, about 0.6 s in all.
+var settleWaits = []time.Duration{10 * time.Millisecond, 20 * time.Millisecond, 40 * time.Millisecond,
+	80 * time.Millisecond, 160 * time.Millisecond, 320 * time.Millisecond}
+
+// settle runs lookup until it returns anything but notFound, or about
+// 0.6 s have passed. A transaction's commit record reaches the stream a
+// moment before the transaction is visible to other sessions: a table or
+// type it created may be missing from the catalog for that moment. One
+// still missing afterwards was dropped since.
+func settle(ctx context.Context, notFound error, lookup func() error) error {
+	err := lookup()
+	for _, wait := range settleWaits {
+		if !errors.Is(err, notFound) {
+			return err
+		}
+		select {
+		case <-ctx.Done():
+			return err
+		case <-time.After(wait):
+		}
+		err = lookup()
+	}
+	return err
 }

@@ -516,6 +516,11 @@ func (d *Decoder) relation(ctx context.Context, m *pglogrepl.RelationMessage) (*
 			if t, err = d.res.ResolveType(ctx, c.DataType); err != nil {
 				return nil, &LookupError{Relation: m.Namespace + "." + m.RelationName, Err: err}
 			}
+			if t == nil && d.inStream {
+				// Perhaps a type created by the transaction in progress,
+				// which no other session sees yet: asked again later.
+				return nil, &LookupError{Relation: m.Namespace + "." + m.RelationName, Err: fmt.Errorf("type %d is not in the catalog (yet)", c.DataType)}
+			}
 			if t == nil { // a type the catalog no longer knows: text
 				t = &stringType
 				d.Fallbacks++
@@ -532,6 +537,11 @@ func (d *Decoder) relation(ctx context.Context, m *pglogrepl.RelationMessage) (*
 	name := m.Namespace + "." + m.RelationName
 	keys, err := d.res.PrimaryKey(ctx, m.RelationID)
 	switch {
+	case errors.Is(err, ErrRelationGone) && d.inStream:
+		// A table created by a transaction still in progress: no other
+		// session sees it before it commits. Asked again later, never
+		// guessed.
+		return nil, &LookupError{Relation: name, Err: err}
 	case errors.Is(err, ErrRelationGone):
 		rel.gone = true
 		d.Incomplete = append(d.Incomplete, Incomplete{Kind: audit.FlagTableGone, Relation: name, Detail: "keyed by every column"})
