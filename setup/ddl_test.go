@@ -63,15 +63,7 @@ func TestRunOnAnEmptyDatabase(t *testing.T) {
 func TestCreateSchemaWithTables(t *testing.T) {
 	dsn := srv.NewDB(t)
 	pgtest.Exec(t, dsn, `CREATE TABLE public.a (id int PRIMARY KEY)`)
-	rs, err := rules.New(rules.Config{Tables: []rules.TableConfig{{Name: "public.a"}, {Name: "shop.*"}}})
-	if err != nil {
-		t.Fatal(err)
-	}
-	cfg := config(t, dsn)
-	cfg.Rules = rs
-	if out, err := run(t, cfg); err != nil {
-		t.Fatalf("setup: %v\n%s", err, out)
-	}
+	setUpPatterns(t, dsn, "public.a", "shop.*")
 	pgtest.Exec(t, dsn, `CREATE SCHEMA shop CREATE TABLE orders (id int PRIMARY KEY) CREATE TABLE items (id int)`)
 	conn := pgtest.Connect(t, dsn)
 	got := strings.Join(queryStrings(t, conn, `SELECT pt.schemaname || '.' || pt.tablename || ' ' || c.relreplident::text || ' ' ||
@@ -93,15 +85,7 @@ func TestWeakeningDDLRefused(t *testing.T) {
 	pgtest.Exec(t, dsn, `CREATE TABLE public.a (id int PRIMARY KEY, u int UNIQUE NOT NULL)`, `CREATE TABLE public.free (id int PRIMARY KEY)`,
 		`CREATE TABLE public.p (id int, at date, PRIMARY KEY (id, at)) PARTITION BY RANGE (at)`,
 		`CREATE TABLE public.p_2024 PARTITION OF public.p FOR VALUES FROM ('2024-01-01') TO ('2025-01-01')`)
-	rs, err := rules.New(rules.Config{Tables: []rules.TableConfig{{Name: "public.a"}, {Name: "public.p"}}})
-	if err != nil {
-		t.Fatal(err)
-	}
-	cfg := config(t, dsn)
-	cfg.Rules = rs
-	if out, err := run(t, cfg); err != nil {
-		t.Fatalf("setup: %v\n%s", err, out)
-	}
+	setUpPatterns(t, dsn, "public.a", "public.p")
 	conn := pgtest.Connect(t, dsn)
 	for _, stmt := range []string{
 		`ALTER TABLE public.a REPLICA IDENTITY DEFAULT`,
@@ -144,15 +128,7 @@ func TestPartitionsAttachedAndDetached(t *testing.T) {
 	dsn := srv.NewDB(t)
 	pgtest.Exec(t, dsn, `CREATE TABLE public.p (id int, at date, PRIMARY KEY (id, at)) PARTITION BY RANGE (at)`,
 		`CREATE TABLE public.p_2024 PARTITION OF public.p FOR VALUES FROM ('2024-01-01') TO ('2025-01-01')`)
-	rs, err := rules.New(rules.Config{Tables: []rules.TableConfig{{Name: "public.*"}}})
-	if err != nil {
-		t.Fatal(err)
-	}
-	cfg := config(t, dsn)
-	cfg.Rules = rs
-	if out, err := run(t, cfg); err != nil {
-		t.Fatalf("setup: %v\n%s", err, out)
-	}
+	cfg := setUpPatterns(t, dsn, "public.*")
 	conn := pgtest.Connect(t, dsn)
 	published := func() string {
 		t.Helper()
@@ -178,4 +154,24 @@ func TestPartitionsAttachedAndDetached(t *testing.T) {
 	if got := published(); got != "p,p_2024" {
 		t.Errorf("published %q after detaching p_2024, want p,p_2024 (it matches public.*)", got)
 	}
+}
+
+// setUpPatterns runs setup on dsn tracking the tables that names and
+// patterns match, and returns its Config.
+func setUpPatterns(t *testing.T, dsn string, patterns ...string) Config {
+	t.Helper()
+	var tables []rules.TableConfig
+	for _, p := range patterns {
+		tables = append(tables, rules.TableConfig{Name: p})
+	}
+	rs, err := rules.New(rules.Config{Tables: tables})
+	if err != nil {
+		t.Fatal(err)
+	}
+	cfg := config(t, dsn)
+	cfg.Rules = rs
+	if out, err := run(t, cfg); err != nil {
+		t.Fatalf("setup: %v\n%s", err, out)
+	}
+	return cfg
 }
