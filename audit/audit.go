@@ -107,13 +107,15 @@ const (
 	// which PostgreSQL does not stream when publishing through the root:
 	// recorded from the context bridge's report, under the root's name.
 	FlagPartitionTruncate = "partition_truncate"
-	// FlagTypeUnknown: a column's type was gone from the source's catalog
-	// when walscribe decoded the change (dropped since), so its value is
-	// stored as the text the server sent, not as its type renders.
+	// FlagTypeUnknown: a column's type was not in the source's catalog when
+	// walscribe decoded the change (dropped since, or created by a
+	// transaction streamed while in progress), so its value is stored as
+	// the text the server sent, not as its type renders.
 	FlagTypeUnknown = "type_unknown"
-	// FlagTableGone: the table was gone from the catalog (dropped since):
-	// its primary key unknown, pk holds every column.
-	FlagTableGone = "table_gone"
+	// FlagTableUnknown: the table was not in the catalog (dropped since, or
+	// created by a transaction streamed while in progress): its primary key
+	// unknown, pk holds every column.
+	FlagTableUnknown = "table_unknown"
 )
 
 // IsRowAction reports whether a is one of the row actions the stream

@@ -173,8 +173,8 @@ func (c *Catalog) PrimaryKey(ctx context.Context, relOID uint32) ([]string, erro
 	return keys, nil
 }
 
-// GeneratedColumns returns the stored generated columns of relation
-// relOID, in column order.
+// GeneratedColumns returns the generated columns of relation relOID
+// (stored and virtual), in column order.
 func (c *Catalog) GeneratedColumns(ctx context.Context, relOID uint32) ([]string, error) {
 	c.mu.Lock()
 	defer c.mu.Unlock()

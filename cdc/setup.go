@@ -244,11 +244,17 @@ func EnsurePublication(ctx context.Context, conn *pgx.Conn, name string, tables 
 	}
 	if len(added)+len(removed) > 0 {
 		stmt := `ALTER PUBLICATION ` + pub + ` SET TABLE ` + strings.Join(idents, ", ")
-		if len(idents) == 0 { // SET TABLE takes one table at least
-			var drop []string
-			for _, h := range removed {
-				s, t, _ := strings.Cut(h, ".")
-				drop = append(drop, pgx.Identifier{s, t}.Sanitize())
+		if len(idents) == 0 { // SET TABLE takes one table at least: drop them all
+			rows, err := conn.Query(ctx, `SELECT format('%I.%I', n.nspname, c.relname)
+				FROM pg_publication p JOIN pg_publication_rel pr ON pr.prpubid = p.oid
+				JOIN pg_class c ON c.oid = pr.prrelid JOIN pg_namespace n ON n.oid = c.relnamespace
+				WHERE p.pubname = $1`, name)
+			if err != nil {
+				return nil, nil, fmt.Errorf("read publication %q: %w", name, err)
+			}
+			drop, err := pgx.CollectRows(rows, pgx.RowTo[string])
+			if err != nil {
+				return nil, nil, fmt.Errorf("read publication %q: %w", name, err)
 			}
 			stmt = `ALTER PUBLICATION ` + pub + ` DROP TABLE ` + strings.Join(drop, ", ")
 		}

@@ -44,7 +44,7 @@ func TestGeneratedColumnsMarked(t *testing.T) {
 // TestLaggingDaemonMarksWhatTheCatalogLost: a daemon that decodes changes
 // after their domain or their table was dropped renders them with today's
 // catalog: the value of a type gone is stored as text, flagged
-// type_unknown; a table gone is keyed by every column, flagged table_gone;
+// type_unknown; a table gone is keyed by every column, flagged table_unknown;
 // both logged and counted, never silently.
 func TestLaggingDaemonMarksWhatTheCatalogLost(t *testing.T) {
 	h := newHarness(t, `CREATE DOMAIN posint AS int CHECK (VALUE > 0); CREATE TABLE dt (id int PRIMARY KEY, v posint)`, "dt")
@@ -68,10 +68,10 @@ func TestLaggingDaemonMarksWhatTheCatalogLost(t *testing.T) {
 	if n := h.count(`SELECT count(*) FROM audit.entries WHERE table_name = 'dt' AND pk = '{"id": 1}' AND new = '{"id": 1, "v": "5"}' AND flags = '{type_unknown}'`); n != 1 {
 		t.Error("the value of a dropped domain is not stored as text flagged type_unknown")
 	}
-	if n := h.count(`SELECT count(*) FROM audit.entries WHERE table_name = 'gone_t' AND pk = '{"id": 1, "note": "a"}' AND flags = '{table_gone}'`); n != 1 {
-		t.Error("the change of a dropped table is not keyed by every column flagged table_gone")
+	if n := h.count(`SELECT count(*) FROM audit.entries WHERE table_name = 'gone_t' AND pk = '{"id": 1, "note": "a"}' AND flags = '{table_unknown}'`); n != 1 {
+		t.Error("the change of a dropped table is not keyed by every column flagged table_unknown")
 	}
-	for _, kind := range []string{"type_unknown", "table_gone"} {
+	for _, kind := range []string{"type_unknown", "table_unknown"} {
 		if n := testutil.ToFloat64(m.Errors.WithLabelValues(kind)); n != 1 {
 			t.Errorf("%s counted %v times, want 1", kind, n)
 		}

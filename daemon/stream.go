@@ -248,9 +248,15 @@ func (d *Daemon) session(ctx context.Context, ch chan<- *audit.Transaction) (*cd
 			d.logInvalid(n)
 		}
 		for _, inc := range d.dec.Incomplete {
+			// A Relation message has no position of its own: the
+			// transaction's commit says where.
+			lsn := msg.WALStart
+			if lsn == 0 {
+				lsn = d.dec.TransactionLSN()
+			}
 			d.m.Errors.WithLabelValues(inc.Kind).Inc()
 			d.log.Warn(incompleteWhy[inc.Kind], zap.String("flag", inc.Kind), zap.String("table", inc.Relation),
-				zap.String("columns", inc.Detail), zap.Stringer("lsn", msg.WALStart))
+				zap.String("columns", inc.Detail), zap.Stringer("lsn", lsn))
 		}
 		d.dec.Incomplete = d.dec.Incomplete[:0]
 		if tx != nil {
@@ -352,6 +358,6 @@ func abandon(tx *audit.Transaction) {
 // incompleteWhy says, per flag, why a table's entries lack something.
 var incompleteWhy = map[string]string{
 	audit.FlagGeneratedAbsent: "the stream does not carry this table's generated columns (before PostgreSQL 18 pgoutput never sends them): its entries lack them (and pk_incomplete when one is in the primary key)",
-	audit.FlagTypeUnknown:     "the source's catalog no longer has the type of these columns (dropped since the change): their values are stored as the text the server sent",
-	audit.FlagTableGone:       "the source's catalog no longer has this table (dropped since the change): its primary key is unknown, its entries are keyed by every column",
+	audit.FlagTypeUnknown:     "the source's catalog does not have the type of these columns (dropped since the change, or created by a transaction still in progress): their values are stored as the text the server sent",
+	audit.FlagTableUnknown:    "the source's catalog does not have this table (dropped since the change, or created by a transaction still in progress): its primary key is unknown, its entries are keyed by every column",
 }

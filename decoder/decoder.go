@@ -26,8 +26,9 @@ type Resolver interface {
 	// PrimaryKey returns the primary-key columns of a table, in key order;
 	// none when it has no primary key.
 	PrimaryKey(ctx context.Context, relOID uint32) ([]string, error)
-	// GeneratedColumns returns a table's stored generated columns, which
-	// pgoutput does not send before PostgreSQL 18.
+	// GeneratedColumns returns a table's generated columns: stored ones,
+	// which pgoutput does not send before PostgreSQL 18, and virtual ones
+	// (PostgreSQL 18), which it never sends.
 	GeneratedColumns(ctx context.Context, relOID uint32) ([]string, error)
 }
 
@@ -183,7 +184,7 @@ func (d *Decoder) InTransaction() bool { return d.tx != nil }
 
 // Incomplete is a relation whose entries lack something, and what: Kind is
 // the flag its entries carry (audit.FlagGeneratedAbsent,
-// audit.FlagTypeUnknown, audit.FlagTableGone), Detail the columns.
+// audit.FlagTypeUnknown, audit.FlagTableUnknown), Detail the columns.
 type Incomplete struct {
 	Kind     string
 	Relation string // schema.table
@@ -224,6 +225,15 @@ func (d *Decoder) relationName(id uint32) string {
 		return ""
 	}
 	return rel.schema + "." + rel.table
+}
+
+// TransactionLSN is the commit position of the transaction being decoded
+// (from its Begin), 0 outside one or in a stream.
+func (d *Decoder) TransactionLSN() pglogrepl.LSN {
+	if d.tx == nil {
+		return 0
+	}
+	return d.tx.CommitLSN
 }
 
 // Busy reports whether any transaction, streamed ones included, is in
@@ -488,7 +498,7 @@ func (d *Decoder) addRow(rel *relation, e audit.Entry) error {
 		e.Flag(audit.FlagTypeUnknown)
 	}
 	if rel.gone {
-		e.Flag(audit.FlagTableGone)
+		e.Flag(audit.FlagTableUnknown)
 	}
 	return d.add(e)
 }
@@ -516,11 +526,6 @@ func (d *Decoder) relation(ctx context.Context, m *pglogrepl.RelationMessage) (*
 			if t, err = d.res.ResolveType(ctx, c.DataType); err != nil {
 				return nil, &LookupError{Relation: m.Namespace + "." + m.RelationName, Err: err}
 			}
-			if t == nil && d.inStream {
-				// Perhaps a type created by the transaction in progress,
-				// which no other session sees yet: asked again later.
-				return nil, &LookupError{Relation: m.Namespace + "." + m.RelationName, Err: fmt.Errorf("type %d is not in the catalog (yet)", c.DataType)}
-			}
 			if t == nil { // a type the catalog no longer knows: text
 				t = &stringType
 				d.Fallbacks++
@@ -537,14 +542,12 @@ func (d *Decoder) relation(ctx context.Context, m *pglogrepl.RelationMessage) (*
 	name := m.Namespace + "." + m.RelationName
 	keys, err := d.res.PrimaryKey(ctx, m.RelationID)
 	switch {
-	case errors.Is(err, ErrRelationGone) && d.inStream:
-		// A table created by a transaction still in progress: no other
-		// session sees it before it commits. Asked again later, never
-		// guessed.
-		return nil, &LookupError{Relation: name, Err: err}
 	case errors.Is(err, ErrRelationGone):
+		// Dropped since, or created by a transaction streamed while still
+		// in progress (no other session sees it yet): keyed by every
+		// column, flagged.
 		rel.gone = true
-		d.Incomplete = append(d.Incomplete, Incomplete{Kind: audit.FlagTableGone, Relation: name, Detail: "keyed by every column"})
+		d.Incomplete = append(d.Incomplete, Incomplete{Kind: audit.FlagTableUnknown, Relation: name, Detail: "keyed by every column"})
 	case err != nil:
 		return nil, &LookupError{Relation: name, Err: err}
 	}

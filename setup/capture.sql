@@ -77,9 +77,6 @@ BEGIN
         END IF;
         EXECUTE format('ALTER PUBLICATION %I ADD TABLE %s', {{publication}}, rel::regclass);
     END IF;
-    IF (SELECT relreplident FROM pg_class WHERE oid = rel) <> 'f' THEN
-        EXECUTE format('ALTER TABLE %s REPLICA IDENTITY FULL', rel::regclass);
-    END IF;
     -- The bridge's trigger as setup installs it: before each statement of
     -- the four kinds, no column list, no WHEN condition, emit_context.
     IF NOT EXISTS (SELECT 1 FROM pg_trigger WHERE tgrelid = rel AND tgname = 'walscribe_context'
@@ -88,8 +85,12 @@ BEGIN
         EXECUTE format('CREATE OR REPLACE TRIGGER walscribe_context BEFORE INSERT OR UPDATE OR DELETE OR TRUNCATE ON %s
             FOR EACH STATEMENT EXECUTE FUNCTION {{schema}}.emit_context()', rel::regclass);
     END IF;
-    IF (SELECT tgenabled FROM pg_trigger WHERE tgrelid = rel AND tgname = 'walscribe_context') <> 'A' THEN
-        EXECUTE format('ALTER TABLE %s ENABLE ALWAYS TRIGGER walscribe_context', rel::regclass);
+    -- The replica identity and the trigger's state in one ALTER TABLE: the
+    -- event trigger that command fires again refuses a tracked table left
+    -- with either not as walscribe needs it.
+    IF (SELECT relreplident FROM pg_class WHERE oid = rel) <> 'f'
+       OR (SELECT tgenabled FROM pg_trigger WHERE tgrelid = rel AND tgname = 'walscribe_context') <> 'A' THEN
+        EXECUTE format('ALTER TABLE %s REPLICA IDENTITY FULL, ENABLE ALWAYS TRIGGER walscribe_context', rel::regclass);
     END IF;
 END
 $$;
@@ -113,14 +114,19 @@ BEGIN
         RETURN;
     END IF;
     -- The bridge's own trigger (one the table's owner put in its place is
-    -- replaced by capture_table instead).
+    -- replaced by capture_table instead). A table without it is not
+    -- captured yet (an unlogged partition made logged, say): capture_table
+    -- sees to it.
     SELECT c.relreplident, (SELECT g.tgenabled FROM pg_trigger g WHERE g.tgrelid = c.oid AND g.tgname = 'walscribe_context'
                               AND g.tgfoid = '{{schema}}.emit_context()'::regprocedure)
       INTO ident, trig FROM pg_class c WHERE c.oid = rel;
+    IF trig IS NULL THEN
+        RETURN;
+    END IF;
     IF ident <> 'f' THEN
         what := format('REPLICA IDENTITY %s would leave its updates and deletes without the old row',
                        CASE ident WHEN 'd' THEN 'DEFAULT' WHEN 'i' THEN 'USING INDEX' ELSE 'NOTHING' END);
-    ELSIF trig IS NOT NULL AND trig <> 'A' THEN
+    ELSIF trig <> 'A' THEN
         what := 'the context trigger walscribe_context '
              || CASE trig WHEN 'D' THEN 'disabled' ELSE 'not ENABLE ALWAYS' END
              || ' would leave its changes without who made them';
@@ -149,8 +155,8 @@ BEGIN
               WHERE classid = 'pg_class'::regclass AND command_tag = 'ALTER TABLE' AND object_type IN ('table', 'table column') LOOP
         PERFORM walscribe_capture.refuse_weakening(r.objid);
     END LOOP;
-    FOR r IN SELECT DISTINCT objid FROM pg_event_trigger_ddl_commands()
-              WHERE classid = 'pg_class'::regclass AND object_type IN ('table', 'table column') LOOP
+    FOR r IN SELECT objid, bool_or(command_tag = 'ALTER TABLE') AS altered FROM pg_event_trigger_ddl_commands()
+              WHERE classid = 'pg_class'::regclass AND object_type IN ('table', 'table column') GROUP BY objid LOOP
         BEGIN
             PERFORM walscribe_capture.capture_table(r.objid);
             -- A partition attached to a table: capture the partitions too.
@@ -158,7 +164,9 @@ BEGIN
             -- A partition detached from a tracked table keeps the bridge's
             -- trigger but is published by nothing any more: captured on its
             -- own when the patterns match it, else said.
-            IF (SELECT relkind FROM pg_class WHERE oid = r.objid) = 'p' THEN
+            IF r.altered AND (SELECT relkind FROM pg_class WHERE oid = r.objid) = 'p'
+               AND EXISTS (SELECT 1 FROM pg_publication p JOIN pg_publication_rel pr ON pr.prpubid = p.oid
+                            WHERE p.pubname = {{publication}} AND pr.prrelid = r.objid) THEN
                 FOR d IN SELECT c.oid FROM pg_trigger g JOIN pg_class c ON c.oid = g.tgrelid
                           WHERE g.tgname = 'walscribe_context' AND NOT c.relispartition
                             AND NOT EXISTS (SELECT 1 FROM pg_publication p JOIN pg_publication_rel pr ON pr.prpubid = p.oid

@@ -154,6 +154,22 @@ func TestPartitionsAttachedAndDetached(t *testing.T) {
 	if got := published(); got != "p,p_2024" {
 		t.Errorf("published %q after detaching p_2024, want p,p_2024 (it matches public.*)", got)
 	}
+	// Weakened while on its own and untracked, then attached again: the
+	// capture makes it what walscribe needs, in the attaching command.
+	pgtest.Exec(t, dsn, `ALTER PUBLICATION walscribe DROP TABLE public.p_2024`,
+		`ALTER TABLE public.p_2024 REPLICA IDENTITY DEFAULT, ENABLE TRIGGER walscribe_context`,
+		`ALTER TABLE public.p ATTACH PARTITION public.p_2024 FOR VALUES FROM ('2024-01-01') TO ('2025-01-01')`)
+	if got := queryStrings(t, conn, `SELECT c.relreplident::text || g.tgenabled::text FROM pg_class c JOIN pg_trigger g ON g.tgrelid = c.oid
+		AND g.tgname = 'walscribe_context' WHERE c.relname = 'p_2024'`); strings.Join(got, "") != "fA" {
+		t.Errorf("p_2024 attached again: identity and trigger %v, want fA", got)
+	}
+	// An unlogged partition is not captured; made logged, it is.
+	pgtest.Exec(t, dsn, `CREATE UNLOGGED TABLE public.p_2027 PARTITION OF public.p FOR VALUES FROM ('2027-01-01') TO ('2028-01-01')`,
+		`ALTER TABLE public.p_2027 SET LOGGED`)
+	if got := queryStrings(t, conn, `SELECT c.relreplident::text || g.tgenabled::text FROM pg_class c JOIN pg_trigger g ON g.tgrelid = c.oid
+		AND g.tgname = 'walscribe_context' WHERE c.relname = 'p_2027'`); strings.Join(got, "") != "fA" {
+		t.Errorf("p_2027 made logged: identity and trigger %v, want fA", got)
+	}
 }
 
 // setUpPatterns runs setup on dsn tracking the tables that names and
