@@ -169,6 +169,7 @@ func New(cfg Config, snk Sink, log *zap.Logger) *Daemon {
 	sp := spool.New(cfg.Spool)
 	dec := decoder.New(cat, sp)
 	dec.SetLimits(cfg.Limits)
+	dec.BridgeSchema = cfg.BridgeSchema
 	return &Daemon{
 		cfg:     cfg,
 		log:     log,

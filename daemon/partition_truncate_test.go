@@ -40,4 +40,33 @@ func TestTruncateOfOnePartition(t *testing.T) {
 	if n := h.count(`SELECT count(*) FROM audit.entries WHERE action = 'truncate'`); n != 3 {
 		t.Errorf("%d truncate entries in all, want 3 (the root's TRUNCATE recorded once, not per partition)", n)
 	}
+	if n := h.count(`SELECT count(*) FROM audit.entries WHERE table_name = 'partition_truncates'`); n != 0 {
+		t.Errorf("%d entries of the bridge's own table", n)
+	}
+}
+
+// TestPartitionTruncateInSavepoints: in a transaction streamed while in
+// progress, a partition TRUNCATE inside a savepoint rolled back is not
+// recorded, and one followed by a savepoint rolled back is.
+func TestPartitionTruncateInSavepoints(t *testing.T) {
+	h := newHarness(t, `CREATE TABLE p (id int, at date, PRIMARY KEY (id, at)) PARTITION BY RANGE (at);
+		CREATE TABLE p_2024 PARTITION OF p FOR VALUES FROM ('2024-01-01') TO ('2025-01-01');
+		CREATE TABLE p_2025 PARTITION OF p FOR VALUES FROM ('2025-01-01') TO ('2026-01-01');
+		CREATE TABLE big (id int PRIMARY KEY, pad text)`, "p", "big")
+	h.start()
+	h.exec(`INSERT INTO p VALUES (1, '2024-05-01'), (2, '2025-05-01')`)
+	// Rolled back with its savepoint: the rows stay, nothing is recorded.
+	h.exec(`BEGIN; SAVEPOINT s; TRUNCATE p_2024; INSERT INTO big SELECT i, repeat('x', 100) FROM generate_series(1, 3000) i;
+		ROLLBACK TO s; INSERT INTO p VALUES (3, '2025-06-01'); COMMIT`)
+	// Committed, then a savepoint rolled back: recorded.
+	h.exec(`BEGIN; TRUNCATE p_2025; SAVEPOINT b; INSERT INTO big SELECT i, repeat('x', 100) FROM generate_series(10000, 13000) i;
+		ROLLBACK TO b; INSERT INTO p VALUES (4, '2024-06-01'); COMMIT`)
+	h.sync()
+	h.stop()
+	if n := h.count(`SELECT count(*) FROM audit.entries WHERE action = 'truncate' AND new = '{"partition": "public.p_2024"}'`); n != 0 {
+		t.Errorf("a partition TRUNCATE rolled back with its savepoint is recorded %d times", n)
+	}
+	if n := h.count(`SELECT count(*) FROM audit.entries WHERE action = 'truncate' AND new = '{"partition": "public.p_2025"}'`); n != 1 {
+		t.Errorf("a committed partition TRUNCATE followed by a savepoint rolled back is recorded %d times, want 1", n)
+	}
 }

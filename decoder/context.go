@@ -25,9 +25,9 @@ const (
 	ContextPrefix = "walscribe.context"
 	// EventPrefix marks an application event (audit.log_event).
 	EventPrefix = "walscribe.event"
-	// TruncatePrefix marks the bridge's report of a partition's TRUNCATE,
-	// which PostgreSQL does not stream when publishing through the root.
-	TruncatePrefix = "walscribe.truncate"
+	// truncatesTable is the bridge's table of partition TRUNCATE reports
+	// (setup.BridgeTruncates), in BridgeSchema.
+	truncatesTable = "partition_truncates"
 )
 
 // wireContext is the bridge's JSON. Context is the text the application set
@@ -170,29 +170,6 @@ type wireEvent struct {
 // its own, returned at once.
 func (d *Decoder) message(m *pglogrepl.LogicalDecodingMessage, xid uint32) (*audit.Transaction, error) {
 	switch m.Prefix {
-	case TruncatePrefix:
-		if !m.Transactional || d.target(xid) != nil {
-			return nil, nil
-		}
-		var w struct {
-			Schema     string `json:"schema"`
-			Table      string `json:"table"`
-			RootSchema string `json:"root_schema"`
-			Root       string `json:"root"`
-		}
-		if err := json.Unmarshal(m.Content, &w); err != nil || w.Root == "" || w.Table == "" {
-			d.invalid("truncate message is not the bridge's: " + string(m.Content))
-			return nil, nil
-		}
-		t, ok := d.rules.For(w.RootSchema, w.Root)
-		if !ok || !t.Actions.Has(audit.Truncate) {
-			return nil, nil
-		}
-		e := audit.Entry{Schema: w.RootSchema, Table: w.Root, Action: audit.Truncate,
-			New: jsonObject("partition", w.Schema+"."+w.Table)}
-		e.Flag(audit.FlagPartitionTruncate)
-		d.truncs = append(d.truncs, pendingTrunc{xid: xid, root: w.RootSchema + "." + w.Root, entry: e})
-		return nil, nil
 	case ContextPrefix:
 		if !m.Transactional || d.target(xid) != nil {
 			return nil, nil // a context outside a transaction applies to nothing
@@ -377,9 +354,38 @@ func clip(s string, n int) string {
 // (which PostgreSQL streams, and whose cascade fired the bridge for each
 // partition), it is dropped; otherwise it is recorded, in its place.
 type pendingTrunc struct {
-	xid   uint32
+	xid   uint32 // as the change gave it (0 outside a stream)
+	sub   uint32 // the (sub)transaction to record it in
 	root  string // schema.table
 	entry audit.Entry
+}
+
+// holdTruncate holds the partition TRUNCATE a row of the bridge's table
+// reports, with the (sub)transaction the stream gave the row.
+func (d *Decoder) holdTruncate(rel *relation, c *change) error {
+	if err := d.target(c.xid); err != nil {
+		return err
+	}
+	field := func(name string) string {
+		for i, col := range rel.cols {
+			if col.name == name && c.new != nil && i < len(c.new.cols) && c.new.cols[i].kind == 't' {
+				return string(c.new.cols[i].data)
+			}
+		}
+		return ""
+	}
+	partition, rootSchema, root := field("partition"), field("root_schema"), field("root")
+	if root == "" || partition == "" {
+		return nil
+	}
+	t, ok := d.rules.For(rootSchema, root)
+	if !ok || !t.Actions.Has(audit.Truncate) {
+		return nil
+	}
+	e := audit.Entry{Schema: rootSchema, Table: root, Action: audit.Truncate, New: jsonObject("partition", partition)}
+	e.Flag(audit.FlagPartitionTruncate)
+	d.truncs = append(d.truncs, pendingTrunc{xid: c.xid, sub: d.curSub, root: rootSchema + "." + root, entry: e})
+	return nil
 }
 
 // flushTruncs records the partition TRUNCATEs held, except those of roots
@@ -397,7 +403,12 @@ func (d *Decoder) flushTruncs(roots ...string) error {
 		if err := d.target(t.xid); err != nil {
 			return err
 		}
-		if err := d.addMessage(spool.Record{Entry: t.entry}, t.xid); err != nil {
+		// In the (sub)transaction of the report's row, not in that of the
+		// change that follows, as a message would be.
+		if err := d.flushPending(t.sub); err != nil {
+			return err
+		}
+		if err := d.cur.Add(spool.Record{Entry: t.entry, Subxid: t.sub}); err != nil {
 			return err
 		}
 	}

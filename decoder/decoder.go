@@ -67,6 +67,9 @@ type Decoder struct {
 	curSub uint32
 
 	truncs []pendingTrunc // partition TRUNCATEs held (context.go)
+	// BridgeSchema is the schema of the context bridge in the source: its
+	// table partition_truncates holds reports, never changes to record.
+	BridgeSchema string
 	// Incomplete lists the relations met since the caller last emptied it
 	// whose entries lack what neither the stream nor today's catalog can
 	// give; their entries are flagged.
@@ -211,20 +214,32 @@ func (e *ChangeError) Error() string {
 
 func (e *ChangeError) Unwrap() error { return e.Err }
 
+// knownRelation is relation id as the stream described it, nil when it
+// has not.
+func (d *Decoder) knownRelation(id uint32) *relation {
+	if st := d.streams[d.streamXid]; d.inStream && st != nil {
+		if rel, ok := st.rels[id]; ok {
+			return rel
+		}
+	}
+	return d.rels[id]
+}
+
 // relationName is "schema.table" of relation id as the stream described
 // it, "" when it has not.
 func (d *Decoder) relationName(id uint32) string {
-	rel, ok := (*relation)(nil), false
-	if st := d.streams[d.streamXid]; d.inStream && st != nil {
-		rel, ok = st.rels[id]
-	}
-	if !ok {
-		rel, ok = d.rels[id]
-	}
-	if !ok {
+	rel := d.knownRelation(id)
+	if rel == nil {
 		return ""
 	}
 	return rel.schema + "." + rel.table
+}
+
+// isTruncatesRel reports whether relation id is the bridge's table of
+// partition TRUNCATE reports.
+func (d *Decoder) isTruncatesRel(id uint32) bool {
+	rel := d.knownRelation(id)
+	return rel != nil && rel.table == truncatesTable && rel.schema == d.BridgeSchema
 }
 
 // TransactionLSN is the commit position of the transaction being decoded
@@ -330,11 +345,13 @@ func (d *Decoder) Decode(ctx context.Context, data []byte) (*audit.Transaction, 
 	}
 	switch data[0] {
 	case 'I', 'U', 'D':
-		if err := d.flushTruncs(); err != nil {
-			return nil, err
-		}
 		if err := d.chg.parse(data, d.inStream, &d.oldT, &d.newT); err != nil {
 			return nil, &ChangeError{Table: d.relationName(d.chg.relID), Err: fmt.Errorf("parse pgoutput message %q: %w", data[0], err)}
+		}
+		if !d.isTruncatesRel(d.chg.relID) { // reports of one cascade come together
+			if err := d.flushTruncs(); err != nil {
+				return nil, err
+			}
 		}
 		if err := d.decodeChange(&d.chg); err != nil {
 			return nil, &ChangeError{Table: d.relationName(d.chg.relID), Err: err}
@@ -352,13 +369,6 @@ func (d *Decoder) Decode(ctx context.Context, data []byte) (*audit.Transaction, 
 			roots = append(roots, d.relationName(id))
 		}
 		if err := d.flushTruncs(roots...); err != nil {
-			return nil, err
-		}
-	case *pglogrepl.LogicalDecodingMessageV2:
-		if m.Prefix == TruncatePrefix {
-			break // held, below
-		}
-		if err := d.flushTruncs(); err != nil {
 			return nil, err
 		}
 	case *pglogrepl.RelationMessageV2, *pglogrepl.TypeMessageV2, *pglogrepl.OriginMessage:
@@ -456,6 +466,12 @@ func (d *Decoder) Decode(ctx context.Context, data []byte) (*audit.Transaction, 
 
 // decodeChange records an insert, update or delete.
 func (d *Decoder) decodeChange(c *change) error {
+	if d.isTruncatesRel(c.relID) {
+		if c.kind == 'I' {
+			return d.holdTruncate(d.knownRelation(c.relID), c)
+		}
+		return d.target(c.xid) // the bridge's own table: nothing to record
+	}
 	action := audit.Delete
 	switch c.kind {
 	case 'I':

@@ -18,6 +18,11 @@ import (
 //go:embed bridge.sql
 var bridgeSQL string
 
+// BridgeTruncates is the bridge's table of partition TRUNCATE reports, in
+// the bridge's schema of the source; the publication publishes it, and the
+// decoder reads its rows as reports, never as changes.
+const BridgeTruncates = "partition_truncates"
+
 // bridgeTrigger is the name of the context trigger on each tracked table.
 const bridgeTrigger = "walscribe_context"
 
@@ -179,7 +184,7 @@ func UnguardedTables(ctx context.Context, conn *pgx.Conn, publication, schema st
 		CROSS JOIN LATERAL (SELECT c.oid AS relid UNION SELECT relid FROM pg_partition_tree(c.oid)) part
 		JOIN pg_class pc ON pc.oid = part.relid AND pc.relkind IN ('r', 'p')
 		JOIN pg_namespace pn ON pn.oid = pc.relnamespace
-		WHERE pt.pubname = $1 AND NOT EXISTS (SELECT 1 FROM pg_trigger g
+		WHERE pt.pubname = $1 AND NOT (pt.schemaname = $3 AND pt.tablename = '`+BridgeTruncates+`') AND NOT EXISTS (SELECT 1 FROM pg_trigger g
 			WHERE g.tgrelid = pc.oid AND g.tgname = $2 AND `+genuineTrigger("$3")+`)
 		ORDER BY 1`, publication, bridgeTrigger, schema)
 	if err != nil {

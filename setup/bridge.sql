@@ -53,6 +53,17 @@ LANGUAGE sql STABLE PARALLEL SAFE AS $$
         'application_name', nullif(current_setting('application_name', true), '')))
 $$;
 
+-- partition_truncates receives the bridge's reports of a partition's
+-- TRUNCATE (emit_context); walscribe publishes it and reads them from the
+-- stream. Only the owner writes it.
+CREATE TABLE IF NOT EXISTS {{schema}}.partition_truncates (
+    partition   text NOT NULL, -- schema.table, quoted as needed
+    root_schema text NOT NULL,
+    root        text NOT NULL,
+    at          timestamptz NOT NULL DEFAULT now()
+);
+REVOKE ALL ON {{schema}}.partition_truncates FROM PUBLIC;
+
 -- bridge_emits numbers the context messages; currval is the number of the
 -- last one this session wrote, which no session can set (only the owner
 -- may call nextval) and which a rolled-back savepoint does not undo.
@@ -96,12 +107,14 @@ BEGIN
     END IF;
     -- PostgreSQL does not stream the TRUNCATE of a partition when the
     -- publication publishes through the root: say it, so that the trail
-    -- does not keep rows that are gone. (A TRUNCATE of the root, which it
-    -- streams, fires this for each partition too; walscribe drops those.)
+    -- does not keep rows that are gone. A row of partition_truncates (in the
+    -- publication) rather than a logical message: the stream tags a row
+    -- with its subtransaction, so a savepoint rolled back takes the report
+    -- with it. (A TRUNCATE of the root, which it streams, fires this for
+    -- each partition too; walscribe drops those.)
     IF TG_OP = 'TRUNCATE' AND (SELECT relispartition FROM pg_class WHERE oid = TG_RELID) THEN
-        PERFORM pg_logical_emit_message(true, 'walscribe.truncate', jsonb_build_object(
-            'schema', TG_TABLE_SCHEMA, 'table', TG_TABLE_NAME,
-            'root_schema', n.nspname, 'root', c.relname)::text)
+        INSERT INTO {{schema}}.partition_truncates (partition, root_schema, root)
+        SELECT format('%I.%I', TG_TABLE_SCHEMA, TG_TABLE_NAME), n.nspname, c.relname
           FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
          WHERE c.oid = pg_partition_root(TG_RELID);
     END IF;

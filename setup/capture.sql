@@ -51,7 +51,7 @@ BEGIN
       FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace WHERE c.oid = rel;
     IF NOT FOUND OR kind NOT IN ('r', 'p') OR persistence <> 'p'
        OR sch IN ('pg_catalog', 'information_schema', {{skip_schema}}) OR sch LIKE 'pg\_%'
-       OR sch = 'walscribe_capture' THEN
+       OR sch = 'walscribe_capture' OR (sch = {{schema_lit}} AND tbl = 'partition_truncates') THEN
         RETURN;
     END IF;
     SELECT EXISTS (SELECT 1 FROM pg_publication_tables

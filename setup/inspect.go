@@ -141,6 +141,7 @@ func Inspect(ctx context.Context, conn *pgx.Conn, rs *rules.Set, publication, sc
 	for _, t := range tables {
 		tracked[t.String()] = true
 	}
+	tracked[schema+"."+BridgeTruncates] = true // the bridge's reports, published by setup
 	for _, p := range slices.Sorted(maps.Keys(published)) {
 		if !tracked[p] {
 			r.Problems = append(r.Problems, fmt.Sprintf("%s: in publication %q but no entry tracks it (or an exclusion names it): run walscribe setup to remove it", p, publication))

@@ -96,7 +96,7 @@ func EnsureRoles(ctx context.Context, conn *pgx.Conn, r Roles) (created, warning
 // schema (the partitions of entries besides), in this version or an earlier
 // one.
 var (
-	knownRelations = []string{"entries", "checkpoints", "rules", "gaps", "schema_migrations", "bridge_emits", "bridge_key_a", "bridge_key_b", "capture_patterns"}
+	knownRelations = []string{"entries", "checkpoints", "rules", "gaps", "schema_migrations", "bridge_emits", "bridge_key_a", "bridge_key_b", "capture_patterns", "partition_truncates"}
 	knownFunctions = []string{"reject_change", "ensure_partitions", "current_context", "emit_context", "set_context", "log_event", "capture_table", "capture_new_tables"}
 )
 

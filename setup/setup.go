@@ -8,6 +8,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"slices"
 	"time"
 
 	"github.com/jackc/pgx/v5"
@@ -163,7 +164,8 @@ func Run(ctx context.Context, cfg Config, say func(format string, args ...any)) 
 		}
 	}
 
-	added, removed, err := cdc.EnsurePublication(ctx, src, cfg.Publication, cfg.Tables)
+	added, removed, err := cdc.EnsurePublication(ctx, src, cfg.Publication,
+		append(slices.Clone(cfg.Tables), cdc.Table{Schema: cfg.SinkSchema, Name: BridgeTruncates}))
 	if err != nil {
 		return err
 	}

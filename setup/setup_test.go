@@ -222,6 +222,7 @@ func checkPrepared(t *testing.T, cfg Config) {
 		t.Errorf("context trigger left on untracked tables %v", extra)
 	}
 	got := queryStrings(t, conn, `SELECT schemaname || '.' || tablename FROM pg_publication_tables WHERE pubname = $1 ORDER BY 1`, cfg.Publication)
+	want = append(want, cfg.SinkSchema+"."+BridgeTruncates) // the bridge's reports
 	slices.Sort(want)
 	if !reflect.DeepEqual(got, want) {
 		t.Errorf("publication %q publishes %v, want exactly %v", cfg.Publication, got, want)
@@ -375,7 +376,7 @@ func TestRunSeparateSink(t *testing.T) {
 	if sinkState.Migration != migrations.Latest() {
 		t.Errorf("sink has audit migrations at version %d, want %d", sinkState.Migration, migrations.Latest())
 	}
-	if want := []string{"walscribe all=f ops=1111 viaroot=t tables=app_audit.logins,public.invoices"}; !reflect.DeepEqual(srcState.Publications, want) {
+	if want := []string{"walscribe all=f ops=1111 viaroot=t tables=app_audit.logins,audit.partition_truncates,public.invoices"}; !reflect.DeepEqual(srcState.Publications, want) {
 		t.Errorf("source publications %v, want %v", srcState.Publications, want)
 	}
 	if len(sinkState.Publications)+len(sinkState.Slots) > 0 {

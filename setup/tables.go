@@ -146,6 +146,7 @@ func InstallCapture(ctx context.Context, conn *pgx.Conn, schema, publication, sk
 	lit := func(s string) string { return "'" + strings.ReplaceAll(s, "'", "''") + "'" }
 	sql := strings.NewReplacer(
 		"{{schema}}", pgx.Identifier{schema}.Sanitize(),
+		"{{schema_lit}}", lit(schema),
 		"{{publication}}", lit(publication),
 		"{{skip_schema}}", lit(skipSchema),
 	).Replace(captureSQL)

@@ -47,7 +47,7 @@ var bridgeFunctions = []string{"capture_new_tables", "capture_table", "log_event
 
 // bridgeRelations are the bridge's sequences and tables in the audit schema
 // of the source: its secret, and the capture patterns of earlier versions.
-var bridgeRelations = []string{"bridge_emits", "bridge_key_a", "bridge_key_b", "capture_patterns"}
+var bridgeRelations = []string{BridgeTruncates, "bridge_emits", "bridge_key_a", "bridge_key_b", "capture_patterns"}
 
 // captureTrigger is the event trigger of capture.sql.
 const captureTrigger = "walscribe_capture"
@@ -254,7 +254,7 @@ func checkOwnership(ctx context.Context, conn *pgx.Conn, cfg TeardownConfig) err
 		UNION ALL
 		SELECT format('table %s (owner %s)', c.oid::regclass, c.relowner::regrole)
 			FROM pg_class c WHERE NOT pg_has_role(c.relowner, 'USAGE') AND (
-				(c.relnamespace = (SELECT oid FROM pg_namespace WHERE nspname = $3) AND c.relname IN ('capture_patterns', 'bridge_emits', 'bridge_key_a', 'bridge_key_b'))
+				(c.relnamespace = (SELECT oid FROM pg_namespace WHERE nspname = $3) AND c.relname IN ('capture_patterns', 'bridge_emits', 'bridge_key_a', 'bridge_key_b', 'partition_truncates'))
 				OR c.oid IN (SELECT tgrelid FROM pg_trigger WHERE tgname = $5 AND NOT tgisinternal AND tgparentid = 0))
 		UNION ALL
 		SELECT format('schema %s (owner %s)', n.nspname, n.nspowner::regrole)
