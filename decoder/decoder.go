@@ -123,6 +123,9 @@ type relation struct {
 	// longer knows their type; gone, that it no longer knows the table.
 	untyped []string
 	gone    bool
+	// reports: the bridge's table of partition TRUNCATE reports
+	// (BridgeSchema.partition_truncates), read as reports, never recorded.
+	reports bool
 
 	// What the rules leave of the above: excluded columns removed.
 	rules      *rules.Table
@@ -235,13 +238,6 @@ func (d *Decoder) relationName(id uint32) string {
 	return rel.schema + "." + rel.table
 }
 
-// isTruncatesRel reports whether relation id is the bridge's table of
-// partition TRUNCATE reports.
-func (d *Decoder) isTruncatesRel(id uint32) bool {
-	rel := d.knownRelation(id)
-	return rel != nil && rel.table == truncatesTable && rel.schema == d.BridgeSchema
-}
-
 // TransactionLSN is the commit position of the transaction being decoded
 // (from its Begin), 0 outside one or in a stream.
 func (d *Decoder) TransactionLSN() pglogrepl.LSN {
@@ -348,12 +344,13 @@ func (d *Decoder) Decode(ctx context.Context, data []byte) (*audit.Transaction, 
 		if err := d.chg.parse(data, d.inStream, &d.oldT, &d.newT); err != nil {
 			return nil, &ChangeError{Table: d.relationName(d.chg.relID), Err: fmt.Errorf("parse pgoutput message %q: %w", data[0], err)}
 		}
-		if !d.isTruncatesRel(d.chg.relID) { // reports of one cascade come together
-			if err := d.flushTruncs(); err != nil {
-				return nil, err
-			}
+		var err error
+		if rel := d.knownRelation(d.chg.relID); rel != nil && rel.reports {
+			err = d.report(rel, &d.chg) // reports of one cascade come together: nothing flushed
+		} else if err = d.flushTruncs(); err == nil {
+			err = d.decodeChange(&d.chg)
 		}
-		if err := d.decodeChange(&d.chg); err != nil {
+		if err != nil {
 			return nil, &ChangeError{Table: d.relationName(d.chg.relID), Err: err}
 		}
 		return nil, nil
@@ -464,14 +461,17 @@ func (d *Decoder) Decode(ctx context.Context, data []byte) (*audit.Transaction, 
 	return nil, nil
 }
 
+// report handles a change to the bridge's table of reports: an insert is
+// a partition TRUNCATE to hold; nothing of it is recorded as a change.
+func (d *Decoder) report(rel *relation, c *change) error {
+	if c.kind == 'I' {
+		return d.holdTruncate(rel, c)
+	}
+	return d.target(c.xid)
+}
+
 // decodeChange records an insert, update or delete.
 func (d *Decoder) decodeChange(c *change) error {
-	if d.isTruncatesRel(c.relID) {
-		if c.kind == 'I' {
-			return d.holdTruncate(d.knownRelation(c.relID), c)
-		}
-		return d.target(c.xid) // the bridge's own table: nothing to record
-	}
 	action := audit.Delete
 	switch c.kind {
 	case 'I':
@@ -534,7 +534,8 @@ func (e *LookupError) Error() string {
 func (e *LookupError) Unwrap() error { return e.Err }
 
 func (d *Decoder) relation(ctx context.Context, m *pglogrepl.RelationMessage) (*relation, error) {
-	rel := &relation{schema: m.Namespace, table: m.RelationName, cols: make([]column, len(m.Columns)), all: make([]int, len(m.Columns))}
+	rel := &relation{schema: m.Namespace, table: m.RelationName, cols: make([]column, len(m.Columns)), all: make([]int, len(m.Columns)),
+		reports: m.Namespace == d.BridgeSchema && m.RelationName == truncatesTable}
 	for i, c := range m.Columns {
 		t, ok := BuiltinType(c.DataType)
 		if !ok {

@@ -46,9 +46,9 @@ type Config struct {
 	Roles Roles
 }
 
-// daemonUser is the user a connection string logs in as ("" when it
+// DSNUser is the user a connection string logs in as ("" when it
 // cannot be parsed: config checks it).
-func daemonUser(dsn string) string {
+func DSNUser(dsn string) string {
 	c, err := pg.ParseConfig(dsn, pg.AppTool)
 	if err != nil {
 		return ""
@@ -71,7 +71,7 @@ func Run(ctx context.Context, cfg Config, say func(format string, args ...any)) 
 	defer src.Close(ctx)
 	sameDB := cfg.SinkDSN == "" || cfg.SinkDSN == cfg.SourceDSN
 	if cfg.AdminSourceDSN != "" { // else cdc.Check checks the role it connects as
-		if err := checkReplicationRole(ctx, src, daemonUser(cfg.SourceDSN)); err != nil {
+		if err := checkReplicationRole(ctx, src, DSNUser(cfg.SourceDSN)); err != nil {
 			return err
 		}
 	}
@@ -110,7 +110,7 @@ func Run(ctx context.Context, cfg Config, say func(format string, args ...any)) 
 		}
 		defer sinkConn.Close(ctx)
 	}
-	applied, warnings, err := PrepareSink(ctx, sinkConn, SinkConfig{Schema: cfg.SinkSchema, Roles: cfg.Roles, Writers: []string{daemonUser(sinkDSN)}})
+	applied, warnings, err := PrepareSink(ctx, sinkConn, SinkConfig{Schema: cfg.SinkSchema, Roles: cfg.Roles, Writers: []string{DSNUser(sinkDSN)}})
 	for _, w := range warnings {
 		say("warning: %s", w)
 	}
@@ -122,7 +122,7 @@ func Run(ctx context.Context, cfg Config, say func(format string, args ...any)) 
 	} else {
 		say("audit schema %q: up to date (version %d)", cfg.SinkSchema, migrations.Latest())
 	}
-	say("audit schema %q: owned by %s; %s may append to it, %s may read it", cfg.SinkSchema, cfg.Roles.Owner, daemonUser(sinkDSN), cfg.Roles.Reader)
+	say("audit schema %q: owned by %s; %s may append to it, %s may read it", cfg.SinkSchema, cfg.Roles.Owner, DSNUser(sinkDSN), cfg.Roles.Reader)
 
 	changed, err := cdc.SetReplicaIdentityFull(ctx, src, cfg.Tables)
 	if err != nil {

@@ -101,11 +101,8 @@ schema owned by roles.owner, its migrations, and the grants to the daemon's role
 				return fmt.Errorf("connect to sink (%s): %w", key, err)
 			}
 			defer conn.Close(ctx)
-			var writer string
-			if pc, err := pg.ParseConfig(c.SinkDSN(), pg.AppTool); err == nil {
-				writer = pc.User
-			}
-			applied, warnings, err := setup.PrepareSink(ctx, conn, setup.SinkConfig{Schema: c.Sink.Schema, Roles: setupRoles(c), Writers: []string{writer}})
+			applied, warnings, err := setup.PrepareSink(ctx, conn, setup.SinkConfig{Schema: c.Sink.Schema, Roles: setupRoles(c),
+				Writers: []string{setup.DSNUser(c.SinkDSN())}})
 			for _, w := range warnings {
 				fmt.Fprintf(cmd.OutOrStdout(), "warning: %s\n", w)
 			}
