@@ -1,6 +1,10 @@
 package daemon
 
-import "testing"
+import (
+	"fmt"
+	"strings"
+	"testing"
+)
 
 // TestTruncateOfOnePartition: PostgreSQL does not stream the TRUNCATE of
 // one partition when the publication publishes through the root; the
@@ -68,5 +72,33 @@ func TestPartitionTruncateInSavepoints(t *testing.T) {
 	}
 	if n := h.count(`SELECT count(*) FROM audit.entries WHERE action = 'truncate' AND new = '{"partition": "public.p_2025"}'`); n != 1 {
 		t.Errorf("a committed partition TRUNCATE followed by a savepoint rolled back is recorded %d times, want 1", n)
+	}
+}
+
+// TestRootTruncateAcrossStreamChunks: the TRUNCATE of a root with many
+// partitions, in a transaction streamed while in progress, is recorded
+// once even when the server ends a chunk among the bridge's reports of its
+// partitions (which the root's TRUNCATE, in the next chunk, stands for).
+func TestRootTruncateAcrossStreamChunks(t *testing.T) {
+	var ddl strings.Builder
+	ddl.WriteString(`CREATE TABLE q (id int PRIMARY KEY, pad text) PARTITION BY RANGE (id);`)
+	const parts = 400
+	for i := range parts {
+		fmt.Fprintf(&ddl, "CREATE TABLE q_%d PARTITION OF q FOR VALUES FROM (%d) TO (%d);", i, i*10, i*10+10)
+	}
+	h := newHarness(t, ddl.String(), "q")
+	h.start()
+	h.exec(`BEGIN; INSERT INTO q SELECT i, repeat('x', 50) FROM generate_series(0, 3999) i; TRUNCATE q;
+		INSERT INTO q VALUES (1, 'after'); COMMIT`)
+	h.sync()
+	h.stop()
+	if n := h.count(`SELECT count(*) FROM audit.entries WHERE action = 'truncate' AND flags IS NULL AND table_name = 'q'`); n != 1 {
+		t.Errorf("%d truncate entries of q as PostgreSQL streams them, want 1", n)
+	}
+	if n := h.count(`SELECT count(*) FROM audit.entries WHERE action = 'truncate' AND new ? 'partition'`); n != 0 {
+		t.Errorf("%d truncate entries of single partitions, want 0: the root's TRUNCATE stands for them", n)
+	}
+	if n := h.count(`SELECT count(*) FROM audit.entries WHERE table_name = 'q'`); n != 4002 {
+		t.Errorf("%d entries of q, want 4002", n)
 	}
 }

@@ -3,6 +3,7 @@ package decoder
 import (
 	"bytes"
 	"encoding/json"
+	"errors"
 	"net/netip"
 	"slices"
 	"strings"
@@ -350,14 +351,26 @@ func clip(s string, n int) string {
 }
 
 // pendingTrunc is a partition's TRUNCATE the bridge reported, held until
-// the next message of the stream: when that is the TRUNCATE of its root
-// (which PostgreSQL streams, and whose cascade fired the bridge for each
-// partition), it is dropped; otherwise it is recorded, in its place.
+// the next message of its transaction: when that is the TRUNCATE of its
+// root (which PostgreSQL streams, and whose cascade fired the bridge for
+// each partition), it is dropped; otherwise it is recorded, in its place.
+// In a transaction streamed while in progress, the next message may come
+// in a later chunk, after other transactions' messages.
 type pendingTrunc struct {
-	xid   uint32 // as the change gave it (0 outside a stream)
-	sub   uint32 // the (sub)transaction to record it in
-	root  string // schema.table
-	entry audit.Entry
+	xid    uint32 // as the change gave it (0 outside a stream)
+	sub    uint32 // the (sub)transaction to record it in
+	stream uint32 // the streamed transaction it belongs to (0: none)
+	root   string // schema.table
+	entry  audit.Entry
+}
+
+// current is the streamed transaction the message being decoded belongs
+// to, 0 outside a stream.
+func (d *Decoder) current() uint32 {
+	if d.inStream {
+		return d.streamXid
+	}
+	return 0
 }
 
 // holdTruncate holds the partition TRUNCATE a row of the bridge's table
@@ -384,34 +397,50 @@ func (d *Decoder) holdTruncate(rel *relation, c *change) error {
 	}
 	e := audit.Entry{Schema: rootSchema, Table: root, Action: audit.Truncate, New: jsonObject("partition", partition)}
 	e.Flag(audit.FlagPartitionTruncate)
-	d.truncs = append(d.truncs, pendingTrunc{xid: c.xid, sub: d.curSub, root: rootSchema + "." + root, entry: e})
+	d.truncs = append(d.truncs, pendingTrunc{xid: c.xid, sub: d.curSub, stream: d.current(), root: rootSchema + "." + root, entry: e})
 	return nil
 }
 
-// flushTruncs records the partition TRUNCATEs held, except those of roots
-// (schema.table) truncated by the message that follows them.
-func (d *Decoder) flushTruncs(roots ...string) error {
+// flushTruncs records the partition TRUNCATEs held for the transaction
+// stream (0: the one not streamed), except those of roots (schema.table)
+// truncated by the message that follows them.
+func (d *Decoder) flushTruncs(stream uint32, roots ...string) error {
 	if len(d.truncs) == 0 {
 		return nil
 	}
-	truncs := d.truncs
-	d.truncs = d.truncs[:0]
-	for _, t := range truncs {
+	kept := d.truncs[:0]
+	for _, t := range d.truncs {
+		if t.stream != stream {
+			kept = append(kept, t)
+			continue
+		}
 		if slices.Contains(roots, t.root) {
 			continue
 		}
-		if err := d.target(t.xid); err != nil {
-			return err
+		txn := d.txn
+		if stream != 0 {
+			st := d.streams[stream]
+			if st == nil {
+				continue
+			}
+			txn = st.txn
+			// In the (sub)transaction of the report's row, not in that of
+			// the change that follows, as a message would be.
+			if d.inStream && d.streamXid == stream {
+				if err := d.flushPending(t.sub); err != nil {
+					return err
+				}
+			}
 		}
-		// In the (sub)transaction of the report's row, not in that of the
-		// change that follows, as a message would be.
-		if err := d.flushPending(t.sub); err != nil {
-			return err
+		if txn == nil {
+			return errors.New("a partition TRUNCATE reported outside a transaction")
 		}
-		if err := d.cur.Add(spool.Record{Entry: t.entry, Subxid: t.sub}); err != nil {
+		if err := txn.Add(spool.Record{Entry: t.entry, Subxid: t.sub}); err != nil {
 			return err
 		}
 	}
+	clear(d.truncs[len(kept):])
+	d.truncs = kept
 	return nil
 }
 

@@ -347,7 +347,7 @@ func (d *Decoder) Decode(ctx context.Context, data []byte) (*audit.Transaction, 
 		var err error
 		if rel := d.knownRelation(d.chg.relID); rel != nil && rel.reports {
 			err = d.report(rel, &d.chg) // reports of one cascade come together: nothing flushed
-		} else if err = d.flushTruncs(); err == nil {
+		} else if err = d.flushTruncs(d.current()); err == nil {
 			err = d.decodeChange(&d.chg)
 		}
 		if err != nil {
@@ -365,13 +365,24 @@ func (d *Decoder) Decode(ctx context.Context, data []byte) (*audit.Transaction, 
 		for _, id := range m.RelationIDs {
 			roots = append(roots, d.relationName(id))
 		}
-		if err := d.flushTruncs(roots...); err != nil {
+		if err := d.flushTruncs(d.current(), roots...); err != nil {
 			return nil, err
 		}
 	case *pglogrepl.RelationMessageV2, *pglogrepl.TypeMessageV2, *pglogrepl.OriginMessage:
 		// Descriptions the server sends before the TRUNCATE they describe.
+	case *pglogrepl.StreamStartMessageV2, *pglogrepl.StreamStopMessageV2:
+		// A chunk may end among the reports of a root's TRUNCATE, which
+		// comes in the transaction's next chunk.
+	case *pglogrepl.StreamCommitMessageV2:
+		if err := d.flushTruncs(m.Xid); err != nil {
+			return nil, err
+		}
+	case *pglogrepl.StreamAbortMessageV2:
+		if err := d.flushTruncs(m.Xid); err != nil {
+			return nil, err
+		}
 	default:
-		if err := d.flushTruncs(); err != nil {
+		if err := d.flushTruncs(d.current()); err != nil {
 			return nil, err
 		}
 	}
