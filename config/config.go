@@ -39,6 +39,8 @@ type Config struct {
 	Context Context `mapstructure:"context"`
 	Masking Masking `mapstructure:"masking"`
 	Roles   Roles   `mapstructure:"roles"`
+	// Integrity makes the trail tamper-evident.
+	Integrity Integrity `mapstructure:"integrity"`
 	// ExcludeTables are table names or glob patterns never audited, even when
 	// a tables entry matches them (exclude_tables), in the syntax of
 	// tables[i].name. Load turns a name without a schema into
@@ -148,6 +150,31 @@ type Roles struct {
 	// when other software of the database emits logical messages, and grant
 	// it to that software's role instead when you can. Default true.
 	RevokeEmitMessage bool `mapstructure:"revoke_emit_message"`
+}
+
+// Integrity configures tamper evidence: every entry is a leaf of a Merkle
+// log, whose size and root the daemon signs at most once per
+// CheckpointInterval and at shutdown, with a key kept outside the database.
+type Integrity struct {
+	// Enabled turns it on (integrity.enabled). Default false.
+	Enabled bool `mapstructure:"enabled"`
+	// SignerKeyFile is the file holding the signer key, as `walscribe keygen
+	// --signer FILE` writes it; readable by its owner only
+	// (integrity.signer_key_file). Default "".
+	SignerKeyFile string `mapstructure:"signer_key_file"`
+	// SignerKey is the signer key itself, for keys given in the environment
+	// (integrity.signer_key, WALSCRIBE_INTEGRITY_SIGNER_KEY). One of the two
+	// is required when Enabled. Default "".
+	SignerKey string `mapstructure:"signer_key"`
+	// CheckpointInterval is the least time between two signed checkpoints
+	// (integrity.checkpoint_interval), from 100ms to 1h. Default 1s.
+	CheckpointInterval time.Duration `mapstructure:"checkpoint_interval"`
+	// CheckpointDir is a directory outside the database where each signed
+	// checkpoint is also written (integrity.checkpoint_dir): the latest one
+	// of each day, as checkpoint-YYYY-MM-DD. It is what tells a trail cut
+	// short, or restored from an old backup, from an intact one. Default ""
+	// (none; strongly recommended).
+	CheckpointDir string `mapstructure:"checkpoint_dir"`
 }
 
 // Masking configures masked columns.
@@ -273,6 +300,7 @@ func Default() Config {
 		Spool:                Spool{TxnMemory: 8 * MiB},
 		Context:              Context{Prefix: "audit", MaxFieldBytes: KiB, MaxJSONBytes: 8 * KiB, MaxEventBytes: 64 * KiB},
 		Roles:                Roles{Owner: "walscribe_owner", Reader: "walscribe_reader", App: "walscribe_app", RevokeEmitMessage: true},
+		Integrity:            Integrity{CheckpointInterval: time.Second},
 		SkipUnchangedUpdates: true,
 		HTTP:                 HTTP{Listen: "127.0.0.1:9187"},
 		Log:                  Log{Level: "info", Format: "auto"},

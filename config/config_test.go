@@ -12,6 +12,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/walscribe/walscribe/integrity"
 )
 
 // isolateEnv unsets every WALSCRIBE_ variable for the length of the test, so
@@ -491,6 +493,15 @@ func TestEnvVarNames(t *testing.T) {
 		"log.level":                 "error",
 		"log.format":                "console",
 	}
+	signer, _, err := integrity.GenerateKey("example.com/log")
+	if err != nil {
+		t.Fatal(err)
+	}
+	values["integrity.enabled"] = "true"
+	values["integrity.signer_key"] = signer
+	values["integrity.signer_key_file"] = ""
+	values["integrity.checkpoint_interval"] = "5s"
+	values["integrity.checkpoint_dir"] = t.TempDir()
 	isolateEnv(t)
 	t.Setenv("WALSCRIBE_TABLES", "public.orders")
 	for _, l := range leaves("", reflect.ValueOf(Default())) {
@@ -592,7 +603,7 @@ func TestLoadErrors(t *testing.T) {
 		{
 			name: "unknown top-level key, nothing close",
 			yaml: valid + "colour: red\n",
-			want: []string{"colour: unknown key", "the keys here are source, sink, spool, context, masking, roles, exclude_tables, skip_unchanged_updates, tables, http, log"},
+			want: []string{"colour: unknown key", "the keys here are source, sink, spool, context, masking, roles, integrity, exclude_tables, skip_unchanged_updates, tables, http, log"},
 		},
 		{
 			name: "role names",

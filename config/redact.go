@@ -68,6 +68,9 @@ func (c *Config) Redacted() map[string]any {
 		"context": map[string]any{"prefix": c.Context.Prefix, "max_field_bytes": c.Context.MaxFieldBytes.String(),
 			"max_json_bytes": c.Context.MaxJSONBytes.String(), "max_event_bytes": c.Context.MaxEventBytes.String()},
 		"masking": map[string]any{"secret": secret},
+		"integrity": map[string]any{"enabled": c.Integrity.Enabled, "signer_key_file": c.Integrity.SignerKeyFile,
+			"signer_key": redactIfSet(c.Integrity.SignerKey), "checkpoint_interval": c.Integrity.CheckpointInterval.String(),
+			"checkpoint_dir": c.Integrity.CheckpointDir},
 		"roles": map[string]any{"owner": c.Roles.Owner, "reader": c.Roles.Reader, "app": c.Roles.App,
 			"revoke_emit_message": c.Roles.RevokeEmitMessage},
 		"exclude_tables":         orEmpty(c.ExcludeTables),
@@ -76,6 +79,14 @@ func (c *Config) Redacted() map[string]any {
 		"http":                   map[string]any{"listen": c.HTTP.Listen, "pprof": c.HTTP.Pprof},
 		"log":                    map[string]any{"level": c.Log.Level, "format": c.Log.Format},
 	}
+}
+
+// redactIfSet is "xxxxx" for a secret that is set, "" for one that is not.
+func redactIfSet(secret string) string {
+	if secret == "" {
+		return ""
+	}
+	return redactedPassword
 }
 
 // orEmpty copies a list, as an empty list rather than nil when it has

@@ -13,6 +13,9 @@ import (
 	"time"
 
 	"github.com/jackc/pgx/v5/pgconn"
+	"golang.org/x/mod/sumdb/note"
+
+	"github.com/walscribe/walscribe/integrity"
 )
 
 var (
@@ -76,6 +79,7 @@ func (c *Config) problems() []problem {
 		check("roles.app", fmt.Sprintf("%q is also roles.owner or roles.reader: give the application group a name of its own, e.g. walscribe_app", c.Roles.App))
 	}
 
+	c.integrityProblems(check)
 	c.tableProblems(check)
 
 	if c.HTTP.Listen != "" {
@@ -172,4 +176,47 @@ func checkChoice(s string, choices []string) string {
 		return ""
 	}
 	return fmt.Sprintf("%q is not allowed: %s", s, suggest(s, choices, "use one of"))
+}
+
+// integrityProblems checks the integrity section: a signer key that
+// parses, from one place.
+func (c *Config) integrityProblems(check func(key, msg string)) {
+	in := c.Integrity
+	check("integrity.checkpoint_interval", checkDuration(in.CheckpointInterval, 100*time.Millisecond, time.Hour, "from 100ms to 1h, e.g. 1s"))
+	if !in.Enabled {
+		return
+	}
+	switch {
+	case in.SignerKeyFile != "" && in.SignerKey != "":
+		check("integrity.signer_key", "set either integrity.signer_key_file or integrity.signer_key ("+envVar("integrity.signer_key")+"), not both")
+	case in.SignerKeyFile != "":
+		if _, err := integrity.LoadSigner(in.SignerKeyFile); err != nil {
+			check("integrity.signer_key_file", err.Error())
+		}
+	case in.SignerKey != "":
+		if _, err := integrity.ParseSigner(in.SignerKey); err != nil {
+			check("integrity.signer_key", err.Error())
+		}
+	default:
+		check("integrity.signer_key_file", "required when integrity.enabled is true: create a key pair with `walscribe keygen --signer /etc/walscribe/signer.key` and set integrity.signer_key_file to that file (or "+envVar("integrity.signer_key")+" to the key); give the verifier key it prints to your auditors")
+	}
+	if in.CheckpointDir != "" {
+		if st, err := os.Stat(in.CheckpointDir); err != nil || !st.IsDir() {
+			check("integrity.checkpoint_dir", fmt.Sprintf("%q is not a directory: create it (writable by walscribe, and best on another machine or a volume the database's admins cannot write)", in.CheckpointDir))
+		}
+	}
+}
+
+// Signer returns the configured signer of checkpoints, or nil when
+// integrity is off.
+func (c *Config) Signer() (note.Signer, error) {
+	in := c.Integrity
+	switch {
+	case !in.Enabled:
+		return nil, nil
+	case in.SignerKeyFile != "":
+		return integrity.LoadSigner(in.SignerKeyFile)
+	default:
+		return integrity.ParseSigner(in.SignerKey)
+	}
 }

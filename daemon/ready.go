@@ -22,6 +22,16 @@ type Readiness struct {
 	// retried), with its time; empty when none.
 	LastError   string     `json:"last_error,omitempty"`
 	LastErrorAt *time.Time `json:"last_error_at,omitempty"`
+	// IntegrityViolation is the last time the stored head of the
+	// integrity log was found to differ from the daemon's own, and how;
+	// empty when never.
+	IntegrityViolation   string     `json:"integrity_violation,omitempty"`
+	IntegrityViolationAt *time.Time `json:"integrity_violation_at,omitempty"`
+}
+
+// integrityChecker is a sink that keeps the integrity log.
+type integrityChecker interface {
+	IntegrityViolation() (string, time.Time)
 }
 
 // Ready reports the daemon's readiness.
@@ -40,7 +50,14 @@ func (d *Daemon) Ready() Readiness {
 	if last := d.lastMessage.Load(); r.Streaming && time.Since(time.Unix(0, last)) > d.cfg.StallTimeout {
 		r.Streaming = false
 	}
+	if ic, ok := d.sink.(integrityChecker); ok {
+		if v, at := ic.IntegrityViolation(); v != "" {
+			r.IntegrityViolation, r.IntegrityViolationAt = v, &at
+		}
+	}
 	switch {
+	case r.IntegrityViolation != "":
+		r.Reason = "integrity violation: " + r.IntegrityViolation + "; run walscribe verify"
 	case !r.Streaming && !r.Sink:
 		r.Reason = "not streaming from the source, and the sink is not writable"
 	case !r.Streaming:
@@ -48,6 +65,6 @@ func (d *Daemon) Ready() Readiness {
 	case !r.Sink:
 		r.Reason = "the sink is not writable: the last write failed"
 	}
-	r.Ready = r.Streaming && r.Sink
+	r.Ready = r.Streaming && r.Sink && r.IntegrityViolation == ""
 	return r
 }

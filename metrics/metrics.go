@@ -31,6 +31,10 @@ type Metrics struct {
 	Spills            prometheus.Counter
 	Streaming         prometheus.Gauge
 	SinkUp            prometheus.Gauge
+	// Integrity: the Merkle log (integrity.enabled).
+	IntegrityViolations  prometheus.Counter
+	IntegrityCheckpoints prometheus.Counter
+	IntegrityTreeSize    prometheus.Gauge
 }
 
 // New registers the collectors on reg, with the Go and process collectors
@@ -80,10 +84,17 @@ func New(reg prometheus.Registerer, version string) *Metrics {
 			Help: "1 while a replication session streams."}),
 		SinkUp: prometheus.NewGauge(prometheus.GaugeOpts{Name: "walscribe_sink_up",
 			Help: "1 when the last sink write succeeded."}),
+		IntegrityViolations: prometheus.NewCounter(prometheus.CounterOpts{Name: "walscribe_integrity_violations_total",
+			Help: "Times the stored head of the integrity log differed from the daemon's own: the audit tables were altered."}),
+		IntegrityCheckpoints: prometheus.NewCounter(prometheus.CounterOpts{Name: "walscribe_integrity_checkpoints_total",
+			Help: "Signed checkpoints of the integrity log stored."}),
+		IntegrityTreeSize: prometheus.NewGauge(prometheus.GaugeOpts{Name: "walscribe_integrity_tree_size",
+			Help: "Entries in the integrity log (its tree size)."}),
 	}
 	for _, c := range []prometheus.Collector{m.EntriesWritten, m.ChangesDecoded, m.Transactions, m.Batches, m.BatchEntries,
 		m.BatchDuration, m.CommitToDurable, m.LagBytes, m.LagSeconds, m.AcknowledgedLSN, m.SlotRetainedBytes, m.SlotWALStatus,
-		m.SlotActive, m.UnguardedTables, m.Reconnects, m.Errors, m.ContextEntries, m.Gaps, m.Spills, m.Streaming, m.SinkUp} {
+		m.SlotActive, m.UnguardedTables, m.Reconnects, m.Errors, m.ContextEntries, m.Gaps, m.Spills, m.Streaming, m.SinkUp,
+		m.IntegrityViolations, m.IntegrityCheckpoints, m.IntegrityTreeSize} {
 		f(c)
 	}
 	info := prometheus.NewGauge(prometheus.GaugeOpts{Name: "walscribe_build_info", Help: "The running version.",
@@ -92,7 +103,7 @@ func New(reg prometheus.Registerer, version string) *Metrics {
 	f(info)
 	f(collectors.NewGoCollector())
 	f(collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
-	for _, k := range []string{"stream", "sink", "decode", "invalid_context"} {
+	for _, k := range []string{"stream", "sink", "decode", "invalid_context", "checkpoint_dir"} {
 		m.Errors.WithLabelValues(k)
 	}
 	m.ContextEntries.WithLabelValues("true")

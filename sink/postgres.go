@@ -31,6 +31,8 @@ type Config struct {
 	BatchMaxEntries int              // a batch is written once it holds this many entries
 	BatchMaxWait    time.Duration    // or once its first transaction waited this long
 	Metrics         *metrics.Metrics // nil: counted nowhere
+	// Integrity turns the integrity log on; nil: off.
+	Integrity *IntegrityConfig
 }
 
 // Postgres is the PostgreSQL sink. One Postgres is the only writer of its
@@ -48,9 +50,13 @@ type Postgres struct {
 	uncommitted   []int        // months created by the database transaction in progress
 	healthy       atomic.Bool  // the last write succeeded, or none failed yet
 
-	errMu     sync.Mutex
-	lastErr   string
-	lastErrAt time.Time
+	ilog *logState // the integrity log; nil when off
+
+	errMu                sync.Mutex
+	lastErr              string
+	lastErrAt            time.Time
+	integrityViolation   string
+	integrityViolationAt time.Time
 }
 
 // Health reports whether the last write succeeded (or none failed yet), and
@@ -116,7 +122,7 @@ func (p *Postgres) load(ctx context.Context, conn *pgx.Conn) error {
 	for i := 0; i <= 2; i++ {
 		p.months[monthKey(now.AddDate(0, i, 0))] = true
 	}
-	return nil
+	return p.openLog(ctx, conn)
 }
 
 // Progress returns the end LSN of the last stored transaction (0 when none)
@@ -143,7 +149,7 @@ func (p *Postgres) Run(ctx context.Context, in <-chan *audit.Transaction, durabl
 	var batch []*audit.Transaction
 	for {
 		var open bool
-		batch, open = p.collect(in, batch[:0])
+		batch, open = p.collect(in, batch[:0], p.signTimer())
 		if len(batch) > 0 {
 			err := p.writeRetrying(ctx, batch)
 			release(batch)
@@ -152,10 +158,27 @@ func (p *Postgres) Run(ctx context.Context, in <-chan *audit.Transaction, durabl
 			}
 			durable(p.lastEnd)
 		}
+		if len(batch) == 0 || !open {
+			// Idle for the checkpoint interval, or shutting down: the
+			// entries stored since the last checkpoint get one.
+			if err := p.SignPending(ctx); err != nil {
+				p.noteError(err)
+				p.log.Warn("integrity: could not sign a checkpoint", zap.Error(err))
+			}
+		}
 		if !open {
 			return nil
 		}
 	}
+}
+
+// signTimer fires when the entries stored since the last checkpoint are
+// due one; nil when there are none, or integrity is off.
+func (p *Postgres) signTimer() <-chan time.Time {
+	if p.ilog == nil || p.ilog.tree.Size() <= p.ilog.signedSize {
+		return nil
+	}
+	return time.After(max(0, p.cfg.Integrity.Interval-time.Since(p.ilog.signedAt)))
 }
 
 // release closes the files of spilled transactions once their batch is
@@ -170,11 +193,16 @@ func release(batch []*audit.Transaction) {
 
 // collect gathers a batch: it waits for a first transaction, then takes more
 // until the batch holds BatchMaxEntries entries or BatchMaxWait has passed.
-func (p *Postgres) collect(in <-chan *audit.Transaction, batch []*audit.Transaction) ([]*audit.Transaction, bool) {
+// It returns an empty batch when idle fires before a first transaction.
+func (p *Postgres) collect(in <-chan *audit.Transaction, batch []*audit.Transaction, idle <-chan time.Time) ([]*audit.Transaction, bool) {
 	n := 0
 	var timer <-chan time.Time
 	for {
 		select {
+		case <-idle:
+			if len(batch) == 0 {
+				return batch, true
+			}
 		case tx, ok := <-in:
 			if !ok {
 				return batch, false
@@ -302,6 +330,14 @@ func (p *Postgres) RecordGap(ctx context.Context, g audit.Gap) (bool, error) {
 	if err := p.lockAndReload(ctx, dbtx); err != nil {
 		return false, err
 	}
+	var logged *logUpdate
+	if p.ilog != nil {
+		base, err := p.checkHead(ctx, dbtx)
+		if err != nil {
+			return false, err
+		}
+		logged = &logUpdate{tree: base}
+	}
 	var known bool
 	if err := dbtx.QueryRow(ctx, `SELECT EXISTS (SELECT 1 FROM `+p.schema+`.gaps WHERE slot = $1 AND reason = $2 AND from_lsn = $3)`,
 		p.cfg.Slot, g.Reason, g.From).Scan(&known); err != nil {
@@ -343,10 +379,17 @@ func (p *Postgres) RecordGap(ctx context.Context, g audit.Gap) (bool, error) {
 			return false, fmt.Errorf("record gap: %w", err)
 		}
 	}
+	if logged != nil {
+		around := &timeRange{lo: now.Add(-time.Second), hi: now.Add(time.Second)}
+		if logged, err = p.appendLeaves(ctx, dbtx, logged.tree, id, id, around); err != nil {
+			return false, err
+		}
+	}
 	if err := dbtx.Commit(ctx); err != nil {
 		return false, fmt.Errorf("record gap: %w", err)
 	}
 	committed = true
+	p.applyLog(logged)
 	p.lastID = id
 	p.lastEnd = max(p.lastEnd, g.To)
 	return true, nil
@@ -395,11 +438,20 @@ func (p *Postgres) Write(ctx context.Context, batch []*audit.Transaction) error 
 	if err := p.lockAndReload(wctx, dbtx); err != nil {
 		return err
 	}
+	var logged *logUpdate
+	if p.ilog != nil {
+		base, err := p.checkHead(wctx, dbtx)
+		if err != nil {
+			return err
+		}
+		logged = &logUpdate{tree: base}
+	}
 	var keep []*audit.Transaction
 	var rulesRecs []*audit.Transaction
 	end := p.lastEnd
 	committed := p.lastCommitted
 	n := 0
+	var at *timeRange
 	for _, tx := range batch {
 		if tx.Rules != nil {
 			rulesRecs = append(rulesRecs, tx)
@@ -419,6 +471,13 @@ func (p *Postgres) Write(ctx context.Context, batch []*audit.Transaction) error 
 		}
 		if !tx.CommittedAt.IsZero() {
 			committed = tx.CommittedAt
+		}
+		if tx.Len() > 0 {
+			c := tx.CommittedAt.UTC().Truncate(time.Microsecond)
+			if at == nil {
+				at = &timeRange{lo: c, hi: c}
+			}
+			at.lo, at.hi = minTime(at.lo, c), maxTime(at.hi, c)
 		}
 	}
 	batch = keep
@@ -449,6 +508,17 @@ func (p *Postgres) Write(ctx context.Context, batch []*audit.Transaction) error 
 		tally = src.tally
 		noContext = src.noContext
 	}
+	if logged != nil && n > 0 {
+		var err error
+		if logged, err = p.appendLeaves(wctx, dbtx, logged.tree, p.lastID+1, p.lastID+int64(n), at); err != nil {
+			return err
+		}
+		if p.signDue(logged.tree) {
+			if err := p.sign(wctx, dbtx, logged); err != nil {
+				return err
+			}
+		}
+	}
 	for _, r := range rulesRecs {
 		if err := insertRules(wctx, dbtx, p.schema, p.cfg.Slot, r.RulesFrom, r.Rules, r.RulesReason); err != nil {
 			return err
@@ -468,6 +538,7 @@ func (p *Postgres) Write(ctx context.Context, batch []*audit.Transaction) error 
 		return fmt.Errorf("commit: %w", err)
 	}
 	done = true
+	p.applyLog(logged)
 	p.count(batch, tally, n, began)
 	if noContext > 0 {
 		p.cfg.Metrics.Errors.WithLabelValues("no_context").Add(float64(noContext))
@@ -583,4 +654,18 @@ func (p *Postgres) count(batch []*audit.Transaction, tally map[tallyKey]int, n i
 		}
 		m.ContextEntries.WithLabelValues(label).Add(float64(c))
 	}
+}
+
+func minTime(a, b time.Time) time.Time {
+	if b.Before(a) {
+		return b
+	}
+	return a
+}
+
+func maxTime(a, b time.Time) time.Time {
+	if b.After(a) {
+		return b
+	}
+	return a
 }

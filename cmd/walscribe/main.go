@@ -25,6 +25,13 @@ func main() {
 	err := newRoot().ExecuteContext(ctx)
 	stop()
 	if err != nil {
+		var exit exitError
+		if errors.As(err, &exit) {
+			if exit.err != nil {
+				fmt.Fprintln(os.Stderr, "walscribe:", exit.err)
+			}
+			os.Exit(exit.code)
+		}
 		if !errors.As(err, new(loggedError)) {
 			fmt.Fprintln(os.Stderr, "walscribe:", err)
 		}
@@ -48,7 +55,7 @@ func newRoot() *cobra.Command {
 	root.PersistentFlags().StringVarP(&g.configPath, "config", "c", os.Getenv("WALSCRIBE_CONFIG"),
 		"config file (YAML); every key can also be set as WALSCRIBE_<SECTION>_<KEY> (default $WALSCRIBE_CONFIG)")
 	root.AddCommand(newSetupCmd(g), newRunCmd(g), newStatusCmd(g), newMigrateCmd(g), newConfigCmd(g), newTeardownCmd(g))
-	root.AddCommand(newKeygenCmd())
+	root.AddCommand(newKeygenCmd(), newVerifyCmd(g))
 	return root
 }
 

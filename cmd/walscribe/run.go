@@ -59,7 +59,10 @@ rules in force stay. Tables to add to or remove from the publication need
 				}
 			}
 			cancel()
-			cfg, sinkCfg := daemonConfig(c)
+			cfg, sinkCfg, err := daemonConfig(c)
+			if err != nil {
+				return err
+			}
 			cfg.Rules = rs
 			reg := prometheus.NewRegistry()
 			cfg.Metrics = metrics.New(reg, version)
@@ -109,7 +112,15 @@ func reloadOnHangup(ctx context.Context, hup <-chan os.Signal, g *globals, d *da
 	}
 }
 
-func daemonConfig(c *config.Config) (daemon.Config, sink.Config) {
+func daemonConfig(c *config.Config) (daemon.Config, sink.Config, error) {
+	var integrity *sink.IntegrityConfig
+	signer, err := c.Signer()
+	if err != nil {
+		return daemon.Config{}, sink.Config{}, fmt.Errorf("integrity: %w", err)
+	}
+	if signer != nil {
+		integrity = &sink.IntegrityConfig{Signer: signer, Interval: c.Integrity.CheckpointInterval, Dir: c.Integrity.CheckpointDir}
+	}
 	return daemon.Config{
 			SourceDSN:      c.Source.DSN,
 			Slot:           c.Source.Slot,
@@ -126,7 +137,8 @@ func daemonConfig(c *config.Config) (daemon.Config, sink.Config) {
 			Slot:            c.Source.Slot,
 			BatchMaxEntries: c.Sink.BatchMaxEntries,
 			BatchMaxWait:    c.Sink.BatchMaxWait,
-		}
+			Integrity:       integrity,
+		}, nil
 }
 
 // logStop logs why the daemon stopped as a log record, with the WAL

@@ -72,6 +72,9 @@ func configure(cfg *pgconn.Config, appName string) {
 		cfg.RuntimeParams["application_name"] = appName
 	}
 	cfg.RuntimeParams["search_path"] = SearchPath
+	// Texts in UTF-8 whatever the database's encoding: the integrity log
+	// hashes them as they arrive.
+	cfg.RuntimeParams["client_encoding"] = "UTF8"
 	d := &net.Dialer{KeepAliveConfig: keepAlive}
 	cfg.DialFunc = d.DialContext
 }

@@ -1,0 +1,397 @@
+package sink
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"fmt"
+	"os"
+	"path/filepath"
+	"time"
+
+	"github.com/jackc/pgx/v5"
+	"go.uber.org/zap"
+	"golang.org/x/mod/sumdb/note"
+	"golang.org/x/mod/sumdb/tlog"
+
+	"github.com/walscribe/walscribe/integrity"
+)
+
+// IntegrityConfig turns on the integrity log: in the database transaction
+// that writes entries, the sink appends their leaf hashes (computed by the
+// server from the rows as stored) to a Merkle log, and at most once per
+// Interval, and at shutdown, signs its size and root.
+type IntegrityConfig struct {
+	Signer   note.Signer   // signs checkpoints; its name is the log's origin
+	Interval time.Duration // least time between two signed checkpoints
+	Dir      string        // a copy of each checkpoint goes there ("": none)
+}
+
+// logState is the integrity log as this sink last committed it.
+type logState struct {
+	tree       *integrity.Tree
+	signedSize int64     // the newest signed checkpoint stored
+	signedRoot tlog.Hash // and its root
+	signedAt   time.Time // when this process last signed one (zero: not yet)
+}
+
+// logUpdate is what a database transaction adds to the log, applied to
+// the logState once it commits.
+type logUpdate struct {
+	tree   *integrity.Tree
+	signed []byte // the signed checkpoint stored, if one was
+}
+
+// leafChunk bounds the leaves hashed by one query when the log catches up
+// with entries written without it.
+const leafChunk = 50_000
+
+// errLogAhead means the integrity log covers entries the stored progress
+// does not: rows of the audit tables were removed.
+var errLogAhead = errors.New("the integrity log covers entries past the trail's stored progress: the audit tables were altered; run `walscribe verify`")
+
+// readHead reads the stored head of the log: the tree after the newest
+// leaves stored.
+func (p *Postgres) readHead(ctx context.Context, q querier) (*integrity.Tree, error) {
+	var first, n int64
+	var frontier []byte
+	err := q.QueryRow(ctx, `SELECT first_id, octet_length(leaves) / 32, tree FROM `+p.schema+`.integrity_leaves
+		ORDER BY first_id DESC LIMIT 1`).Scan(&first, &n, &frontier)
+	if errors.Is(err, pgx.ErrNoRows) {
+		return &integrity.Tree{}, nil
+	}
+	if err != nil {
+		return nil, fmt.Errorf("read the integrity log: %w", err)
+	}
+	t, err := integrity.ParseFrontier(first+n-1, frontier)
+	if err != nil {
+		return nil, fmt.Errorf("read the integrity log: the stored tree after entry %d: %w", first+n-1, err)
+	}
+	return t, nil
+}
+
+// readSigned reads the newest signed checkpoint stored: its size and root
+// (0 and the empty tree's root when none).
+func (p *Postgres) readSigned(ctx context.Context, q querier) (int64, tlog.Hash, error) {
+	var size int64
+	var root []byte
+	err := q.QueryRow(ctx, `SELECT tree_size, root FROM `+p.schema+`.integrity_checkpoints ORDER BY tree_size DESC LIMIT 1`).Scan(&size, &root)
+	if errors.Is(err, pgx.ErrNoRows) {
+		return 0, tlog.Hash{}, nil
+	}
+	if err != nil {
+		return 0, tlog.Hash{}, fmt.Errorf("read the signed checkpoints: %w", err)
+	}
+	var h tlog.Hash
+	copy(h[:], root)
+	return size, h, nil
+}
+
+// openLog loads the log's state at Open. Entries stored without it (before
+// integrity was enabled, or by an older walscribe) are hashed into it
+// first, a chunk per database transaction.
+func (p *Postgres) openLog(ctx context.Context, conn *pgx.Conn) error {
+	if p.cfg.Integrity == nil {
+		return nil
+	}
+	tree, err := p.readHead(ctx, conn)
+	if err != nil {
+		return err
+	}
+	size, root, err := p.readSigned(ctx, conn)
+	if err != nil {
+		return err
+	}
+	st := &logState{tree: tree, signedSize: size, signedRoot: root}
+	if p.ilog != nil {
+		st.signedAt = p.ilog.signedAt
+	}
+	p.ilog = st
+	if tree.Size() > p.lastID {
+		return fmt.Errorf("%w (log: %d entries, progress: %d)", errLogAhead, tree.Size(), p.lastID)
+	}
+	if behind := p.lastID - tree.Size(); behind > 0 {
+		p.log.Info("integrity: hashing the entries stored before the log", zap.Int64("entries", behind))
+	}
+	for p.ilog.tree.Size() < p.lastID {
+		if err := p.catchUp(ctx, conn); err != nil {
+			return err
+		}
+	}
+	p.cfg.Metrics.IntegrityTreeSize.Set(float64(p.ilog.tree.Size()))
+	return nil
+}
+
+// catchUp hashes up to leafChunk entries the log does not hold yet, in one
+// database transaction under the writer lock.
+func (p *Postgres) catchUp(ctx context.Context, conn *pgx.Conn) error {
+	dbtx, err := conn.Begin(ctx)
+	if err != nil {
+		return err
+	}
+	defer dbtx.Rollback(ctx)
+	if err := p.lockAndReload(ctx, dbtx); err != nil {
+		return err
+	}
+	base, err := p.readHead(ctx, dbtx)
+	if err != nil {
+		return err
+	}
+	p.ilog.tree = base
+	first := base.Size() + 1
+	last := min(p.lastID, first+leafChunk-1)
+	if last < first {
+		return nil
+	}
+	u, err := p.appendLeaves(ctx, dbtx, base, first, last, nil)
+	if err != nil {
+		return err
+	}
+	if err := dbtx.Commit(ctx); err != nil {
+		return fmt.Errorf("integrity: %w", err)
+	}
+	p.ilog.tree = u.tree
+	return nil
+}
+
+// checkHead compares, under the writer lock, the stored head of the log
+// with this sink's own, and returns the tree the database transaction
+// builds on. A head further on was written by another walscribe (a standby
+// that took over), and is taken. One behind, or of the same size and
+// another tree, means the log was altered: that is counted, logged and
+// kept for Health, and this sink goes on from its own. Entries stored
+// without the log are hashed into it, in the transaction.
+func (p *Postgres) checkHead(ctx context.Context, dbtx pgx.Tx) (*integrity.Tree, error) {
+	stored, err := p.readHead(ctx, dbtx)
+	if err != nil {
+		return nil, err
+	}
+	own := p.ilog.tree
+	switch {
+	case stored.Size() > own.Size():
+		p.ilog.tree = stored
+	case stored.Size() < own.Size() || !bytes.Equal(stored.Frontier(), own.Frontier()):
+		p.violation(fmt.Sprintf("the stored integrity log ends at entry %d with root %s; this walscribe wrote it to entry %d with root %s",
+			stored.Size(), stored.Root(), own.Size(), own.Root()))
+	}
+	base := p.ilog.tree
+	if base.Size() > p.lastID {
+		return nil, fmt.Errorf("%w (log: %d entries, progress: %d)", errLogAhead, base.Size(), p.lastID)
+	}
+	for base.Size() < p.lastID {
+		// Entries another walscribe stored without the log.
+		u, err := p.appendLeaves(ctx, dbtx, base, base.Size()+1, min(p.lastID, base.Size()+leafChunk), nil)
+		if err != nil {
+			return nil, err
+		}
+		base = u.tree
+	}
+	return base, nil
+}
+
+// timeRange bounds the commit times of the entries hashed, so that only
+// their partitions are read (nil: every partition).
+type timeRange struct{ lo, hi time.Time }
+
+// appendLeaves hashes entries first..last as stored (the server computes
+// the leaf hashes: the texts hashed are the server's), appends them to a
+// copy of base, and stores them with the tree after them.
+func (p *Postgres) appendLeaves(ctx context.Context, dbtx pgx.Tx, base *integrity.Tree, first, last int64, at *timeRange) (*logUpdate, error) {
+	query := `SELECT e.id, ` + integrity.LeafHashSQL("e") + ` FROM ` + p.schema + `.entries e WHERE e.id BETWEEN $1 AND $2`
+	args := []any{first, last}
+	if at != nil {
+		query += ` AND e.committed_at BETWEEN $3 AND $4`
+		args = append(args, at.lo, at.hi)
+	}
+	rows, err := dbtx.Query(ctx, query+` ORDER BY e.id`, args...)
+	if err != nil {
+		return nil, fmt.Errorf("integrity: hash entries %d to %d: %w", first, last, err)
+	}
+	tree, err := integrity.ParseFrontier(base.Size(), base.Frontier())
+	if err != nil {
+		rows.Close()
+		return nil, err
+	}
+	leaves := make([]byte, 0, 32*(last-first+1))
+	next := first
+	var id int64
+	var h []byte
+	_, err = pgx.ForEachRow(rows, []any{&id, &h}, func() error {
+		if id != next || len(h) != 32 {
+			return fmt.Errorf("entry %d where %d was expected: the trail was altered; run `walscribe verify`", id, next)
+		}
+		var leaf tlog.Hash
+		copy(leaf[:], h)
+		tree.Append(leaf)
+		leaves = append(leaves, h...)
+		next++
+		return nil
+	})
+	if err != nil {
+		return nil, fmt.Errorf("integrity: hash entries %d to %d: %w", first, last, err)
+	}
+	if next != last+1 {
+		return nil, fmt.Errorf("integrity: hash entries %d to %d: entry %d is missing", first, last, next)
+	}
+	if _, err := dbtx.Exec(ctx, `INSERT INTO `+p.schema+`.integrity_leaves (first_id, leaves, tree) VALUES ($1, $2, $3)`,
+		first, leaves, tree.Frontier()); err != nil {
+		return nil, fmt.Errorf("integrity: store the leaves of entries %d to %d: %w", first, last, err)
+	}
+	return &logUpdate{tree: tree}, nil
+}
+
+// signDue reports whether a checkpoint is due for the tree t.
+func (p *Postgres) signDue(t *integrity.Tree) bool {
+	return t.Size() > p.ilog.signedSize && time.Since(p.ilog.signedAt) >= p.cfg.Integrity.Interval
+}
+
+// sign signs the tree of u and stores the checkpoint, in the database
+// transaction that wrote its leaves. First the live check: the newest
+// checkpoint stored and the newest entry must be this sink's.
+func (p *Postgres) sign(ctx context.Context, dbtx pgx.Tx, u *logUpdate) error {
+	size, root, err := p.readSigned(ctx, dbtx)
+	if err != nil {
+		return err
+	}
+	if size != p.ilog.signedSize || root != p.ilog.signedRoot {
+		if size > p.ilog.signedSize && size <= u.tree.Size() {
+			// Signed by another walscribe (a standby that took over).
+			p.ilog.signedSize, p.ilog.signedRoot = size, root
+		} else {
+			p.violation(fmt.Sprintf("the newest signed checkpoint stored is of %d entries with root %s; this walscribe signed %d entries with root %s",
+				size, root, p.ilog.signedSize, p.ilog.signedRoot))
+		}
+	}
+	var newest int64
+	if err := dbtx.QueryRow(ctx, `SELECT coalesce(max(id), 0) FROM `+p.schema+`.entries`).Scan(&newest); err != nil {
+		return fmt.Errorf("integrity: read the newest entry: %w", err)
+	}
+	if newest != u.tree.Size() {
+		p.violation(fmt.Sprintf("the newest entry stored is %d; the integrity log holds %d", newest, u.tree.Size()))
+	}
+	cp := integrity.Checkpoint{Origin: p.cfg.Integrity.Signer.Name(), Size: u.tree.Size(), Root: u.tree.Root()}
+	signed, err := integrity.Sign(cp, p.cfg.Integrity.Signer)
+	if err != nil {
+		return fmt.Errorf("integrity: sign a checkpoint: %w", err)
+	}
+	if _, err := dbtx.Exec(ctx, `INSERT INTO `+p.schema+`.integrity_checkpoints (tree_size, root, note) VALUES ($1, $2, $3)`,
+		cp.Size, cp.Root[:], string(signed)); err != nil {
+		return fmt.Errorf("integrity: store a checkpoint: %w", err)
+	}
+	u.signed = signed
+	return nil
+}
+
+// applyLog takes what a committed database transaction added to the log,
+// and copies a checkpoint it signed outside the database.
+func (p *Postgres) applyLog(u *logUpdate) {
+	if u == nil {
+		return
+	}
+	p.ilog.tree = u.tree
+	p.cfg.Metrics.IntegrityTreeSize.Set(float64(u.tree.Size()))
+	if u.signed == nil {
+		return
+	}
+	p.ilog.signedSize, p.ilog.signedRoot, p.ilog.signedAt = u.tree.Size(), u.tree.Root(), time.Now()
+	p.cfg.Metrics.IntegrityCheckpoints.Inc()
+	if p.cfg.Integrity.Dir == "" {
+		return
+	}
+	if err := writeCheckpointFile(p.cfg.Integrity.Dir, u.signed, time.Now()); err != nil {
+		p.cfg.Metrics.Errors.WithLabelValues("checkpoint_dir").Inc()
+		p.noteError(err)
+		p.log.Error("integrity: the checkpoint was stored, but not copied outside the database", zap.Error(err))
+	}
+}
+
+// CheckpointFile is the name of the file in integrity.checkpoint_dir that
+// holds the newest checkpoint signed on the day of at (UTC).
+func CheckpointFile(at time.Time) string {
+	return "checkpoint-" + at.UTC().Format(time.DateOnly)
+}
+
+// writeCheckpointFile replaces the day's checkpoint file in dir with
+// signed, durably: a new file written and synced, renamed over the old one,
+// and the directory synced.
+func writeCheckpointFile(dir string, signed []byte, at time.Time) error {
+	tmp, err := os.CreateTemp(dir, ".checkpoint-*")
+	if err != nil {
+		return fmt.Errorf("write checkpoint: %w", err)
+	}
+	defer os.Remove(tmp.Name())
+	if _, err := tmp.Write(signed); err != nil {
+		tmp.Close()
+		return fmt.Errorf("write checkpoint: %w", err)
+	}
+	if err := tmp.Sync(); err != nil {
+		tmp.Close()
+		return fmt.Errorf("write checkpoint: %w", err)
+	}
+	if err := tmp.Close(); err != nil {
+		return fmt.Errorf("write checkpoint: %w", err)
+	}
+	if err := os.Rename(tmp.Name(), filepath.Join(dir, CheckpointFile(at))); err != nil {
+		return fmt.Errorf("write checkpoint: %w", err)
+	}
+	d, err := os.Open(dir)
+	if err != nil {
+		return fmt.Errorf("write checkpoint: %w", err)
+	}
+	defer d.Close()
+	if err := d.Sync(); err != nil {
+		return fmt.Errorf("write checkpoint: %w", err)
+	}
+	return nil
+}
+
+// violation records that the log was found altered.
+func (p *Postgres) violation(what string) {
+	p.cfg.Metrics.IntegrityViolations.Inc()
+	p.errMu.Lock()
+	p.integrityViolation, p.integrityViolationAt = what, time.Now().UTC()
+	p.errMu.Unlock()
+	p.log.Error("integrity violation: "+what+"; run `walscribe verify`")
+}
+
+// IntegrityViolation returns the last integrity violation found and when
+// ("" when none).
+func (p *Postgres) IntegrityViolation() (string, time.Time) {
+	p.errMu.Lock()
+	defer p.errMu.Unlock()
+	return p.integrityViolation, p.integrityViolationAt
+}
+
+// SignPending signs a checkpoint of the entries stored since the last one,
+// if there are any: at shutdown, and when the sink has been idle for the
+// checkpoint interval.
+func (p *Postgres) SignPending(ctx context.Context) error {
+	if p.cfg.Integrity == nil || p.ilog == nil || p.conn == nil || p.ilog.tree.Size() <= p.ilog.signedSize {
+		return nil
+	}
+	wctx := context.WithoutCancel(ctx)
+	dbtx, err := p.conn.Begin(wctx)
+	if err != nil {
+		return fmt.Errorf("integrity: %w", err)
+	}
+	defer dbtx.Rollback(wctx)
+	if err := p.lockAndReload(wctx, dbtx); err != nil {
+		return err
+	}
+	base, err := p.checkHead(wctx, dbtx)
+	if err != nil {
+		return err
+	}
+	if base.Size() <= p.ilog.signedSize {
+		return nil
+	}
+	u := &logUpdate{tree: base}
+	if err := p.sign(wctx, dbtx, u); err != nil {
+		return err
+	}
+	if err := dbtx.Commit(wctx); err != nil {
+		return fmt.Errorf("integrity: %w", err)
+	}
+	p.applyLog(u)
+	return nil
+}

@@ -1,0 +1,415 @@
+// Package verify checks an audit trail against its integrity log: it
+// recomputes every entry's leaf hash from the row as stored, rebuilds the
+// Merkle tree, and checks it against the signed checkpoints, those stored in
+// the database and those kept outside it. It names every entry altered,
+// missing, inserted or out of order.
+package verify
+
+import (
+	"context"
+	"encoding/base64"
+	"errors"
+	"fmt"
+	"os"
+	"path/filepath"
+	"slices"
+	"strconv"
+	"strings"
+
+	"github.com/jackc/pglogrepl"
+	"github.com/jackc/pgx/v5"
+	"golang.org/x/mod/sumdb/note"
+	"golang.org/x/mod/sumdb/tlog"
+
+	"github.com/walscribe/walscribe/integrity"
+)
+
+// Kinds of finding.
+const (
+	Altered    = "altered"    // the row does not hash to the leaf the log holds for it
+	Missing    = "missing"    // entries the log holds are not in the trail
+	Inserted   = "inserted"   // an entry the log does not hold
+	Reordered  = "reordered"  // ids out of (commit_lsn, seq) order
+	Checkpoint = "checkpoint" // a checkpoint forged, altered, or not matching the log
+	LogAltered = "log"        // the stored leaf records do not give a signed root
+)
+
+// Finding is one thing wrong with the trail.
+type Finding struct {
+	Kind      string `json:"kind"`
+	ID        int64  `json:"id,omitempty"`      // the entry (first of a range)
+	LastID    int64  `json:"last_id,omitempty"` // last of a range, when more than one
+	Table     string `json:"table,omitempty"`
+	CommitLSN string `json:"commit_lsn,omitempty"`
+	Detail    string `json:"detail"`
+}
+
+// String is the finding as one line.
+func (f Finding) String() string {
+	var b strings.Builder
+	b.WriteString(f.Kind)
+	switch {
+	case f.LastID > f.ID:
+		fmt.Fprintf(&b, " ids=%d-%d", f.ID, f.LastID)
+	case f.ID > 0:
+		fmt.Fprintf(&b, " id=%d", f.ID)
+	}
+	if f.Table != "" {
+		fmt.Fprintf(&b, " table=%s", f.Table)
+	}
+	if f.CommitLSN != "" {
+		fmt.Fprintf(&b, " commit_lsn=%s", f.CommitLSN)
+	}
+	b.WriteString(": ")
+	b.WriteString(f.Detail)
+	return b.String()
+}
+
+// Report is the outcome of a verification.
+type Report struct {
+	Intact   bool  `json:"intact"`
+	Entries  int64 `json:"entries"`   // rows read
+	TreeSize int64 `json:"tree_size"` // leaves in the log
+	// Checkpoints and External count the signed checkpoints that were
+	// checked against the log, in the database and outside it.
+	Checkpoints int   `json:"checkpoints_verified"`
+	External    int   `json:"external_checkpoints_verified"`
+	SignedSize  int64 `json:"signed_size"` // the largest size a valid checkpoint vouches for
+	// Unsigned counts the entries after the newest signed checkpoint:
+	// intact as far as the log goes, but vouched for by no signature yet.
+	Unsigned int64     `json:"unsigned"`
+	Findings []Finding `json:"findings"`
+	// State is where the next run may resume: the log at the newest
+	// checkpoint it matched (nil when none did).
+	State *State `json:"-"`
+}
+
+// ErrCannotVerify means nothing can be checked: no checkpoint signed by
+// the verifier key given, or the log is not there.
+var ErrCannotVerify = errors.New("cannot verify")
+
+// Options are what Run checks.
+type Options struct {
+	Schema   string        // the audit schema
+	Verifier note.Verifier // the log's verifier key
+	// Dir holds checkpoints copied outside the database
+	// (integrity.checkpoint_dir); "" for none.
+	Dir string
+	// From resumes from a state an earlier run saved: only entries after
+	// it are read; nil for a full run.
+	From *State
+	// Progress, when set, is told the id of each entry read and the
+	// newest id.
+	Progress func(id, newest int64)
+}
+
+// signedCheckpoint is a checkpoint whose signature holds, and where it
+// came from.
+type signedCheckpoint struct {
+	integrity.Checkpoint
+	where string // in the database, or a file name
+	note  []byte // as signed
+}
+
+// Run verifies the trail in the database conn is connected to. The error is
+// for what stopped the verification (ErrCannotVerify among them); what is
+// wrong with the trail is in the report's findings.
+func Run(ctx context.Context, conn, leavesConn *pgx.Conn, o Options) (*Report, error) {
+	r := &Report{Findings: []Finding{}}
+	schema := pgx.Identifier{o.Schema}.Sanitize()
+	var exists bool
+	if err := conn.QueryRow(ctx, `SELECT to_regclass($1) IS NOT NULL`, o.Schema+".integrity_checkpoints").Scan(&exists); err != nil {
+		return nil, fmt.Errorf("read the audit schema: %w", err)
+	}
+	if !exists {
+		return nil, fmt.Errorf("%w: schema %q has no integrity log (run walscribe setup with this version, and set integrity.enabled)", ErrCannotVerify, o.Schema)
+	}
+	checkpoints, err := loadCheckpoints(ctx, conn, schema, o, r)
+	if err != nil {
+		return nil, err
+	}
+	if len(checkpoints) == 0 {
+		return nil, fmt.Errorf("%w: no checkpoint signed by %s, in the database or in %s", ErrCannotVerify, o.Verifier.Name(), orNone(o.Dir))
+	}
+	w := &walk{r: r, checkpoints: checkpoints, tree: &integrity.Tree{}, next: 1}
+	if o.From != nil {
+		if err := w.resume(o.From); err != nil {
+			return nil, err
+		}
+	}
+	leaves, err := openLeaves(ctx, leavesConn, schema, w.next)
+	if err != nil {
+		return nil, err
+	}
+	defer leaves.close()
+	w.leaves = leaves
+	var newest int64
+	if err := conn.QueryRow(ctx, `SELECT coalesce(max(id), 0) FROM `+schema+`.entries`).Scan(&newest); err != nil {
+		return nil, fmt.Errorf("read the newest entry: %w", err)
+	}
+	rows, err := conn.Query(ctx, `SELECT `+integrity.Projection("e")+` FROM `+schema+`.entries e WHERE e.id >= $1 ORDER BY e.id`, w.next)
+	if err != nil {
+		return nil, fmt.Errorf("read the entries: %w", err)
+	}
+	var row integrity.Row
+	dest := row.ScanDest()
+	for rows.Next() {
+		if err := rows.Scan(dest...); err != nil {
+			rows.Close()
+			return nil, fmt.Errorf("read the entries: %w", err)
+		}
+		if err := w.entry(&row); err != nil {
+			rows.Close()
+			return nil, err
+		}
+		if o.Progress != nil {
+			o.Progress(w.lastID, newest)
+		}
+	}
+	rows.Close()
+	if err := rows.Err(); err != nil {
+		return nil, fmt.Errorf("read the entries: %w", err)
+	}
+	if err := w.end(); err != nil {
+		return nil, err
+	}
+	r.TreeSize = w.tree.Size()
+	for _, c := range checkpoints {
+		r.SignedSize = max(r.SignedSize, c.Size)
+	}
+	r.Unsigned = max(0, r.TreeSize-r.SignedSize)
+	r.Intact = len(r.Findings) == 0
+	return r, nil
+}
+
+func orNone(dir string) string {
+	if dir == "" {
+		return "no checkpoint directory (--checkpoints)"
+	}
+	return dir
+}
+
+// loadCheckpoints reads the checkpoints stored in the database and in
+// o.Dir, and returns those whose signature holds, by size. Any that does
+// not is a finding; when none of them is signed by the verifier's key,
+// the key is likely the wrong one, and that is ErrCannotVerify.
+func loadCheckpoints(ctx context.Context, conn *pgx.Conn, schema string, o Options, r *Report) ([]signedCheckpoint, error) {
+	var out []signedCheckpoint
+	wrongKey, total := 0, 0
+	var foundKeys []string
+	check := func(where string, msg []byte, size int64, root []byte) {
+		total++
+		cp, err := integrity.Open(msg, o.Verifier)
+		if err != nil {
+			var wk *integrity.WrongKeyError
+			if errors.As(err, &wk) {
+				wrongKey++
+				foundKeys = append(foundKeys, wk.Found...)
+			}
+			r.Findings = append(r.Findings, Finding{Kind: Checkpoint, Detail: fmt.Sprintf("%s: %v", where, err)})
+			return
+		}
+		if size >= 0 && (cp.Size != size || string(root) != string(cp.Root[:])) {
+			r.Findings = append(r.Findings, Finding{Kind: Checkpoint,
+				Detail: fmt.Sprintf("%s: the row says size %d, the signed checkpoint %d (or their roots differ): the row was altered", where, size, cp.Size)})
+			return
+		}
+		out = append(out, signedCheckpoint{Checkpoint: cp, where: where, note: msg})
+	}
+	rows, err := conn.Query(ctx, `SELECT tree_size, root, note FROM `+schema+`.integrity_checkpoints ORDER BY tree_size`)
+	if err != nil {
+		return nil, fmt.Errorf("read the signed checkpoints: %w", err)
+	}
+	var size int64
+	var root []byte
+	var msg string
+	_, err = pgx.ForEachRow(rows, []any{&size, &root, &msg}, func() error {
+		check(fmt.Sprintf("checkpoint of size %d in the database", size), []byte(msg), size, slices.Clone(root))
+		return nil
+	})
+	if err != nil {
+		return nil, fmt.Errorf("read the signed checkpoints: %w", err)
+	}
+	if o.Dir != "" {
+		files, err := filepath.Glob(filepath.Join(o.Dir, "checkpoint-*"))
+		if err != nil {
+			return nil, err
+		}
+		if len(files) == 0 {
+			return nil, fmt.Errorf("%w: no checkpoint file (checkpoint-*) in %s", ErrCannotVerify, o.Dir)
+		}
+		for _, f := range files {
+			b, err := os.ReadFile(f)
+			if err != nil {
+				return nil, fmt.Errorf("read %s: %w", f, err)
+			}
+			check(f, b, -1, nil)
+		}
+	}
+	if total > 0 && wrongKey == total {
+		slices.Sort(foundKeys)
+		return nil, fmt.Errorf("%w: no checkpoint is signed by the verifier key given (%s); they are signed by %s: is it this log's verifier key?",
+			ErrCannotVerify, o.Verifier.Name(), strings.Join(slices.Compact(foundKeys), ", "))
+	}
+	slices.SortStableFunc(out, func(a, b signedCheckpoint) int { return int(a.Size - b.Size) })
+	return out, nil
+}
+
+// walk is the state of one pass over the entries in id order.
+type walk struct {
+	r           *Report
+	checkpoints []signedCheckpoint // by size
+	tree        *integrity.Tree    // built from the stored leaves, which the signed roots vouch for
+	leaves      *leafReader
+	next        int64 // the id expected next
+	lastID      int64
+	lastLSN     pglogrepl.LSN
+	lastSeq     int64
+	lastGood    int64 // the largest size a checkpoint matched so far
+}
+
+// resume starts the walk from a saved state.
+func (w *walk) resume(s *State) error {
+	t, err := s.tree()
+	if err != nil {
+		return err
+	}
+	w.tree, w.next, w.lastID, w.lastGood = t, t.Size()+1, t.Size(), t.Size()
+	w.lastLSN, w.lastSeq = s.lsn(), s.Seq
+	return nil
+}
+
+// entry checks one row.
+func (w *walk) entry(row *integrity.Row) error {
+	text := func(i int) string {
+		if row[i] == nil {
+			return ""
+		}
+		return *row[i]
+	}
+	id, err := strconv.ParseInt(text(0), 10, 64)
+	if err != nil {
+		return fmt.Errorf("entry id %q: %w", text(0), err)
+	}
+	w.r.Entries++
+	lsn, _ := pglogrepl.ParseLSN(text(1))
+	seq, _ := strconv.ParseInt(text(2), 10, 64)
+	table := text(6) + "." + text(7)
+	here := Finding{ID: id, Table: table, CommitLSN: text(1)}
+	if id < w.next {
+		here.Kind, here.Detail = Inserted, fmt.Sprintf("a second entry with id %d", id)
+		w.r.Findings = append(w.r.Findings, here)
+		return nil
+	}
+	if id > w.next {
+		if err := w.missing(id - 1); err != nil {
+			return err
+		}
+	}
+	stored, ok, err := w.leaves.leaf(id)
+	if err != nil {
+		return err
+	}
+	leaf := integrity.LeafHash(*row)
+	switch {
+	case !ok:
+		here.Kind, here.Detail = Inserted, "the integrity log has no leaf for it"
+		w.r.Findings = append(w.r.Findings, here)
+		w.next = id + 1
+		w.lastID, w.lastLSN, w.lastSeq = id, lsn, seq
+		return nil
+	case stored != leaf:
+		here.Kind, here.Detail = Altered, "the row does not hash to the leaf the log holds for it"
+		w.r.Findings = append(w.r.Findings, here)
+	}
+	if w.lastID > 0 && (lsn < w.lastLSN || lsn == w.lastLSN && seq <= w.lastSeq) {
+		here.Kind, here.Detail = Reordered, fmt.Sprintf("(commit_lsn, seq) = (%s, %d) comes after entry %d's (%s, %d)", lsn, seq, w.lastID, w.lastLSN, w.lastSeq)
+		w.r.Findings = append(w.r.Findings, here)
+	}
+	w.lastID, w.lastLSN, w.lastSeq = id, lsn, seq
+	w.next = id + 1
+	return w.append(stored)
+}
+
+// missing handles the ids from w.next to last, which the trail lacks: the
+// log's leaves keep the tree whole.
+func (w *walk) missing(last int64) error {
+	first := w.next
+	for id := first; id <= last; id++ {
+		stored, ok, err := w.leaves.leaf(id)
+		if err != nil {
+			return err
+		}
+		if !ok {
+			break
+		}
+		if err := w.append(stored); err != nil {
+			return err
+		}
+	}
+	w.r.Findings = append(w.r.Findings, Finding{Kind: Missing, ID: first, LastID: last,
+		Detail: "entries the integrity log holds are not in the trail (deleted)"})
+	w.next = last + 1
+	return nil
+}
+
+// append adds the next leaf, and checks the checkpoints of the size
+// reached.
+func (w *walk) append(leaf tlog.Hash) error {
+	w.tree.Append(leaf)
+	size := w.tree.Size()
+	for _, c := range w.checkpoints {
+		if c.Size != size {
+			continue
+		}
+		if c.Root != w.tree.Root() {
+			w.r.Findings = append(w.r.Findings, Finding{Kind: LogAltered, ID: w.lastGood + 1, LastID: size,
+				Detail: fmt.Sprintf("the integrity log's leaves do not give the root of %s: leaves of these entries were altered", c.where)})
+		} else {
+			w.lastGood = size
+			w.r.State = &State{Origin: c.Origin, TreeSize: size, Frontier: base64.StdEncoding.EncodeToString(w.tree.Frontier()),
+				CommitLSN: w.lastLSN.String(), Seq: w.lastSeq}
+		}
+		if strings.HasSuffix(c.where, "in the database") {
+			w.r.Checkpoints++
+		} else {
+			w.r.External++
+		}
+	}
+	return nil
+}
+
+// end handles what the log holds after the last entry, and checkpoints of
+// sizes never reached.
+func (w *walk) end() error {
+	maxSigned := int64(0)
+	var where string
+	for _, c := range w.checkpoints {
+		if c.Size > maxSigned {
+			maxSigned, where = c.Size, c.where
+		}
+	}
+	// Leaves after the newest entry: entries deleted at the end.
+	first := w.tree.Size() + 1
+	for {
+		stored, ok, err := w.leaves.leaf(w.tree.Size() + 1)
+		if err != nil {
+			return err
+		}
+		if !ok {
+			break
+		}
+		if err := w.append(stored); err != nil {
+			return err
+		}
+	}
+	if last := w.tree.Size(); last >= first {
+		w.r.Findings = append(w.r.Findings, Finding{Kind: Missing, ID: first, LastID: last,
+			Detail: "the newest entries the integrity log holds are not in the trail (deleted)"})
+	}
+	if maxSigned > w.tree.Size() {
+		w.r.Findings = append(w.r.Findings, Finding{Kind: Missing, ID: w.tree.Size() + 1, LastID: maxSigned,
+			Detail: fmt.Sprintf("%s vouches for %d entries; the trail and its log end at %d (cut short, or restored from an older backup)", where, maxSigned, w.tree.Size())})
+	}
+	return nil
+}
