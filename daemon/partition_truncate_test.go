@@ -102,3 +102,24 @@ func TestRootTruncateAcrossStreamChunks(t *testing.T) {
 		t.Errorf("%d entries of q, want 4002", n)
 	}
 }
+
+// TestPartitionTruncateContextInStream: a partition TRUNCATE at the end of
+// a transaction streamed while in progress carries the context set just
+// before it, not an earlier one.
+func TestPartitionTruncateContextInStream(t *testing.T) {
+	h := newHarness(t, `CREATE TABLE p (id int, at date, PRIMARY KEY (id, at)) PARTITION BY RANGE (at);
+		CREATE TABLE p_2024 PARTITION OF p FOR VALUES FROM ('2024-01-01') TO ('2025-01-01');
+		CREATE TABLE p_2025 PARTITION OF p FOR VALUES FROM ('2025-01-01') TO ('2026-01-01')`, "p")
+	h.start()
+	h.exec(`BEGIN; SELECT audit.set_context(actor_id => 'alice');
+		INSERT INTO p SELECT i, '2025-02-01' FROM generate_series(1, 5000) i;
+		SELECT audit.set_context(actor_id => 'bob'); TRUNCATE p_2024; COMMIT`)
+	h.sync()
+	h.stop()
+	if n := h.count(`SELECT count(*) FROM audit.entries WHERE action = 'truncate' AND new = '{"partition": "public.p_2024"}' AND actor_id = 'bob'`); n != 1 {
+		t.Errorf("%d truncate entries of p_2024 by bob, want 1 (the context set before it)", n)
+	}
+	if n := h.count(`SELECT count(*) FROM audit.entries WHERE action = 'insert' AND actor_id = 'alice'`); n != 5000 {
+		t.Errorf("%d inserts by alice, want 5000", n)
+	}
+}

@@ -424,13 +424,17 @@ func (d *Decoder) flushTruncs(stream uint32, roots ...string) error {
 				continue
 			}
 			txn = st.txn
-			// In the (sub)transaction of the report's row, not in that of
-			// the change that follows, as a message would be.
-			if d.inStream && d.streamXid == stream {
-				if err := d.flushPending(t.sub); err != nil {
+			// The context messages that came before the report first, in
+			// the (sub)transaction of the report's row, not in that of the
+			// change that follows, as a message would be; at Stream Commit
+			// too, outside the stream's chunks.
+			for _, r := range st.pending {
+				r.Subxid = t.sub
+				if err := st.txn.Add(r); err != nil {
 					return err
 				}
 			}
+			st.pending = st.pending[:0]
 		}
 		if txn == nil {
 			return errors.New("a partition TRUNCATE reported outside a transaction")

@@ -97,7 +97,7 @@ $$;
 REVOKE ALL ON FUNCTION walscribe_capture.capture_table(oid) FROM PUBLIC;
 
 -- refuse_weakening fails an ALTER TABLE that would take a tracked table (a
--- published one, or a partition of one) out of capture: a replica identity
+-- published one, or a partition of one) out of capture: SET UNLOGGED, a replica identity
 -- other than FULL (updates and deletes would lose their old row, or the
 -- table its key), or the context trigger disabled or not ENABLE ALWAYS
 -- (changes would lose who made them). The error names walscribe, the
@@ -107,6 +107,7 @@ LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
 DECLARE
     ident "char";
     trig  "char";
+    persistence "char";
     what  text;
 BEGIN
     IF NOT EXISTS (SELECT 1 FROM pg_publication p JOIN pg_publication_rel pr ON pr.prpubid = p.oid
@@ -117,13 +118,17 @@ BEGIN
     -- replaced by capture_table instead). A table without it is not
     -- captured yet (an unlogged partition made logged, say): capture_table
     -- sees to it.
-    SELECT c.relreplident, (SELECT g.tgenabled FROM pg_trigger g WHERE g.tgrelid = c.oid AND g.tgname = 'walscribe_context'
+    SELECT c.relreplident, c.relpersistence, (SELECT g.tgenabled FROM pg_trigger g WHERE g.tgrelid = c.oid AND g.tgname = 'walscribe_context'
                               AND g.tgfoid = '{{schema}}.emit_context()'::regprocedure)
-      INTO ident, trig FROM pg_class c WHERE c.oid = rel;
+      INTO ident, persistence, trig FROM pg_class c WHERE c.oid = rel;
     IF trig IS NULL THEN
         RETURN;
     END IF;
-    IF ident <> 'f' THEN
+    IF persistence <> 'p' THEN
+        -- PostgreSQL refuses it itself for a table published directly,
+        -- not for a partition published through its root.
+        what := 'SET UNLOGGED would take it out of logical replication, and its changes out of the trail';
+    ELSIF ident <> 'f' THEN
         what := format('REPLICA IDENTITY %s would leave its updates and deletes without the old row',
                        CASE ident WHEN 'd' THEN 'DEFAULT' WHEN 'i' THEN 'USING INDEX' ELSE 'NOTHING' END);
     ELSIF trig <> 'A' THEN
@@ -186,66 +191,6 @@ BEGIN
 END
 $$;
 
--- guard_ddl runs before ALTER TABLE and CREATE RULE, as the role that runs
--- them (no SECURITY DEFINER: it only reads the catalog, and resolves names
--- as that role's command will). It refuses, with walscribe's reason and how
--- to exclude the table, what PostgreSQL would refuse on a tracked table
--- with a message that does not say why or would let through to take it out
--- of capture: SET UNLOGGED (unlogged tables are not replicated), and
--- CREATE RULE "_RETURN", which turns a table into a view (PostgreSQL 15 and
--- older; pg_dump writes it for views that depend on each other). The
--- statement is found in the query text, the only place a command's target
--- is visible before it runs; a name it cannot resolve is left to
--- PostgreSQL.
-CREATE OR REPLACE FUNCTION walscribe_capture.guard_ddl() RETURNS event_trigger
-LANGUAGE plpgsql AS $$
-DECLARE
-    q     text := pg_catalog.current_query();
-    ident text := '(?:"(?:[^"]|"")+"|[[:alpha:]_][[:alnum:]_$]*)';
-    m     text[];
-    rel   oid;
-    what  text;
-    what_table text;
-BEGIN
-    IF q IS NULL OR NOT EXISTS (SELECT 1 FROM pg_catalog.pg_publication WHERE pubname OPERATOR(pg_catalog.=) {{publication}}) THEN
-        RETURN;
-    END IF;
-    IF TG_TAG OPERATOR(pg_catalog.=) 'ALTER TABLE' THEN
-        IF q OPERATOR(pg_catalog.!~*) '\mset\s+unlogged\M' THEN
-            RETURN;
-        END IF;
-        what := 'SET UNLOGGED would take it out of logical replication, and its changes out of the trail';
-        FOR m IN SELECT pg_catalog.regexp_matches(q, '\malter\s+table\s+(?:if\s+exists\s+)?(?:only\s+)?(' || ident || '(?:\.' || ident || ')?)[^;]*\mset\s+unlogged\M', 'gi') LOOP
-            rel := pg_catalog.to_regclass(m[1]);
-            EXIT WHEN rel IS NOT NULL AND walscribe_capture.tracked(rel);
-            rel := NULL;
-        END LOOP;
-    ELSE
-        what := 'CREATE RULE "_RETURN" would turn it into a view, out of the trail';
-        FOR m IN SELECT pg_catalog.regexp_matches(q, '\mcreate\s+(?:or\s+replace\s+)?rule\s+"_RETURN"\s+as\s+on\s+select\s+to\s+(?:only\s+)?(' || ident || '(?:\.' || ident || ')?)', 'gi') LOOP
-            rel := pg_catalog.to_regclass(m[1]);
-            EXIT WHEN rel IS NOT NULL AND walscribe_capture.tracked(rel);
-            rel := NULL;
-        END LOOP;
-    END IF;
-    IF rel IS NOT NULL THEN
-        SELECT pg_catalog.format('%I.%I', n.nspname, c.relname) INTO what_table
-          FROM pg_catalog.pg_class c JOIN pg_catalog.pg_namespace n ON n.oid OPERATOR(pg_catalog.=) c.relnamespace
-         WHERE c.oid OPERATOR(pg_catalog.=) rel;
-        RAISE EXCEPTION 'walscribe audits table %: %', what_table, what
-            USING ERRCODE = 'object_not_in_prerequisite_state',
-                  HINT = pg_catalog.format('To stop auditing it, add %s to exclude_tables in walscribe''s configuration and run walscribe setup; then run this command again. (Restoring a dump: restore it first, then run walscribe setup.)', what_table);
-    END IF;
-END
-$$;
-
--- tracked: published by walscribe, or a partition of a table that is.
-CREATE OR REPLACE FUNCTION walscribe_capture.tracked(rel oid) RETURNS boolean
-LANGUAGE sql STABLE SET search_path = pg_catalog, pg_temp AS $$
-    SELECT EXISTS (SELECT 1 FROM pg_publication p JOIN pg_publication_rel pr ON pr.prpubid = p.oid
-                    WHERE p.pubname = {{publication}} AND pr.prrelid IN (rel, pg_partition_root(rel)))
-$$;
-
 DROP EVENT TRIGGER IF EXISTS walscribe_capture;
 CREATE EVENT TRIGGER walscribe_capture ON ddl_command_end
     WHEN TAG IN ('CREATE TABLE', 'CREATE TABLE AS', 'SELECT INTO', 'ALTER TABLE', 'CREATE SCHEMA')
@@ -254,8 +199,7 @@ CREATE EVENT TRIGGER walscribe_capture ON ddl_command_end
 ALTER EVENT TRIGGER walscribe_capture ENABLE ALWAYS;
 REVOKE ALL ON FUNCTION walscribe_capture.capture_new_tables() FROM PUBLIC;
 
+-- An event trigger of an earlier version, which read the statement's text.
 DROP EVENT TRIGGER IF EXISTS walscribe_guard;
-CREATE EVENT TRIGGER walscribe_guard ON ddl_command_start
-    WHEN TAG IN ('ALTER TABLE', 'CREATE RULE')
-    EXECUTE FUNCTION walscribe_capture.guard_ddl();
-ALTER EVENT TRIGGER walscribe_guard ENABLE ALWAYS;
+DROP FUNCTION IF EXISTS walscribe_capture.guard_ddl();
+DROP FUNCTION IF EXISTS walscribe_capture.tracked(oid);

@@ -97,13 +97,9 @@ func TestWeakeningDDLRefused(t *testing.T) {
 		`ALTER TABLE public.a ENABLE TRIGGER walscribe_context`,
 		`ALTER TABLE public.p_2024 REPLICA IDENTITY DEFAULT`,
 		`ALTER TABLE public.p_2024 DISABLE TRIGGER walscribe_context`,
-		`ALTER TABLE public.a SET UNLOGGED`,
-		`alter table if exists only "public"."a" add column x int, set   unlogged`,
-		`ALTER TABLE a SET UNLOGGED`,
 		`ALTER TABLE public.p_2024 SET UNLOGGED`,
-		`SELECT 1; ALTER TABLE public.free ADD COLUMN y int; ALTER TABLE public.a SET UNLOGGED`,
-		`CREATE RULE "_RETURN" AS ON SELECT TO public.a DO INSTEAD SELECT 1 AS id, 2 AS u`,
-		`create or replace rule "_RETURN" as on select to a do instead select 1 as id, 2 as u`,
+		`ALTER /**/ TABLE public.p_2024 ALTER COLUMN id SET STATISTICS 100, SET UNLOGGED`,
+		`DO $$ BEGIN EXECUTE 'ALTER TABLE public.p_2024 SET UNLOGGED'; END $$`,
 	} {
 		_, err := conn.Exec(context.Background(), stmt)
 		if err == nil || !strings.Contains(err.Error(), "walscribe audits table public.") {
@@ -120,16 +116,23 @@ func TestWeakeningDDLRefused(t *testing.T) {
 		t.Errorf("after the refusals: %v, want both FULL with the trigger enabled always", got)
 	}
 	// The table's owner, not a superuser, alike.
-	pgtest.Exec(t, dsn, `CREATE ROLE ddl_owner`, `ALTER TABLE public.a OWNER TO ddl_owner`)
-	if _, err := conn.Exec(context.Background(), `SET ROLE ddl_owner; ALTER TABLE public.a SET UNLOGGED`); err == nil || !strings.Contains(err.Error(), "walscribe audits table public.a") {
+	pgtest.Exec(t, dsn, `CREATE ROLE ddl_owner`, `ALTER TABLE public.p_2024 OWNER TO ddl_owner`)
+	if _, err := conn.Exec(context.Background(), `SET ROLE ddl_owner; ALTER TABLE public.p_2024 SET UNLOGGED`); err == nil || !strings.Contains(err.Error(), "walscribe audits table public.p_2024") {
 		t.Errorf("SET UNLOGGED by the table's owner: %v, want walscribe's refusal", err)
 	}
 	// (The failed statement took its SET ROLE with it.)
-	if got := queryStrings(t, conn, `SELECT relkind::text || relpersistence::text FROM pg_class WHERE relname = 'a'`); strings.Join(got, "") != "rp" {
-		t.Errorf("public.a is %v after the refusals, want a permanent table (rp)", got)
+	if got := queryStrings(t, conn, `SELECT relkind::text || relpersistence::text FROM pg_class WHERE relname = 'p_2024'`); strings.Join(got, "") != "rp" {
+		t.Errorf("public.p_2024 is %v after the refusals, want a permanent table (rp)", got)
+	}
+	// A table published directly: PostgreSQL refuses both itself.
+	for _, stmt := range []string{`ALTER TABLE public.a SET UNLOGGED`, `CREATE RULE "_RETURN" AS ON SELECT TO public.a DO INSTEAD SELECT 1 AS id, 2 AS u`} {
+		if _, err := conn.Exec(context.Background(), stmt); err == nil {
+			t.Errorf("%s: accepted", stmt)
+		}
 	}
 	// Untracked tables, and a table attached as a partition, are not refused.
 	pgtest.Exec(t, dsn, `ALTER TABLE public.free REPLICA IDENTITY NOTHING`, `ALTER TABLE public.free SET UNLOGGED`,
+		`ALTER TABLE public.free ADD COLUMN note text DEFAULT $$never set unlogged$$`,
 		`CREATE TABLE public.v (id int)`, `CREATE RULE "_RETURN" AS ON SELECT TO public.v DO INSTEAD SELECT 1 AS id`,
 		`CREATE TABLE public.p_2025 (id int, at date, PRIMARY KEY (id, at))`,
 		`ALTER TABLE public.p ATTACH PARTITION public.p_2025 FOR VALUES FROM ('2025-01-01') TO ('2026-01-01')`)

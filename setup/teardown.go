@@ -49,11 +49,8 @@ var bridgeFunctions = []string{"capture_new_tables", "capture_table", "log_event
 // of the source: its secret, and the capture patterns of earlier versions.
 var bridgeRelations = []string{BridgeTruncates, "bridge_emits", "bridge_key_a", "bridge_key_b", "capture_patterns"}
 
-// captureTrigger and guardTrigger are the event triggers of capture.sql.
-const (
-	captureTrigger = "walscribe_capture"
-	guardTrigger   = "walscribe_guard"
-)
+// captureTrigger is the event trigger of capture.sql.
+const captureTrigger = "walscribe_capture"
 
 // forceTimeout bounds how long Force keeps terminating the slot's user
 // before giving up.
@@ -104,9 +101,6 @@ func Teardown(ctx context.Context, cfg TeardownConfig, say func(format string, a
 			return fmt.Errorf("drop event trigger %s: %w", captureTrigger, err)
 		}
 		say("event trigger %s: dropped (tables created from now on are not captured)", captureTrigger)
-	}
-	if _, err := src.Exec(ctx, `DROP EVENT TRIGGER IF EXISTS `+guardTrigger); err != nil {
-		return fmt.Errorf("drop event trigger %s: %w", guardTrigger, err)
 	}
 	var captureExists bool
 	if err := src.QueryRow(ctx, `SELECT EXISTS (SELECT 1 FROM pg_namespace WHERE nspname = $1)`, captureSchema).Scan(&captureExists); err != nil {

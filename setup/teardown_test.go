@@ -44,7 +44,7 @@ func setUpForTeardown(t *testing.T, separateSink bool) Config {
 	}
 	// Without these, the checks after teardown would prove nothing.
 	left := leftovers(t, cfg)
-	if len(left.Slots) != 1 || len(left.Publications) != 1 || len(left.EventTriggers) != 2 ||
+	if len(left.Slots) != 1 || len(left.Publications) != 1 || len(left.EventTriggers) != 1 ||
 		len(left.ContextTriggers) < 8 || len(left.BridgeFunctions) != len(bridgeFunctions) || !left.CapturePatterns || !left.BridgeKey {
 		t.Fatalf("setup did not install what teardown removes: %+v", left)
 	}

@@ -351,7 +351,7 @@ func (p *Postgres) violation(what string) {
 	p.errMu.Lock()
 	p.integrityViolation, p.integrityViolationAt = what, time.Now().UTC()
 	p.errMu.Unlock()
-	p.log.Error("integrity violation: "+what+"; run `walscribe verify`")
+	p.log.Error("integrity violation: " + what + "; run `walscribe verify`")
 }
 
 // IntegrityViolation returns the last integrity violation found and when

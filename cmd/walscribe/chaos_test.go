@@ -56,7 +56,14 @@ func TestChaos(t *testing.T) {
 	}
 	defer proxy.Close()
 	viaProxy := strings.Replace(dsn, fmt.Sprintf(":%d/", pg.Port), fmt.Sprintf(":%d/", proxy.Addr().Port), 1)
-	cfg := writeConfig(t, configFor(viaProxy, tables...)+"spool:\n  dir: "+t.TempDir()+"\n  txn_memory: 64KiB\n")
+	// With the integrity log on: at the end, the trail must verify.
+	signer := filepath.Join(t.TempDir(), "signer.key")
+	if out, code := walscribe(t, "keygen", "--signer", signer, "--name", "test.example/chaos"); code != 0 {
+		t.Fatalf("keygen: %s", out)
+	}
+	checkpoints := t.TempDir()
+	cfg := writeConfig(t, configFor(viaProxy, tables...)+"spool:\n  dir: "+t.TempDir()+"\n  txn_memory: 64KiB\n"+
+		fmt.Sprintf("integrity:\n  enabled: true\n  signer_key_file: %q\n  checkpoint_interval: 200ms\n  checkpoint_dir: %q\n", signer, checkpoints))
 	setUp(t, cfg)
 
 	logPath := filepath.Join(t.TempDir(), "run.log")
@@ -141,6 +148,11 @@ func TestChaos(t *testing.T) {
 	daemon = nil
 
 	checkTrail(t, conn)
+	if out, code := walscribe(t, "verify", "--dsn", dsn, "--key", signer+".pub", "--checkpoints", checkpoints); code != 0 {
+		t.Errorf("walscribe verify of the trail after the faults: exit %d\n%s", code, tail(out, 40))
+	} else {
+		t.Log(strings.TrimSpace(out))
+	}
 	if n := count(t, conn, `SELECT count(*) FROM audit.gaps`); n != 0 {
 		t.Errorf("%d gaps recorded: faults of this kind must not lose anything", n)
 	}
