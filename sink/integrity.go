@@ -262,12 +262,17 @@ func (p *Postgres) sign(ctx context.Context, dbtx pgx.Tx, u *logUpdate) error {
 				size, root, p.ilog.signedSize, p.ilog.signedRoot))
 		}
 	}
-	var newest int64
-	if err := dbtx.QueryRow(ctx, `SELECT coalesce(max(id), 0) FROM `+p.schema+`.entries`).Scan(&newest); err != nil {
-		return fmt.Errorf("integrity: read the newest entry: %w", err)
+	// The head: the newest entry of the last checkpoint and those since,
+	// each there once, none after.
+	from := max(1, p.ilog.signedSize)
+	var newest, count int64
+	if err := dbtx.QueryRow(ctx, `SELECT coalesce(max(id), 0), count(*) FROM `+p.schema+`.entries WHERE id >= $1`,
+		from).Scan(&newest, &count); err != nil {
+		return fmt.Errorf("integrity: read the newest entries: %w", err)
 	}
-	if newest != u.tree.Size() {
-		p.violation(fmt.Sprintf("the newest entry stored is %d; the integrity log holds %d", newest, u.tree.Size()))
+	if want := u.tree.Size() - from + 1; newest != u.tree.Size() || count != want {
+		p.violation(fmt.Sprintf("the trail holds %d entries from entry %d on, the newest %d; the integrity log holds %d, the newest %d",
+			count, from, newest, want, u.tree.Size()))
 	}
 	cp := integrity.Checkpoint{Origin: p.cfg.Integrity.Signer.Name(), Size: u.tree.Size(), Root: u.tree.Root()}
 	signed, err := integrity.Sign(cp, p.cfg.Integrity.Signer)

@@ -44,6 +44,8 @@ type statusReport struct {
 	// missing, disabled or not ENABLE ALWAYS.
 	UnguardedTables []string `json:"unguarded_tables,omitempty"`
 	LastGap         *gapInfo `json:"last_gap,omitempty"`
+	// Integrity is the integrity log's state; nil when it has none.
+	Integrity *integrityStatus `json:"integrity,omitempty"`
 	// Daemon is what the running walscribe says of itself on /readyz
 	// (http.listen); nil when no HTTP server is configured.
 	Daemon *daemonState `json:"daemon,omitempty"`
@@ -57,6 +59,18 @@ type daemonState struct {
 	Reason      string     `json:"reason,omitempty"`
 	LastError   string     `json:"last_error,omitempty"`
 	LastErrorAt *time.Time `json:"last_error_at,omitempty"`
+	// IntegrityViolation is the last time the daemon found the stored head
+	// of the integrity log altered, and how.
+	IntegrityViolation   string     `json:"integrity_violation,omitempty"`
+	IntegrityViolationAt *time.Time `json:"integrity_violation_at,omitempty"`
+}
+
+// integrityStatus is the integrity log as stored: its size, and its newest
+// signed checkpoint.
+type integrityStatus struct {
+	TreeSize   int64      `json:"tree_size"`
+	SignedSize int64      `json:"signed_size"`
+	SignedAt   *time.Time `json:"signed_at,omitempty"`
 }
 
 // askDaemon asks the walscribe serving http.listen how it is.
@@ -88,10 +102,13 @@ func askDaemon(ctx context.Context, listen string) *daemonState {
 		Reason      string     `json:"reason"`
 		LastError   string     `json:"last_error"`
 		LastErrorAt *time.Time `json:"last_error_at"`
+		Violation   string     `json:"integrity_violation"`
+		ViolationAt *time.Time `json:"integrity_violation_at"`
 	}
 	if json.NewDecoder(resp.Body).Decode(&body) == nil {
 		st.Reachable = true
 		st.Ready, st.Reason, st.LastError, st.LastErrorAt = body.Ready, body.Reason, body.LastError, body.LastErrorAt
+		st.IntegrityViolation, st.IntegrityViolationAt = body.Violation, body.ViolationAt
 	}
 	return st
 }
@@ -189,6 +206,17 @@ func readStatus(ctx context.Context, c *config.Config) (*statusReport, error) {
 		}
 		r.LastGap = g
 	}
+	in := &integrityStatus{}
+	err = sinkConn.QueryRow(ctx, `SELECT coalesce((SELECT first_id + octet_length(leaves) / 32 - 1 FROM `+pgx.Identifier{c.Sink.Schema, "integrity_leaves"}.Sanitize()+`
+			ORDER BY first_id DESC LIMIT 1), 0), coalesce(c.tree_size, 0), c.signed_at
+		FROM (SELECT 1) one LEFT JOIN LATERAL (SELECT tree_size, signed_at FROM `+pgx.Identifier{c.Sink.Schema, "integrity_checkpoints"}.Sanitize()+`
+			ORDER BY tree_size DESC LIMIT 1) c ON true`).Scan(&in.TreeSize, &in.SignedSize, &in.SignedAt)
+	if err != nil {
+		return nil, fmt.Errorf("read the integrity log (run `walscribe setup` to bring the audit schema up to date): %w", err)
+	}
+	if in.TreeSize > 0 {
+		r.Integrity = in
+	}
 	return r, nil
 }
 
@@ -213,6 +241,12 @@ func printStatus(w io.Writer, r *statusReport) {
 		if d.LastError != "" {
 			fmt.Fprintf(tw, "last error\t%s: %s\n", fmtTime(d.LastErrorAt), d.LastError)
 		}
+		if d.IntegrityViolation != "" {
+			fmt.Fprintf(tw, "INTEGRITY VIOLATION\t%s: %s (run walscribe verify)\n", fmtTime(d.IntegrityViolationAt), d.IntegrityViolation)
+		}
+	}
+	if in := r.Integrity; in != nil {
+		fmt.Fprintf(tw, "integrity log\t%d entries, signed up to %d (%s)\n", in.TreeSize, in.SignedSize, fmtTime(in.SignedAt))
 	}
 	fmt.Fprintf(tw, "slot\t%s: %s\n", r.Slot, state)
 	fmt.Fprintf(tw, "wal_status\t%s\n", r.WALStatus)

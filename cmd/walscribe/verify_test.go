@@ -119,6 +119,9 @@ func TestVerify(t *testing.T) {
 	if code != 0 || !strings.Contains(out, "intact: 300 entries read") {
 		t.Fatalf("verify of the untouched trail: exit %d\n%s", code, out)
 	}
+	if out, code := walscribe(t, "status", "--config", tr.cfg); code != 0 || !regexp.MustCompile(`integrity log\s+300 entries, signed up to 300`).MatchString(out) {
+		t.Errorf("status: exit %d, want the integrity log's state\n%s", code, out)
+	}
 	files, _ := filepath.Glob(filepath.Join(tr.dir, "checkpoint-*"))
 	if len(files) != 1 {
 		t.Errorf("checkpoint files %v, want one, of today", files)

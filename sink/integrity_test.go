@@ -1,0 +1,144 @@
+package sink
+
+import (
+	"context"
+	"os"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/jackc/pglogrepl"
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/testutil"
+	"go.uber.org/zap"
+	"golang.org/x/mod/sumdb/note"
+
+	"github.com/walscribe/walscribe/audit"
+	"github.com/walscribe/walscribe/integrity"
+	"github.com/walscribe/walscribe/internal/pgtest"
+	"github.com/walscribe/walscribe/metrics"
+	"github.com/walscribe/walscribe/migrations"
+	"github.com/walscribe/walscribe/verify"
+)
+
+// orderedBatch is testBatch with commit positions in order, starting at
+// from: entries of every kind of value, a spilled transaction among them.
+func orderedBatch(from pglogrepl.LSN) []*audit.Transaction {
+	batch := testBatch()
+	for i, tx := range batch {
+		tx.CommitLSN = from + pglogrepl.LSN(i)*0x1000
+		tx.EndLSN = tx.CommitLSN + 0x100
+	}
+	return batch
+}
+
+// TestIntegrityLog: with integrity on, the sink keeps the log in the
+// transactions that write entries; a trail of varied values verifies
+// intact; a sink opened again goes on from the stored head; entries written
+// before integrity was on are hashed into it; and a head altered under a
+// running sink is found (walscribe_integrity_violations_total, Health).
+func TestIntegrityLog(t *testing.T) {
+	ctx := context.Background()
+	dsn := srv.NewDB(t)
+	conn := pgtest.Connect(t, dsn)
+	if _, err := migrations.Apply(ctx, conn, "audit"); err != nil {
+		t.Fatal(err)
+	}
+	skey, vkey, err := integrity.GenerateKey("test.example/sink")
+	if err != nil {
+		t.Fatal(err)
+	}
+	signer, err := note.NewSigner(skey)
+	if err != nil {
+		t.Fatal(err)
+	}
+	verifier, err := note.NewVerifier(vkey)
+	if err != nil {
+		t.Fatal(err)
+	}
+	dir := t.TempDir()
+	m := metrics.New(prometheus.NewRegistry(), "")
+	open := func(withIntegrity bool) *Postgres {
+		t.Helper()
+		cfg := Config{DSN: dsn, Schema: "audit", Slot: "test", BatchMaxEntries: 1000, BatchMaxWait: time.Second, Metrics: m}
+		if withIntegrity {
+			cfg.Integrity = &IntegrityConfig{Signer: signer, Interval: time.Millisecond, Dir: dir}
+		}
+		p := NewPostgres(cfg, zap.NewNop())
+		if err := p.Open(ctx); err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { p.Close(ctx) })
+		return p
+	}
+	check := func(wantSize int64) {
+		t.Helper()
+		other := pgtest.Connect(t, dsn)
+		r, err := verify.Run(ctx, conn, other, verify.Options{Schema: "audit", Verifier: verifier, Dir: dir})
+		other.Close(ctx)
+		if err != nil {
+			t.Fatalf("verify: %v", err)
+		}
+		if !r.Intact || r.TreeSize != wantSize || r.SignedSize != wantSize || r.External == 0 {
+			t.Fatalf("verify: %+v, want intact, %d entries signed, checked against the file outside", r, wantSize)
+		}
+	}
+	const n = 1 + 5 + 1 + 3000
+
+	// Written before integrity was on, then hashed in at Open.
+	p := open(false)
+	if err := p.Write(ctx, orderedBatch(0x1000000)); err != nil {
+		t.Fatal(err)
+	}
+	p.Close(ctx)
+	p = open(true)
+	if err := p.Write(ctx, orderedBatch(0x2000000)); err != nil {
+		t.Fatal(err)
+	}
+	check(2 * n)
+	if got := testutil.ToFloat64(m.IntegrityTreeSize); got != 2*n {
+		t.Errorf("walscribe_integrity_tree_size %v, want %d", got, 2*n)
+	}
+
+	// Opened again: on from the stored head.
+	p.Close(ctx)
+	p = open(true)
+	if err := p.Write(ctx, orderedBatch(0x3000000)); err != nil {
+		t.Fatal(err)
+	}
+	check(3 * n)
+	if v, _ := p.IntegrityViolation(); v != "" || testutil.ToFloat64(m.IntegrityViolations) != 0 {
+		t.Fatalf("a violation on an untouched log: %s", v)
+	}
+
+	// The newest checkpoint removed under the running sink: found at its
+	// next checkpoint.
+	pgtest.Exec(t, dsn, `ALTER TABLE audit.integrity_checkpoints DISABLE TRIGGER USER`,
+		`DELETE FROM audit.integrity_checkpoints WHERE tree_size = (SELECT max(tree_size) FROM audit.integrity_checkpoints)`)
+	if err := p.Write(ctx, orderedBatch(0x4000000)); err != nil {
+		t.Fatal(err)
+	}
+	if v, _ := p.IntegrityViolation(); v == "" || testutil.ToFloat64(m.IntegrityViolations) != 1 {
+		t.Errorf("the newest checkpoint deleted: violation %q, counted %v; want it found once", v, testutil.ToFloat64(m.IntegrityViolations))
+	}
+	// An entry deleted at the end: found too.
+	pgtest.Exec(t, dsn, `DO $$ DECLARE r record; BEGIN
+		FOR r IN SELECT c.oid::regclass AS t FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
+		          WHERE n.nspname = 'audit' AND c.relkind = 'r' AND c.relname LIKE 'entries%' LOOP
+			EXECUTE format('ALTER TABLE %s DISABLE TRIGGER USER', r.t);
+		END LOOP; END $$`, `DELETE FROM audit.entries WHERE id = (SELECT max(id) FROM audit.entries)`)
+	// The trail goes on; the violation is found at the next checkpoint.
+	if err := p.Write(ctx, orderedBatch(0x5000000)); err != nil {
+		t.Fatal(err)
+	}
+	if v, _ := p.IntegrityViolation(); testutil.ToFloat64(m.IntegrityViolations) != 2 || !strings.Contains(v, "the trail holds 3007 entries from entry 12028 on") {
+		t.Errorf("after the newest entry was deleted: violation %q, counted %v; want it found", v, testutil.ToFloat64(m.IntegrityViolations))
+	}
+	if entries, err := os.ReadDir(dir); err != nil || len(entries) != 1 {
+		t.Errorf("checkpoint files: %v %v, want one", entries, err)
+	}
+	var stored int
+	if err := conn.QueryRow(ctx, `SELECT count(*) FROM audit.integrity_leaves`).Scan(&stored); err != nil || stored < 4 {
+		t.Errorf("%d leaf records, %v", stored, err)
+	}
+}
