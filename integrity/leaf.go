@@ -10,7 +10,6 @@
 package integrity
 
 import (
-	"encoding/binary"
 	"encoding/hex"
 	"strings"
 
@@ -31,19 +30,21 @@ type Column struct {
 	Micros bool
 }
 
-// SQL is the expression that projects the column of the table aliased as
-// alias (used as written) to the text the leaf encoding hashes. It needs
+// SQL is the column's element in the row whose text the leaf hashes, for
+// the table aliased as alias (used as written): the column itself, or for
+// a timestamptz the number of microseconds since 1970-01-01 00:00 UTC
+// (its text would depend on the session's TimeZone and DateStyle). It needs
 // PostgreSQL 14 or later, where extract returns an exact numeric. Every
-// timestamp has a text: ±infinity gives "Infinity" and "-Infinity", and
+// timestamp has a number: ±infinity gives Infinity and -Infinity, and
 // numeric does not overflow where bigint would (after the year 294246), so
 // an entry altered to hold such a value is found altered, not a query that
 // fails.
 func (c Column) SQL(alias string) string {
 	ref := alias + "." + c.Name
 	if c.Micros {
-		return "pg_catalog.trunc(extract(epoch from " + ref + ") * 1000000)::text"
+		return "pg_catalog.trunc(extract(epoch from " + ref + ") * 1000000)"
 	}
-	return ref + "::text"
+	return ref
 }
 
 // columns is the version 1 encoding order; Row's length follows it.
@@ -79,61 +80,31 @@ var columns = [...]Column{
 // encoding order. Do not modify it.
 var Columns = columns[:]
 
-// Row is one entry as Projection selects it: each column's text in UTF-8,
-// in Columns order, nil for NULL. The texts are UTF-8 only on a connection
-// whose client_encoding is UTF8 (pgx sends none: the server then uses the
-// database's encoding).
-type Row [len(columns)]*string
-
-// ScanDest returns pointers to the row's fields, to scan a row selected
-// with Projection into (a NULL scans as nil).
-func (r *Row) ScanDest() []any {
-	dest := make([]any, len(r))
-	for i := range r {
-		dest[i] = &r[i]
-	}
-	return dest
-}
-
-// Projection is the select list of Columns for the table aliased as alias,
-// for SELECT <projection> FROM entries alias.
-func Projection(alias string) string {
+// RowSQL is an SQL expression of type text: the row of Columns of the
+// entry aliased as alias, in the server's text form of a row value
+// (record_out): "(" and the values separated by commas, ")"; NULL as
+// nothing, the empty string as "", a value with a comma, quote, backslash,
+// parenthesis or white space quoted, with quotes and backslashes doubled.
+// That form is unambiguous (the server parses it back), independent of the
+// session's settings for these types, and made by the server in one pass.
+func RowSQL(alias string) string {
 	exprs := make([]string, len(columns))
 	for i, c := range columns {
 		exprs[i] = c.SQL(alias)
 	}
-	return strings.Join(exprs, ", ")
+	return "ROW(" + strings.Join(exprs, ", ") + ")::text"
 }
 
-// EncodeLeaf returns the version 1 encoding of r: "walscribe leaf v1\n",
-// then for each column a byte 0x00 for NULL, or 0x01 followed by the
-// length of the text in bytes as a 4-byte big-endian unsigned integer and
-// the text.
-func EncodeLeaf(r Row) []byte {
-	n := len(leafHeader)
-	for _, v := range r {
-		n++
-		if v != nil {
-			n += 4 + len(*v)
-		}
-	}
-	b := make([]byte, 0, n)
-	b = append(b, leafHeader...)
-	for _, v := range r {
-		if v == nil {
-			b = append(b, 0)
-			continue
-		}
-		b = append(b, 1)
-		b = binary.BigEndian.AppendUint32(b, uint32(len(*v)))
-		b = append(b, *v...)
-	}
-	return b
+// EncodeLeaf returns the version 1 encoding of an entry whose RowSQL text
+// (in UTF-8) is row: "walscribe leaf v1\n" then row.
+func EncodeLeaf(row string) []byte {
+	return append([]byte(leafHeader), row...)
 }
 
-// LeafHash is the Merkle leaf hash of r: tlog.RecordHash(EncodeLeaf(r)).
-func LeafHash(r Row) tlog.Hash {
-	return tlog.RecordHash(EncodeLeaf(r))
+// LeafHash is the Merkle leaf hash of an entry whose RowSQL text is row:
+// tlog.RecordHash(EncodeLeaf(row)).
+func LeafHash(row string) tlog.Hash {
+	return tlog.RecordHash(EncodeLeaf(row))
 }
 
 // LeafHashSQL is an SQL expression of type bytea that computes LeafHash of
@@ -141,16 +112,8 @@ func LeafHash(r Row) tlog.Hash {
 // session's search_path being pg_catalog, pg_temp (walscribe's), and on
 // nothing else: not standard_conforming_strings, not the server encoding.
 func LeafHashSQL(alias string) string {
-	var b strings.Builder
 	// The 0x00 is RecordHash's leaf prefix (RFC 6962), then the header.
-	b.WriteString("pg_catalog.sha256(" + bytesSQL("\x00"+leafHeader))
-	for _, c := range columns {
-		text := "pg_catalog.convert_to(" + c.SQL(alias) + ", 'UTF8')"
-		b.WriteString("\n || CASE WHEN " + alias + "." + c.Name + " IS NULL THEN " + bytesSQL("\x00") +
-			" ELSE " + bytesSQL("\x01") + " || pg_catalog.int4send(pg_catalog.octet_length(" + text + ")) || " + text + " END")
-	}
-	b.WriteString(")")
-	return b.String()
+	return "pg_catalog.sha256(" + bytesSQL("\x00"+leafHeader) + " || pg_catalog.convert_to(" + RowSQL(alias) + ", 'UTF8'))"
 }
 
 // bytesSQL is a bytea constant holding s, written without backslashes so

@@ -280,6 +280,11 @@ func PrepareSink(ctx context.Context, conn *pgx.Conn, cfg SinkConfig) (applied [
 		}
 		return grantTrail(ctx, conn, cfg.Schema, r, writers)
 	})
+	if err == nil {
+		if _, err = InstallGuard(ctx, conn, cfg.Schema, r.Owner); err != nil {
+			return applied, warnings, err
+		}
+	}
 	if errors.Is(err, errNotOwner) {
 		// A role that is not the owner's (the daemon's own, in an init
 		// container) may run setup to check: it passes when nothing the

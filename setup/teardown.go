@@ -234,6 +234,9 @@ func Teardown(ctx context.Context, cfg TeardownConfig, say func(format string, a
 		}
 		defer sinkConn.Close(ctx)
 	}
+	if err := unguard(ctx, sinkConn, cfg.SinkSchema); err != nil {
+		say("the guard of schema %q: not removed (%v): walscribe_capture.guarded_schemas still names it, which guards nothing once it is gone", cfg.SinkSchema, err)
+	}
 	return dropAuditData(ctx, sinkConn, cfg.SinkSchema, say)
 }
 

@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"reflect"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -44,7 +45,7 @@ func setUpForTeardown(t *testing.T, separateSink bool) Config {
 	}
 	// Without these, the checks after teardown would prove nothing.
 	left := leftovers(t, cfg)
-	if len(left.Slots) != 1 || len(left.Publications) != 1 || len(left.EventTriggers) != 1 ||
+	if len(left.Slots) != 1 || len(left.Publications) != 1 || !slices.Contains(left.EventTriggers, "walscribe_capture") ||
 		len(left.ContextTriggers) < 8 || len(left.BridgeFunctions) != len(bridgeFunctions) || !left.CapturePatterns || !left.BridgeKey {
 		t.Fatalf("setup did not install what teardown removes: %+v", left)
 	}

@@ -44,15 +44,15 @@ func Prove(ctx context.Context, conn, leavesConn *pgx.Conn, o Options, id int64)
 	if cp == nil {
 		return nil, fmt.Errorf("%w: no checkpoint signed by %s covers entry %d yet", ErrCannotVerify, o.Verifier.Name(), id)
 	}
-	var row integrity.Row
-	err = conn.QueryRow(ctx, `SELECT `+integrity.Projection("e")+` FROM `+schema+`.entries e WHERE e.id = $1`, id).Scan(row.ScanDest()...)
+	var row entryRow
+	err = conn.QueryRow(ctx, `SELECT `+entryColumns+` FROM `+schema+`.entries e WHERE e.id = $1`, id).Scan(row.dest()...)
 	if errors.Is(err, pgx.ErrNoRows) {
 		return nil, fmt.Errorf("entry %d is not in the trail", id)
 	}
 	if err != nil {
 		return nil, fmt.Errorf("read entry %d: %w", id, err)
 	}
-	leaf := integrity.LeafHash(row)
+	leaf := integrity.LeafHash(row.text)
 	prover, err := integrity.NewProver(id-1, cp.Size)
 	if err != nil {
 		return nil, err

@@ -13,7 +13,6 @@ import (
 	"os"
 	"path/filepath"
 	"slices"
-	"strconv"
 	"strings"
 
 	"github.com/jackc/pglogrepl"
@@ -147,12 +146,12 @@ func Run(ctx context.Context, conn, leavesConn *pgx.Conn, o Options) (*Report, e
 	if err := conn.QueryRow(ctx, `SELECT coalesce(max(id), 0) FROM `+schema+`.entries`).Scan(&newest); err != nil {
 		return nil, fmt.Errorf("read the newest entry: %w", err)
 	}
-	rows, err := conn.Query(ctx, `SELECT `+integrity.Projection("e")+` FROM `+schema+`.entries e WHERE e.id >= $1 ORDER BY e.id`, w.next)
+	rows, err := conn.Query(ctx, `SELECT `+entryColumns+` FROM `+schema+`.entries e WHERE e.id >= $1 ORDER BY e.id`, w.next)
 	if err != nil {
 		return nil, fmt.Errorf("read the entries: %w", err)
 	}
-	var row integrity.Row
-	dest := row.ScanDest()
+	var row entryRow
+	dest := row.dest()
 	for rows.Next() {
 		if err := rows.Scan(dest...); err != nil {
 			rows.Close()
@@ -279,23 +278,28 @@ func (w *walk) resume(s *State) error {
 	return nil
 }
 
+// entryColumns are what verify reads of an entry (aliased e): what names
+// it in a finding, and the text its leaf hashes.
+var entryColumns = `e.id, e.commit_lsn, e.seq, e.schema_name, e.table_name, ` + integrity.RowSQL("e")
+
+// entryRow is one entry as entryColumns reads it.
+type entryRow struct {
+	id            int64
+	lsn           pglogrepl.LSN
+	seq           int64
+	schema, table string
+	text          string
+}
+
+func (r *entryRow) dest() []any {
+	return []any{&r.id, &r.lsn, &r.seq, &r.schema, &r.table, &r.text}
+}
+
 // entry checks one row.
-func (w *walk) entry(row *integrity.Row) error {
-	text := func(i int) string {
-		if row[i] == nil {
-			return ""
-		}
-		return *row[i]
-	}
-	id, err := strconv.ParseInt(text(0), 10, 64)
-	if err != nil {
-		return fmt.Errorf("entry id %q: %w", text(0), err)
-	}
+func (w *walk) entry(row *entryRow) error {
+	id, lsn, seq := row.id, row.lsn, row.seq
 	w.r.Entries++
-	lsn, _ := pglogrepl.ParseLSN(text(1))
-	seq, _ := strconv.ParseInt(text(2), 10, 64)
-	table := text(6) + "." + text(7)
-	here := Finding{ID: id, Table: table, CommitLSN: text(1)}
+	here := Finding{ID: id, Table: row.schema + "." + row.table, CommitLSN: lsn.String()}
 	if id < w.next {
 		here.Kind, here.Detail = Inserted, fmt.Sprintf("a second entry with id %d", id)
 		w.r.Findings = append(w.r.Findings, here)
@@ -310,7 +314,7 @@ func (w *walk) entry(row *integrity.Row) error {
 	if err != nil {
 		return err
 	}
-	leaf := integrity.LeafHash(*row)
+	leaf := integrity.LeafHash(row.text)
 	switch {
 	case !ok:
 		here.Kind, here.Detail = Inserted, "the integrity log has no leaf for it"

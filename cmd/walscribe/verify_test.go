@@ -88,11 +88,12 @@ func copyDatabase(t *testing.T, dsn, suffix string) string {
 }
 
 // tamper copies the trail's database and changes it as a superuser would,
-// the append-only triggers out of the way, and returns the copy's DSN.
+// the guard and the append-only triggers out of the way, and returns the
+// copy's DSN.
 func (tr *integrityTrail) tamper(t *testing.T, name string, stmts ...string) string {
 	t.Helper()
 	dsn := copyDatabase(t, tr.dsn, name)
-	pgtest.Exec(t, dsn, append([]string{`DO $$ DECLARE r record; BEGIN
+	pgtest.Exec(t, dsn, append([]string{`DROP EVENT TRIGGER walscribe_guard_audit`, `DROP EVENT TRIGGER walscribe_guard_audit_drop`, `DO $$ DECLARE r record; BEGIN
 		FOR r IN SELECT c.oid::regclass AS t FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
 		          WHERE n.nspname = 'audit' AND c.relkind IN ('r', 'p') LOOP
 			EXECUTE format('ALTER TABLE %s DISABLE TRIGGER USER', r.t);

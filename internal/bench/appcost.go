@@ -27,6 +27,7 @@ type variant struct {
 const (
 	noAudit      = "no audit"
 	withWS       = "walscribe"
+	withLog      = "walscribe, integrity log on"
 	decodingOnly = "logical decoding only"
 	withTrigger  = "trigger audit"
 )
@@ -37,6 +38,7 @@ const wsContext = `SELECT audit.set_context(actor_id => 'user-' || :id, request_
 var variants = []variant{
 	{name: noAudit},
 	{name: withWS, context: wsContext},
+	{name: withLog, context: wsContext},
 	// walscribe's setup (bridge included) with pg_recvlogical reading the
 	// slot to /dev/null instead of walscribe: what PostgreSQL's logical
 	// decoding costs the application by itself, whatever the client.
@@ -145,8 +147,15 @@ func (b *bench) variant(ctx context.Context, v variant, conn *pgx.Conn, dsn stri
 	}
 	var d *daemon
 	switch v.name {
-	case withWS, decodingOnly:
-		cfg, metricsAddr, err := writeConfig(b.dir, daemonConfig{dsn: dsn, table: "public.accounts", profile: b.o.pprofDir != ""})
+	case withWS, withLog, decodingOnly:
+		dc := daemonConfig{dsn: dsn, table: "public.accounts", profile: b.o.pprofDir != ""}
+		if v.name == withLog {
+			var err error
+			if dc.signer, err = signerKey(ctx, b.o.bin, b.dir); err != nil {
+				return res, err
+			}
+		}
+		cfg, metricsAddr, err := writeConfig(b.dir, dc)
 		if err != nil {
 			return res, err
 		}
@@ -204,7 +213,7 @@ func (b *bench) variant(ctx context.Context, v variant, conn *pgx.Conn, dsn stri
 		return res, err
 	}
 	res.storedSeconds = time.Since(began).Seconds()
-	if !latency {
+	if !latency || v.name != withWS {
 		return res, nil
 	}
 	return res, b.latency(ctx, v, conn, dsn, d)

@@ -1,6 +1,7 @@
 package main
 
 import (
+	"bytes"
 	"context"
 	"fmt"
 	"os/exec"
@@ -75,6 +76,14 @@ func (b *bench) drainRound(ctx context.Context) (drainRound, error) {
 		sinkConn.Close(context.WithoutCancel(ctx))
 		b.srv.DropDB("bench_drain_sink")
 	}()
+	integrityConn, integrityDSN, err := b.createDB(ctx, "bench_drain_integrity")
+	if err != nil {
+		return r, err
+	}
+	defer func() {
+		integrityConn.Close(context.WithoutCancel(ctx))
+		b.srv.DropDB("bench_drain_integrity")
+	}()
 	if _, err := conn.Exec(ctx, tableDDL); err != nil {
 		return r, err
 	}
@@ -87,7 +96,16 @@ func (b *bench) drainRound(ctx context.Context) (drainRound, error) {
 	if err != nil {
 		return r, err
 	}
-	for _, cfg := range []string{same, other} {
+	signer, err := signerKey(ctx, b.o.bin, b.dir)
+	if err != nil {
+		return r, err
+	}
+	withIntegrity, integrityMetrics, err := writeConfig(b.dir, daemonConfig{dsn: dsn, table: "public.accounts", slot: "walscribe_integrity",
+		sinkDSN: integrityDSN, profile: profile, signer: signer})
+	if err != nil {
+		return r, err
+	}
+	for _, cfg := range []string{same, other, withIntegrity} {
 		if err := setupDaemon(ctx, b.o.bin, cfg); err != nil {
 			return r, err
 		}
@@ -154,6 +172,17 @@ func (b *bench) drainRound(ctx context.Context) (drainRound, error) {
 	if r.other, err = b.drainInto(ctx, "walscribe_other", other, otherMetrics, dsn, sinkConn, sinkDSN, r.recvSeconds, "drain-other"); err != nil {
 		return r, err
 	}
+	if r.integrity, err = b.drainInto(ctx, "walscribe_integrity", withIntegrity, integrityMetrics, dsn, integrityConn, integrityDSN, r.recvSeconds, "drain-integrity"); err != nil {
+		return r, err
+	}
+	logf("drain: walscribe verify of the %d entries", b.o.changes)
+	began = time.Now()
+	out, err = exec.CommandContext(ctx, b.o.bin, "verify", "--dsn", integrityDSN, "--key", signer+".pub", "--config", withIntegrity).CombinedOutput()
+	r.verifySeconds = time.Since(began).Seconds()
+	if err != nil {
+		return r, fmt.Errorf("walscribe verify: %w\n%s", err, out)
+	}
+	logf("drain: verify took %.1fs: %s", r.verifySeconds, bytes.TrimSpace(out))
 	r.same, err = b.drainInto(ctx, "walscribe", same, sameMetrics, dsn, conn, dsn, r.recvSeconds, "drain")
 	return r, err
 }

@@ -39,6 +39,9 @@ type daemonConfig struct {
 	slot       string // "": the default
 	sinkDSN    string // "": the source database
 	profile    bool   // http.pprof
+	// signer is the signer key file of the integrity log; "": integrity
+	// off. Its checkpoints go to a directory beside it.
+	signer string
 }
 
 // writeConfig writes a walscribe configuration into dir.
@@ -65,6 +68,13 @@ func writeConfig(dir string, c daemonConfig) (path, metricsAddr string, err erro
 		yaml += "  pprof: true\n" // only when asked: older binaries do not know the key
 	}
 	yaml += "log:\n  format: json\n"
+	if c.signer != "" {
+		checkpoints := filepath.Join(dir, "checkpoints-"+name)
+		if err := os.MkdirAll(checkpoints, 0o700); err != nil {
+			return "", "", err
+		}
+		yaml += fmt.Sprintf("integrity:\n  enabled: true\n  signer_key_file: %q\n  checkpoint_dir: %q\n", c.signer, checkpoints)
+	}
 	path = filepath.Join(dir, "walscribe-"+name+".yaml")
 	return path, metricsAddr, os.WriteFile(path, []byte(yaml), 0o600)
 }
@@ -267,4 +277,19 @@ func quantile(before, after histogram, q float64) float64 {
 		prevLE, prevN = le, n
 	}
 	return math.Inf(1)
+}
+
+// signerKey creates, once per run, the key pair of the integrity log in
+// dir with `walscribe keygen --signer`, and returns the signer key's file
+// (the verifier's is beside it, with .pub).
+func signerKey(ctx context.Context, bin, dir string) (string, error) {
+	path := filepath.Join(dir, "signer.key")
+	if _, err := os.Stat(path); err == nil {
+		return path, nil
+	}
+	out, err := exec.CommandContext(ctx, bin, "keygen", "--signer", path, "--name", "bench.walscribe/log").CombinedOutput()
+	if err != nil {
+		return "", fmt.Errorf("walscribe keygen --signer: %w\n%s", err, out)
+	}
+	return path, nil
 }

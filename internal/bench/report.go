@@ -40,8 +40,10 @@ type drainRound struct {
 	walBytes                      int64
 	recvSeconds, recvWalsenderCPU float64
 	// walscribe with its sink in another database, and in the source
-	// database
-	other, same drainRun
+	// database; with the integrity log on, its sink in another database
+	other, same, integrity drainRun
+	// verifySeconds is walscribe verify of the integrity run's trail.
+	verifySeconds float64
 }
 
 // drainRun is walscribe draining the backlog.
@@ -180,7 +182,11 @@ func (r *results) markdown(o options) string {
 		for _, run := range []struct {
 			name string
 			r    drainRun
-		}{{"walscribe → audit.entries, another database", d.other}, {"walscribe → audit.entries, same database (default)", d.same}} {
+		}{{"walscribe → audit.entries, another database", d.other}, {"walscribe → audit.entries, same database (default)", d.same},
+			{"walscribe → audit.entries, another database, integrity log on", d.integrity}} {
+			if run.r.seconds == 0 {
+				continue
+			}
 			rate := n / run.r.seconds
 			p("| %s | %.1f | %.0f | %.2f | %.1f | %.1f | %.1f | %d MiB |", run.name, run.r.seconds, rate, rate/recvRate, run.r.walsenderCPU, run.r.cpu, run.r.sinkCPU, run.r.peakRSS>>20)
 		}
@@ -195,6 +201,15 @@ func (r *results) markdown(o options) string {
 		}
 		p("Every round (changes/s of pg_recvlogical, then walscribe's ratios): %s.", strings.Join(each, "; "))
 		p("")
+		if d.integrity.seconds > 0 {
+			var rates []string
+			for _, x := range rounds {
+				rates = append(rates, fmt.Sprintf("%.2f", x.other.seconds/x.integrity.seconds))
+			}
+			p("The integrity log (integrity.enabled, a checkpoint signed every second) drains at %s the rate without it, both into another database (target ≥ 0.90; every round: %s). `walscribe verify` of those %d entries took %.1f s: %.1f s per million entries.",
+				ratio(d.other.seconds, d.integrity.seconds), strings.Join(rates, ", "), o.changes, d.verifySeconds, d.verifySeconds/n*1e6)
+			p("")
+		}
 	}
 
 	p("## 2. Application cost")
@@ -264,7 +279,7 @@ func (r *results) appMarkdown(w *strings.Builder, o options) {
 		}
 		return appResult{}
 	}
-	base, ws, trig, dec := find(noAudit), find(withWS), find(withTrigger), find(decodingOnly)
+	base, ws, trig, dec, wl := find(noAudit), find(withWS), find(withTrigger), find(decodingOnly), find(withLog)
 	tps := func(a appResult, i int) float64 {
 		if i < len(a.runs) {
 			return a.runs[i].tps
@@ -299,7 +314,11 @@ func (r *results) appMarkdown(w *strings.Builder, o options) {
 		p("- %d client%s: walscribe %s the trigger audit's TPS; logical decoding alone (pg_recvlogical) %s; walscribe %s of logical decoding alone.", c, plural(c), ratio(tps(ws, i), tps(trig, i)), ratio(tps(dec, i), tps(trig, i)), ratio(tps(ws, i), tps(dec, i)))
 	}
 	p("")
-	p("walscribe had stored the %d entries of the UPDATE %.1f s after it started.", o.updateRow, ws.storedSeconds)
+	for i, c := range o.clients {
+		p("- %d client%s: with the integrity log on, %s of walscribe's TPS without it (target ≥ 0.90).", c, plural(c), ratio(tps(wl, i), tps(ws, i)))
+	}
+	p("")
+	p("walscribe had stored the %d entries of the UPDATE %.1f s after it started (%.1f s with the integrity log on).", o.updateRow, ws.storedSeconds, wl.storedSeconds)
 	if n := len(ws.runs); n > 0 {
 		last := ws.runs[n-1]
 		p("During the %s pgbench run with walscribe and %d clients (%d cores: %.0f CPU seconds to share), walscribe used %.1f CPU seconds, its walsender %.1f and the sink's backend %.1f: %.0f, %.0f and %.0f µs per transaction.",

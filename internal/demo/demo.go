@@ -93,11 +93,14 @@ type demo struct {
 	// stream and append to the trail, nothing else.
 	daemonDSN string
 	cfgPath   string
-	daemon    *proc
-	db        *pgx.Conn
-	shop      *shop
-	shown     int64 // highest entry id printed so far
-	columns   map[string][]string
+	// signer and checkpoints: the integrity log's key and its checkpoints
+	// kept outside the database.
+	signer, checkpoints string
+	daemon              *proc
+	db                  *pgx.Conn
+	shop                *shop
+	shown               int64 // highest entry id printed so far
+	columns             map[string][]string
 }
 
 func (d *demo) say(format string, args ...any) { fmt.Fprintf(d.o.out, format+"\n", args...) }
@@ -246,6 +249,17 @@ func (d *demo) writeConfig(ctx context.Context) error {
 	}
 	b.WriteString("http:\n  listen: \"\"   # no /metrics server in the demo\n")
 	b.WriteString("log:\n  format: console\n")
+	// Tamper evidence: a key pair made here, checkpoints beside the config.
+	d.signer = filepath.Join(dir, "signer.key")
+	if out, err := d.command(ctx, "keygen", "--signer", d.signer, "--name", "walscribe.demo/shop"); err != nil {
+		return fmt.Errorf("walscribe keygen --signer: %w\n%s", err, out)
+	}
+	d.checkpoints = filepath.Join(dir, "checkpoints")
+	if err := os.Mkdir(d.checkpoints, 0o700); err != nil {
+		return err
+	}
+	fmt.Fprintf(&b, "integrity:            # walscribe keygen --signer %s\n  enabled: true\n  signer_key_file: %s\n  checkpoint_dir: %s\n",
+		d.signer, d.signer, d.checkpoints)
 	if err := os.WriteFile(d.cfgPath, []byte(b.String()), 0o600); err != nil {
 		return fmt.Errorf("write config: %w", err)
 	}

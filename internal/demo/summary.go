@@ -173,6 +173,21 @@ func (d *demo) printChecks(ctx context.Context) ([]string, error) {
 		}
 		problems = append(problems, fmt.Sprintf("%d entries come from rolled-back work (listed above)", len(leaked)))
 	}
+	// The integrity log, as an auditor checks it.
+	out, err := d.command(ctx, "verify", "--config", d.cfgPath, "--dsn", d.dsn, "--key", d.signer+".pub")
+	last := strings.TrimSpace(out)
+	if i := strings.LastIndex(last, "\n"); i >= 0 {
+		last = last[i+1:]
+	}
+	if err == nil {
+		d.say("    ✓ walscribe verify --key %s.pub: %s", filepath.Base(d.signer), last)
+	} else {
+		d.say("    ✗ walscribe verify --key %s.pub (%v):", filepath.Base(d.signer), err)
+		for line := range strings.Lines(out) {
+			d.say("        %s", strings.TrimRight(line, "\n"))
+		}
+		problems = append(problems, "walscribe verify does not find the trail intact (its output is above)")
+	}
 	for _, t := range shopTables {
 		c, err := replayTable(ctx, d.db, t)
 		if err != nil {
