@@ -1,6 +1,7 @@
 package integrity
 
 import (
+	"crypto/ed25519"
 	"crypto/rand"
 	"encoding/base64"
 	"errors"
@@ -83,7 +84,49 @@ func parseSigner(text string) (note.Signer, error) {
 	if err != nil {
 		return nil, explainKey(rest)
 	}
-	return s, nil
+	v, err := verifierOf(text)
+	if err != nil {
+		return nil, explainKey(rest)
+	}
+	return &keyPair{Signer: s, verifier: v}, nil
+}
+
+// keyPair is a signer that also gives its verifier.
+type keyPair struct {
+	note.Signer
+	verifier note.Verifier
+}
+
+// Verifier is the verifier of the signer's signatures.
+func (k *keyPair) Verifier() note.Verifier { return k.verifier }
+
+// VerifierOf returns the verifier of a signer LoadSigner or ParseSigner
+// returned, so that the signer's holder can check checkpoints it signed.
+func VerifierOf(s note.Signer) (note.Verifier, bool) {
+	k, ok := s.(*keyPair)
+	if !ok {
+		return nil, false
+	}
+	return k.verifier, true
+}
+
+// verifierOf derives the verifier key from a signer key,
+// PRIVATE+KEY+name+hash+base64(algorithm || Ed25519 seed).
+func verifierOf(signerKey string) (note.Verifier, error) {
+	parts := strings.SplitN(strings.TrimPrefix(signerKey, signerPrefix), "+", 3)
+	if len(parts) != 3 {
+		return nil, errors.New("malformed signer key")
+	}
+	b, err := base64.StdEncoding.DecodeString(parts[2])
+	if err != nil || len(b) != 1+ed25519.SeedSize || b[0] != 1 {
+		return nil, errors.New("not an Ed25519 signer key")
+	}
+	pub := ed25519.NewKeyFromSeed(b[1:]).Public().(ed25519.PublicKey)
+	vkey, err := note.NewEd25519VerifierKey(parts[0], pub)
+	if err != nil {
+		return nil, err
+	}
+	return note.NewVerifier(vkey)
 }
 
 // ParseVerifier parses a verifier key (name+hash+key). Surrounding white

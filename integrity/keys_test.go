@@ -144,3 +144,34 @@ func TestLoadSigner(t *testing.T) {
 		t.Errorf("a verifier key file: %v", err)
 	}
 }
+
+// TestVerifierOf: the verifier derived from a signer key is the one
+// GenerateKey gave with it, and checks what the signer signs.
+func TestVerifierOf(t *testing.T) {
+	skey, vkey, err := GenerateKey("example.com/log")
+	if err != nil {
+		t.Fatal(err)
+	}
+	s, err := ParseSigner(skey)
+	if err != nil {
+		t.Fatal(err)
+	}
+	v, ok := VerifierOf(s)
+	if !ok {
+		t.Fatal("no verifier for a parsed signer")
+	}
+	want, err := ParseVerifier(vkey)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if v.Name() != want.Name() || v.KeyHash() != want.KeyHash() {
+		t.Fatalf("derived verifier %s+%08x, want %s+%08x", v.Name(), v.KeyHash(), want.Name(), want.KeyHash())
+	}
+	msg, err := Sign(Checkpoint{Origin: "example.com/log", Size: 3, Root: [32]byte{1}}, s)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := Open(msg, v); err != nil {
+		t.Fatalf("the derived verifier refuses the signer's checkpoint: %v", err)
+	}
+}

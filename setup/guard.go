@@ -62,5 +62,18 @@ func unguard(ctx context.Context, conn *pgx.Conn, schema string) error {
 	if errors.As(err, &pgErr) && pgErr.SQLState() == "42501" {
 		return fmt.Errorf("the audit schema %q is guarded by event triggers only a superuser may remove: run teardown with --admin-sink-dsn", schema)
 	}
-	return err
+	if err != nil {
+		return err
+	}
+	// The last schema guarded here: the event triggers go too.
+	var left bool
+	if err := conn.QueryRow(ctx, `SELECT EXISTS (SELECT 1 FROM walscribe_capture.guarded_schemas)`).Scan(&left); err != nil || left {
+		return err
+	}
+	for _, name := range guardTriggers {
+		if _, err := conn.Exec(ctx, `DROP EVENT TRIGGER IF EXISTS `+name); err != nil {
+			return err
+		}
+	}
+	return nil
 }

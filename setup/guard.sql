@@ -11,6 +11,9 @@
 -- The functions are not SECURITY DEFINER: they run as the role whose DDL
 -- they check (current_user is who acts), read only the catalog, and raise.
 
+-- Every role's DDL runs the guard, which reads what it guards.
+GRANT USAGE ON SCHEMA walscribe_capture TO PUBLIC;
+
 CREATE TABLE IF NOT EXISTS walscribe_capture.guarded_schemas (
     schema_name text PRIMARY KEY,
     owner       text NOT NULL -- the role that may change the schema's tables
@@ -34,6 +37,16 @@ LANGUAGE sql STABLE SET search_path = pg_catalog, pg_temp AS $$
         (SELECT format('%I.%I is no longer a partition of %I.entries (DETACH PARTITION)', sch, c.relname, sch)
            FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
           WHERE n.nspname = sch AND c.relkind IN ('r', 'p') AND c.relname LIKE 'entries\_%' AND NOT c.relispartition LIMIT 1),
+        (SELECT format('%s, a partition of %I.entries, is not in %I (SET SCHEMA)', p.relid::regclass, sch, sch)
+           FROM pg_partition_tree(to_regclass(format('%I.entries', sch))) p JOIN pg_class c ON c.oid = p.relid JOIN pg_namespace n ON n.oid = c.relnamespace
+          WHERE n.nspname <> sch LIMIT 1),
+        (SELECT format('%I.%I is missing (SET SCHEMA, RENAME)', sch, t.name)
+           FROM (VALUES ('entries'), ('checkpoints'), ('gaps'), ('integrity_leaves'), ('integrity_checkpoints')) t(name)
+          WHERE to_regclass(format('%I.%I', sch, t.name)) IS NULL LIMIT 1),
+        (SELECT format('trigger %s on %I.%I does not run %I.reject_change()', g.tgname, sch, c.relname, sch)
+           FROM pg_trigger g JOIN pg_class c ON c.oid = g.tgrelid JOIN pg_namespace n ON n.oid = c.relnamespace
+          WHERE n.nspname = sch AND g.tgname IN ('append_only', 'append_only_truncate')
+            AND g.tgfoid <> to_regprocedure(format('%I.reject_change()', sch)) LIMIT 1),
         (SELECT format('trigger %s on %I.%I is not enabled always (DISABLE TRIGGER)', g.tgname, sch, c.relname)
            FROM pg_trigger g JOIN pg_class c ON c.oid = g.tgrelid JOIN pg_namespace n ON n.oid = c.relnamespace
           WHERE n.nspname = sch AND g.tgname IN ('append_only', 'append_only_truncate') AND g.tgenabled <> 'A' LIMIT 1),
@@ -56,8 +69,11 @@ LANGUAGE sql STABLE SET search_path = pg_catalog, pg_temp AS $$
             AND NOT EXISTS (SELECT 1 FROM pg_trigger g WHERE g.tgrelid = c.oid AND g.tgname = t.name) LIMIT 1))
 $$;
 
--- guard_audit refuses the command that left a guarded schema weakened,
--- unless its owner role runs it.
+-- guard_audit refuses, unless the schema's owner role runs it, a command
+-- that creates, changes or drops a function, trigger, rule or policy of a
+-- guarded schema, drops anything in it, or leaves it weakened (an ALTER
+-- TABLE of one of its tables, or of a table moved out of it: a partition
+-- of its entries, or a table with its append-only trigger).
 CREATE OR REPLACE FUNCTION walscribe_capture.guard_audit() RETURNS event_trigger
 LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp AS $$
 DECLARE
@@ -66,25 +82,41 @@ DECLARE
 BEGIN
     FOR g IN SELECT schema_name, owner FROM walscribe_capture.guarded_schemas LOOP
         CONTINUE WHEN current_user = g.owner;
-        IF TG_EVENT = 'ddl_command_end' THEN
-            -- A trigger, rule or policy has no schema of its own: its
-            -- table's.
-            CONTINUE WHEN NOT EXISTS (SELECT 1 FROM pg_event_trigger_ddl_commands() d
-                WHERE d.schema_name = g.schema_name
-                   OR g.schema_name = (SELECT n.nspname FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
-                                        WHERE c.oid = CASE d.classid
-                                            WHEN 'pg_trigger'::regclass THEN (SELECT tgrelid FROM pg_trigger WHERE oid = d.objid)
-                                            WHEN 'pg_policy'::regclass THEN (SELECT polrelid FROM pg_policy WHERE oid = d.objid)
-                                            WHEN 'pg_rewrite'::regclass THEN (SELECT ev_class FROM pg_rewrite WHERE oid = d.objid)
-                                        END));
+        problem := NULL;
+        IF TG_EVENT = 'sql_drop' THEN
+            SELECT format('%s %s is walscribe''s (DROP)', d.object_type, d.object_identity) INTO problem
+              FROM pg_event_trigger_dropped_objects() d
+             WHERE d.schema_name = g.schema_name
+                OR d.object_type IN ('trigger', 'rule', 'policy')
+                   AND d.object_identity LIKE '% on ' || quote_ident(g.schema_name) || '.%'
+             LIMIT 1;
+        ELSIF TG_TAG = 'ALTER TABLE' THEN
+            IF EXISTS (SELECT 1 FROM pg_event_trigger_ddl_commands() d
+                        WHERE d.schema_name = g.schema_name
+                           OR d.classid = 'pg_class'::regclass
+                              AND (to_regclass(format('%I.entries', g.schema_name)) IN (SELECT pg_partition_root(d.objid))
+                                   OR EXISTS (SELECT 1 FROM pg_trigger x WHERE x.tgrelid = d.objid
+                                               AND x.tgfoid = to_regprocedure(format('%I.reject_change()', g.schema_name))))) THEN
+                problem := walscribe_capture.audit_schema_problem(g.schema_name, g.owner);
+            END IF;
         ELSE
-            CONTINUE WHEN NOT EXISTS (SELECT 1 FROM pg_event_trigger_dropped_objects() d WHERE d.schema_name = g.schema_name);
+            -- A function is in the schema; a trigger, rule or policy has
+            -- its table's.
+            SELECT format('%s %s is walscribe''s (%s)', d.object_type, d.object_identity, d.command_tag) INTO problem
+              FROM pg_event_trigger_ddl_commands() d
+             WHERE d.schema_name = g.schema_name
+                OR g.schema_name = (SELECT n.nspname FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
+                                     WHERE c.oid = CASE d.classid
+                                         WHEN 'pg_trigger'::regclass THEN (SELECT tgrelid FROM pg_trigger WHERE oid = d.objid)
+                                         WHEN 'pg_policy'::regclass THEN (SELECT polrelid FROM pg_policy WHERE oid = d.objid)
+                                         WHEN 'pg_rewrite'::regclass THEN (SELECT ev_class FROM pg_rewrite WHERE oid = d.objid)
+                                     END)
+             LIMIT 1;
         END IF;
-        problem := walscribe_capture.audit_schema_problem(g.schema_name, g.owner);
         IF problem IS NOT NULL THEN
             RAISE EXCEPTION 'walscribe: the audit schema % is append-only and tamper-evident: %', g.schema_name, problem
                 USING ERRCODE = 'insufficient_privilege',
-                      HINT = format('Only walscribe''s owner role %s changes its tables (walscribe setup and migrate do). Changes made anyway are found by walscribe verify.', g.owner);
+                      HINT = format('Only walscribe''s owner role %s changes it (walscribe setup and migrate do). Changes made anyway are found by walscribe verify.', g.owner);
         END IF;
     END LOOP;
 END
@@ -92,11 +124,13 @@ $$;
 
 DROP EVENT TRIGGER IF EXISTS walscribe_guard_audit;
 CREATE EVENT TRIGGER walscribe_guard_audit ON ddl_command_end
-    WHEN TAG IN ('ALTER TABLE', 'CREATE RULE', 'CREATE POLICY', 'ALTER POLICY', 'CREATE TRIGGER', 'ALTER TRIGGER')
+    WHEN TAG IN ('ALTER TABLE', 'CREATE RULE', 'CREATE POLICY', 'ALTER POLICY', 'CREATE TRIGGER', 'ALTER TRIGGER',
+                 'CREATE FUNCTION', 'ALTER FUNCTION', 'CREATE PROCEDURE', 'ALTER PROCEDURE')
     EXECUTE FUNCTION walscribe_capture.guard_audit();
 ALTER EVENT TRIGGER walscribe_guard_audit ENABLE ALWAYS;
 DROP EVENT TRIGGER IF EXISTS walscribe_guard_audit_drop;
 CREATE EVENT TRIGGER walscribe_guard_audit_drop ON sql_drop
-    WHEN TAG IN ('DROP TRIGGER', 'DROP RULE', 'DROP POLICY', 'ALTER TABLE')
+    WHEN TAG IN ('DROP TRIGGER', 'DROP RULE', 'DROP POLICY', 'ALTER TABLE', 'DROP TABLE', 'DROP FUNCTION', 'DROP PROCEDURE',
+                 'DROP INDEX', 'DROP SEQUENCE', 'DROP VIEW')
     EXECUTE FUNCTION walscribe_capture.guard_audit();
 ALTER EVENT TRIGGER walscribe_guard_audit_drop ENABLE ALWAYS;

@@ -45,6 +45,13 @@ func TestGuardOfTheAuditSchema(t *testing.T) {
 		`CREATE TRIGGER rewrite BEFORE INSERT ON audit.checkpoints FOR EACH ROW EXECUTE FUNCTION audit.reject_change()`,
 		`DROP TRIGGER append_only_truncate ON audit.` + leaf,
 		`DROP TRIGGER append_only ON audit.gaps`,
+		`CREATE OR REPLACE FUNCTION audit.reject_change() RETURNS trigger LANGUAGE plpgsql AS $$ BEGIN RETURN NEW; END $$`,
+		`DROP FUNCTION audit.reject_change() CASCADE`,
+		`DROP TABLE audit.` + leaf,
+		`ALTER TABLE audit.` + leaf + ` SET SCHEMA public`,
+		`ALTER TABLE audit.checkpoints SET SCHEMA public`,
+		`ALTER TABLE audit.gaps DROP COLUMN detected_at`,
+		`CREATE FUNCTION audit.helper() RETURNS int LANGUAGE sql AS 'SELECT 1'`,
 	} {
 		_, err := conn.Exec(ctx, stmt)
 		var pgErr *pgconn.PgError

@@ -281,8 +281,12 @@ func PrepareSink(ctx context.Context, conn *pgx.Conn, cfg SinkConfig) (applied [
 		return grantTrail(ctx, conn, cfg.Schema, r, writers)
 	})
 	if err == nil {
-		if _, err = InstallGuard(ctx, conn, cfg.Schema, r.Owner); err != nil {
+		var guarded bool
+		if guarded, err = InstallGuard(ctx, conn, cfg.Schema, r.Owner); err != nil {
 			return applied, warnings, err
+		}
+		if !guarded {
+			warnings = append(warnings, fmt.Sprintf("audit schema %q: not guarded against DDL that disables its triggers or detaches its partitions (event triggers need a superuser: run setup with --admin-sink-dsn or --admin-dsn once)", cfg.Schema))
 		}
 	}
 	if errors.Is(err, errNotOwner) {

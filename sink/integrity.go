@@ -87,26 +87,35 @@ func (p *Postgres) readSigned(ctx context.Context, q querier) (int64, tlog.Hash,
 	return size, h, nil
 }
 
-// openLog loads the log's state at Open. Entries stored without it (before
-// integrity was enabled, or by an older walscribe) are hashed into it
-// first, a chunk per database transaction.
+// openLog loads the log's state at Open. At the process's first Open it
+// is the stored one, which must extend the newest checkpoint kept outside
+// the database; at a reconnection this sink's own stays the reference, and
+// the stored one must be it or extend it (a standby that took over).
+// Entries stored without the log (before integrity was enabled, or by an
+// older walscribe) are hashed into it, a chunk per database transaction.
 func (p *Postgres) openLog(ctx context.Context, conn *pgx.Conn) error {
 	if p.cfg.Integrity == nil {
 		return nil
 	}
-	tree, err := p.readHead(ctx, conn)
+	stored, err := p.readHead(ctx, conn)
 	if err != nil {
 		return err
 	}
-	size, root, err := p.readSigned(ctx, conn)
-	if err != nil {
-		return err
-	}
-	st := &logState{tree: tree, signedSize: size, signedRoot: root}
 	if p.ilog != nil {
-		st.signedAt = p.ilog.signedAt
+		if p.ilog.tree, err = p.compareHead(ctx, conn, stored); err != nil {
+			return err
+		}
+	} else {
+		size, root, err := p.readSigned(ctx, conn)
+		if err != nil {
+			return err
+		}
+		p.ilog = &logState{tree: stored, signedSize: size, signedRoot: root}
+		if err := p.checkOutside(ctx, conn, stored); err != nil {
+			return err
+		}
 	}
-	p.ilog = st
+	tree := p.ilog.tree
 	if tree.Size() > p.lastID {
 		return fmt.Errorf("%w (log: %d entries, progress: %d)", errLogAhead, tree.Size(), p.lastID)
 	}
@@ -166,13 +175,8 @@ func (p *Postgres) checkHead(ctx context.Context, dbtx pgx.Tx) (*integrity.Tree,
 	if err != nil {
 		return nil, err
 	}
-	own := p.ilog.tree
-	switch {
-	case stored.Size() > own.Size():
-		p.ilog.tree = stored
-	case stored.Size() < own.Size() || !bytes.Equal(stored.Frontier(), own.Frontier()):
-		p.violation(fmt.Sprintf("the stored integrity log ends at entry %d with root %s; this walscribe wrote it to entry %d with root %s",
-			stored.Size(), stored.Root(), own.Size(), own.Root()))
+	if p.ilog.tree, err = p.compareHead(ctx, dbtx, stored); err != nil {
+		return nil, err
 	}
 	base := p.ilog.tree
 	if base.Size() > p.lastID {
@@ -187,6 +191,94 @@ func (p *Postgres) checkHead(ctx context.Context, dbtx pgx.Tx) (*integrity.Tree,
 		base = u.tree
 	}
 	return base, nil
+}
+
+// compareHead compares the stored head of the log with this sink's own,
+// and returns the tree to go on from: the stored one when it is this
+// sink's, or extends it (its record at this sink's size holds this sink's
+// tree: another walscribe went on from it); this sink's own otherwise,
+// which is a violation.
+func (p *Postgres) compareHead(ctx context.Context, q querier, stored *integrity.Tree) (*integrity.Tree, error) {
+	own := p.ilog.tree
+	if stored.Size() == own.Size() && bytes.Equal(stored.Frontier(), own.Frontier()) {
+		return own, nil
+	}
+	if stored.Size() > own.Size() {
+		at, err := p.treeAt(ctx, q, own.Size())
+		if err != nil {
+			return nil, err
+		}
+		if at != nil && bytes.Equal(at.Frontier(), own.Frontier()) {
+			return stored, nil
+		}
+	}
+	p.violation(fmt.Sprintf("the stored integrity log ends at entry %d with root %s, which does not extend the log this walscribe wrote, to entry %d with root %s",
+		stored.Size(), stored.Root(), own.Size(), own.Root()))
+	return own, nil
+}
+
+// treeAt is the stored tree after entry size: the compact range of the
+// leaf record that ends there (nil when none does; the empty tree at 0).
+func (p *Postgres) treeAt(ctx context.Context, q querier, size int64) (*integrity.Tree, error) {
+	if size == 0 {
+		return &integrity.Tree{}, nil
+	}
+	var frontier []byte
+	err := q.QueryRow(ctx, `SELECT tree FROM `+p.schema+`.integrity_leaves WHERE first_id + octet_length(leaves) / 32 - 1 = $1`, size).Scan(&frontier)
+	if errors.Is(err, pgx.ErrNoRows) {
+		return nil, nil
+	}
+	if err != nil {
+		return nil, fmt.Errorf("read the integrity log: %w", err)
+	}
+	return integrity.ParseFrontier(size, frontier)
+}
+
+// checkOutside compares the stored log with the newest checkpoint in the
+// checkpoint directory, when there is one: the log must reach it, and give
+// its root. A log cut short or rewritten while walscribe was stopped (a
+// database restored from an older backup, say) is a violation.
+func (p *Postgres) checkOutside(ctx context.Context, q querier, stored *integrity.Tree) error {
+	dir := p.cfg.Integrity.Dir
+	v, ok := integrity.VerifierOf(p.cfg.Integrity.Signer)
+	if dir == "" || !ok {
+		return nil
+	}
+	files, err := filepath.Glob(filepath.Join(dir, "checkpoint-*"))
+	if err != nil {
+		return err
+	}
+	var newest *integrity.Checkpoint
+	var from string
+	for _, f := range files {
+		b, err := os.ReadFile(f)
+		if err != nil {
+			return fmt.Errorf("integrity: read %s: %w", f, err)
+		}
+		cp, err := integrity.Open(b, v)
+		if err != nil {
+			p.log.Warn("integrity: a file of the checkpoint directory is not a checkpoint of this log", zap.String("file", f), zap.Error(err))
+			continue
+		}
+		if newest == nil || cp.Size > newest.Size {
+			newest, from = &cp, f
+		}
+	}
+	if newest == nil {
+		return nil
+	}
+	if stored.Size() < newest.Size {
+		p.violation(fmt.Sprintf("the stored integrity log ends at entry %d; %s vouches for %d entries (cut short, or restored from an older backup)", stored.Size(), from, newest.Size))
+		return nil
+	}
+	at, err := p.treeAt(ctx, q, newest.Size)
+	if err != nil {
+		return err
+	}
+	if at == nil || at.Root() != newest.Root {
+		p.violation(fmt.Sprintf("the stored integrity log does not give the root of %s at entry %d: rewritten", from, newest.Size))
+	}
+	return nil
 }
 
 // timeRange bounds the commit times of the entries hashed, so that only
@@ -303,6 +395,11 @@ func (p *Postgres) applyLog(u *logUpdate) {
 	if p.cfg.Integrity.Dir == "" {
 		return
 	}
+	if p.frozen {
+		// The newest file there is what shows the log was altered: kept.
+		p.log.Warn("integrity: the checkpoint was stored, but not copied outside the database: the log was found altered, and the checkpoint directory keeps the evidence; run walscribe verify")
+		return
+	}
 	if err := writeCheckpointFile(p.cfg.Integrity.Dir, u.signed, time.Now()); err != nil {
 		p.cfg.Metrics.Errors.WithLabelValues("checkpoint_dir").Inc()
 		p.noteError(err)
@@ -356,6 +453,7 @@ func (p *Postgres) violation(what string) {
 	p.errMu.Lock()
 	p.integrityViolation, p.integrityViolationAt = what, time.Now().UTC()
 	p.errMu.Unlock()
+	p.frozen = true
 	p.log.Error("integrity violation: " + what + "; run `walscribe verify`")
 }
 

@@ -3,6 +3,7 @@ package sink
 import (
 	"context"
 	"os"
+	"path/filepath"
 	"strings"
 	"testing"
 	"time"
@@ -140,5 +141,77 @@ func TestIntegrityLog(t *testing.T) {
 	var stored int
 	if err := conn.QueryRow(ctx, `SELECT count(*) FROM audit.integrity_leaves`).Scan(&stored); err != nil || stored < 4 {
 		t.Errorf("%d leaf records, %v", stored, err)
+	}
+}
+
+// TestIntegrityLogCutBack: a log cut back and rebuilt under the sink while
+// its connection is down is found when it reconnects (its own log is the
+// reference, not what it finds stored); at a fresh start the checkpoint
+// kept outside the database is; and once a violation is found, the
+// checkpoint directory's newest file is kept as evidence.
+func TestIntegrityLogCutBack(t *testing.T) {
+	ctx := context.Background()
+	dsn := srv.NewDB(t)
+	conn := pgtest.Connect(t, dsn)
+	if _, err := migrations.Apply(ctx, conn, "audit"); err != nil {
+		t.Fatal(err)
+	}
+	skey, _, err := integrity.GenerateKey("test.example/sink")
+	if err != nil {
+		t.Fatal(err)
+	}
+	signer, err := integrity.ParseSigner(skey)
+	if err != nil {
+		t.Fatal(err)
+	}
+	dir := t.TempDir()
+	open := func(m *metrics.Metrics) *Postgres {
+		t.Helper()
+		p := NewPostgres(Config{DSN: dsn, Schema: "audit", Slot: "test", BatchMaxEntries: 1000, BatchMaxWait: time.Second, Metrics: m,
+			Integrity: &IntegrityConfig{Signer: signer, Interval: time.Millisecond, Dir: dir}}, zap.NewNop())
+		if err := p.Open(ctx); err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { p.Close(ctx) })
+		return p
+	}
+	m := metrics.New(prometheus.NewRegistry(), "")
+	p := open(m)
+	for i := range 2 {
+		if err := p.Write(ctx, orderedBatch(pglogrepl.LSN(i+1)*0x1000000)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	file := filepath.Join(dir, CheckpointFile(time.Now()))
+	before, err := os.ReadFile(file)
+	if err != nil {
+		t.Fatal(err)
+	}
+	// The second batch's entries, leaf records and checkpoints removed;
+	// the sink's connection cut.
+	pgtest.Exec(t, dsn, `DO $$ DECLARE r record; BEGIN
+		FOR r IN SELECT c.oid::regclass AS t FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
+		          WHERE n.nspname = 'audit' AND c.relkind = 'r' LOOP
+			EXECUTE format('ALTER TABLE %s DISABLE TRIGGER USER', r.t);
+		END LOOP; END $$`,
+		`DELETE FROM audit.entries WHERE id > 3007`, `DELETE FROM audit.integrity_leaves WHERE first_id > 3007`,
+		`DELETE FROM audit.integrity_checkpoints WHERE tree_size > 3007`, `DELETE FROM audit.checkpoints WHERE last_id > 3007`,
+		`SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE application_name = 'walscribe sink'`)
+	if err := p.writeRetrying(ctx, orderedBatch(0x3000000)); err != nil {
+		t.Logf("write after the cut: %v", err)
+	}
+	if v, _ := p.IntegrityViolation(); v == "" {
+		t.Error("the log cut back while the sink was disconnected: no violation")
+	}
+	after, err := os.ReadFile(file)
+	if err != nil || string(after) != string(before) {
+		t.Errorf("the checkpoint file changed after the violation (%v):\n%s\nwas\n%s", err, after, before)
+	}
+	// A fresh start on the cut-back log: the file outside says so.
+	p.Close(ctx)
+	m2 := metrics.New(prometheus.NewRegistry(), "")
+	p2 := open(m2)
+	if v, _ := p2.IntegrityViolation(); !strings.Contains(v, "vouches for 6014 entries") && !strings.Contains(v, "does not give the root") {
+		t.Errorf("a fresh start on the cut-back log: violation %q", v)
 	}
 }

@@ -51,6 +51,9 @@ type Postgres struct {
 	healthy       atomic.Bool  // the last write succeeded, or none failed yet
 
 	ilog *logState // the integrity log; nil when off
+	// frozen: a violation was found; checkpoints are no longer copied to
+	// the checkpoint directory, whose newest file is the evidence.
+	frozen bool
 
 	errMu                sync.Mutex
 	lastErr              string

@@ -18,7 +18,7 @@ type leafReader struct {
 }
 
 // openLeaves starts reading the leaves of ids from from on.
-func openLeaves(ctx context.Context, conn *pgx.Conn, schema string, from int64) (*leafReader, error) {
+func openLeaves(ctx context.Context, conn querier, schema string, from int64) (*leafReader, error) {
 	rows, err := conn.Query(ctx, `SELECT first_id, leaves FROM `+schema+`.integrity_leaves
 		WHERE first_id + octet_length(leaves) / 32 > $1 ORDER BY first_id`, from)
 	if err != nil {

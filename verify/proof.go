@@ -27,7 +27,12 @@ type Proof struct {
 // Prove builds the inclusion proof of entry id against the newest signed
 // checkpoint that covers it, and checks it. The entry's row must hash to
 // the leaf the log holds for it.
-func Prove(ctx context.Context, conn, leavesConn *pgx.Conn, o Options, id int64) (*Proof, error) {
+func Prove(ctx context.Context, c1, c2 *pgx.Conn, o Options, id int64) (*Proof, error) {
+	conn, leavesConn, end, err := snapshot(ctx, c1, c2)
+	if err != nil {
+		return nil, err
+	}
+	defer end()
 	schema := pgx.Identifier{o.Schema}.Sanitize()
 	r := &Report{}
 	o.From = nil

@@ -113,7 +113,14 @@ type signedCheckpoint struct {
 // Run verifies the trail in the database conn is connected to. The error is
 // for what stopped the verification (ErrCannotVerify among them); what is
 // wrong with the trail is in the report's findings.
-func Run(ctx context.Context, conn, leavesConn *pgx.Conn, o Options) (*Report, error) {
+func Run(ctx context.Context, c1, c2 *pgx.Conn, o Options) (*Report, error) {
+	// Both read in one snapshot: a batch the daemon commits meanwhile is
+	// seen whole, entries and leaves, or not at all.
+	conn, leavesConn, end, err := snapshot(ctx, c1, c2)
+	if err != nil {
+		return nil, err
+	}
+	defer end()
 	r := &Report{Findings: []Finding{}}
 	schema := pgx.Identifier{o.Schema}.Sanitize()
 	var exists bool
@@ -132,7 +139,7 @@ func Run(ctx context.Context, conn, leavesConn *pgx.Conn, o Options) (*Report, e
 	}
 	w := &walk{r: r, checkpoints: checkpoints, tree: &integrity.Tree{}, next: 1}
 	if o.From != nil {
-		if err := w.resume(o.From); err != nil {
+		if err := w.resume(ctx, conn, schema, o.From); err != nil {
 			return nil, err
 		}
 	}
@@ -192,7 +199,7 @@ func orNone(dir string) string {
 // o.Dir, and returns those whose signature holds, by size. Any that does
 // not is a finding; when none of them is signed by the verifier's key,
 // the key is likely the wrong one, and that is ErrCannotVerify.
-func loadCheckpoints(ctx context.Context, conn *pgx.Conn, schema string, o Options, r *Report) ([]signedCheckpoint, error) {
+func loadCheckpoints(ctx context.Context, conn querier, schema string, o Options, r *Report) ([]signedCheckpoint, error) {
 	var out []signedCheckpoint
 	wrongKey, total := 0, 0
 	var foundKeys []string
@@ -267,11 +274,34 @@ type walk struct {
 	lastGood    int64 // the largest size a checkpoint matched so far
 }
 
-// resume starts the walk from a saved state.
-func (w *walk) resume(s *State) error {
+// resume starts the walk from a saved state, once the log is found to
+// still hold the tree the state saved: a trail cut back, or its log
+// rewritten, since the last run is a finding.
+func (w *walk) resume(ctx context.Context, conn querier, schema string, s *State) error {
 	t, err := s.tree()
 	if err != nil {
 		return err
+	}
+	var frontier []byte
+	err = conn.QueryRow(ctx, `SELECT tree FROM `+schema+`.integrity_leaves WHERE first_id + octet_length(leaves) / 32 - 1 = $1`, t.Size()).Scan(&frontier)
+	switch {
+	case errors.Is(err, pgx.ErrNoRows):
+		var last int64
+		if err := conn.QueryRow(ctx, `SELECT coalesce(max(first_id + octet_length(leaves) / 32 - 1), 0) FROM `+schema+`.integrity_leaves`).Scan(&last); err != nil {
+			return fmt.Errorf("read the integrity log: %w", err)
+		}
+		if last < t.Size() {
+			w.r.Findings = append(w.r.Findings, Finding{Kind: Missing, ID: last + 1, LastID: t.Size(),
+				Detail: fmt.Sprintf("the last run verified %d entries; the trail's log ends at %d (cut short, or restored from an older backup)", t.Size(), last)})
+		} else {
+			w.r.Findings = append(w.r.Findings, Finding{Kind: LogAltered, ID: 1, LastID: t.Size(),
+				Detail: "the integrity log no longer has the record the last run ended at: its records were rewritten"})
+		}
+	case err != nil:
+		return fmt.Errorf("read the integrity log: %w", err)
+	case string(frontier) != string(t.Frontier()):
+		w.r.Findings = append(w.r.Findings, Finding{Kind: LogAltered, ID: 1, LastID: t.Size(),
+			Detail: "the integrity log's tree at the size the last run verified is not the one it verified: rewritten since"})
 	}
 	w.tree, w.next, w.lastID, w.lastGood = t, t.Size()+1, t.Size(), t.Size()
 	w.lastLSN, w.lastSeq = s.lsn(), s.Seq
