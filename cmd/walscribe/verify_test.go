@@ -227,5 +227,11 @@ func TestVerify(t *testing.T) {
 		if code != 0 || !strings.Contains(out, "intact: 0 entries read") {
 			t.Errorf("second run: exit %d, want 0 with nothing read\n%s", code, out)
 		}
+		// The state is a record outside the database too: a trail cut back
+		// below it is found even without the checkpoint directory.
+		out, code = walscribe(t, "verify", "--dsn", tr.early, "--key", tr.verifier, "--state", state)
+		if code != 1 || !strings.Contains(out, "the last run verified 300 entries; the trail's log ends at 200") {
+			t.Errorf("the earlier copy, from the state of the whole trail: exit %d, want 1 and why\n%s", code, out)
+		}
 	})
 }
