@@ -175,6 +175,13 @@ type Integrity struct {
 	// short, or restored from an old backup, from an intact one. Default ""
 	// (none; strongly recommended).
 	CheckpointDir string `mapstructure:"checkpoint_dir"`
+	// LeafHashing says who hashes the entries into the log
+	// (integrity.leaf_hashing): "sink" (walscribe, as it writes them; the
+	// server only for a row walscribe cannot render exactly), "server"
+	// (the server, from every row stored: more load on the database), or
+	// "both" (compared, a batch refused on a difference: a check). Default
+	// "sink".
+	LeafHashing string `mapstructure:"leaf_hashing"`
 }
 
 // Masking configures masked columns.
@@ -300,7 +307,7 @@ func Default() Config {
 		Spool:                Spool{TxnMemory: 8 * MiB},
 		Context:              Context{Prefix: "audit", MaxFieldBytes: KiB, MaxJSONBytes: 8 * KiB, MaxEventBytes: 64 * KiB},
 		Roles:                Roles{Owner: "walscribe_owner", Reader: "walscribe_reader", App: "walscribe_app", RevokeEmitMessage: true},
-		Integrity:            Integrity{CheckpointInterval: time.Second},
+		Integrity:            Integrity{CheckpointInterval: time.Second, LeafHashing: "sink"},
 		SkipUnchangedUpdates: true,
 		HTTP:                 HTTP{Listen: "127.0.0.1:9187"},
 		Log:                  Log{Level: "info", Format: "auto"},

@@ -502,6 +502,7 @@ func TestEnvVarNames(t *testing.T) {
 	values["integrity.signer_key_file"] = ""
 	values["integrity.checkpoint_interval"] = "5s"
 	values["integrity.checkpoint_dir"] = t.TempDir()
+	values["integrity.leaf_hashing"] = "both"
 	isolateEnv(t)
 	t.Setenv("WALSCRIBE_TABLES", "public.orders")
 	for _, l := range leaves("", reflect.ValueOf(Default())) {

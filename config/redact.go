@@ -70,7 +70,7 @@ func (c *Config) Redacted() map[string]any {
 		"masking": map[string]any{"secret": secret},
 		"integrity": map[string]any{"enabled": c.Integrity.Enabled, "signer_key_file": c.Integrity.SignerKeyFile,
 			"signer_key": redactIfSet(c.Integrity.SignerKey), "checkpoint_interval": c.Integrity.CheckpointInterval.String(),
-			"checkpoint_dir": c.Integrity.CheckpointDir},
+			"checkpoint_dir": c.Integrity.CheckpointDir, "leaf_hashing": c.Integrity.LeafHashing},
 		"roles": map[string]any{"owner": c.Roles.Owner, "reader": c.Roles.Reader, "app": c.Roles.App,
 			"revoke_emit_message": c.Roles.RevokeEmitMessage},
 		"exclude_tables":         orEmpty(c.ExcludeTables),

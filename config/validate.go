@@ -183,6 +183,7 @@ func checkChoice(s string, choices []string) string {
 func (c *Config) integrityProblems(check func(key, msg string)) {
 	in := c.Integrity
 	check("integrity.checkpoint_interval", checkDuration(in.CheckpointInterval, 100*time.Millisecond, time.Hour, "from 100ms to 1h, e.g. 1s"))
+	check("integrity.leaf_hashing", checkChoice(in.LeafHashing, []string{"sink", "server", "both"}))
 	if !in.Enabled {
 		return
 	}

@@ -76,6 +76,10 @@ type copyReader struct {
 	// nothing reads the batch once Write is done with it.
 	mu   sync.Mutex
 	over bool
+
+	// leaves, when the sink hashes the rows itself, takes the leaf hashes
+	// of spilled transactions' rows as they are encoded.
+	leaves *batchLeaves
 }
 
 func newCopyReader(batch []*audit.Transaction, nextID int64) *copyReader {
@@ -204,11 +208,27 @@ func (r *copyReader) appendRow(tx *audit.Transaction, e *audit.Entry) {
 			b = appendNull(b)
 		}
 	}
-	loginUser := ""
+	flags, loginUser := rowFlags(e)
+	if e.Ctx == nil && audit.IsRowAction(e.Action) {
+		r.noContext++
+	}
+	b = appendTextArray(b, flags)
+	b = appendTextOrNull(b, loginUser)
+	r.buf = b
+	if r.leaves != nil && tx.Spilled != nil {
+		// In-memory transactions are hashed beside the COPY (hashLeaves);
+		// a spilled one only here, as its file is read.
+		r.leaves.hash(r.nextID-1, tx, e, flags, loginUser)
+	}
+}
+
+// rowFlags are the flags and login_user appendRow stores for e: its flags
+// and its context's, and no_context for a row change without one.
+func rowFlags(e *audit.Entry) (flags []string, loginUser string) {
 	if e.Ctx != nil {
 		loginUser = e.Ctx.LoginUser
 	}
-	flags := e.Flags
+	flags = e.Flags
 	if c := e.Ctx; c != nil && len(c.Flags) > 0 {
 		flags = slices.Clone(flags)
 		for _, f := range c.Flags {
@@ -219,11 +239,8 @@ func (r *copyReader) appendRow(tx *audit.Transaction, e *audit.Entry) {
 	}
 	if e.Ctx == nil && audit.IsRowAction(e.Action) {
 		flags = append(slices.Clone(flags), audit.FlagNoContext)
-		r.noContext++
 	}
-	b = appendTextArray(b, flags)
-	b = appendTextOrNull(b, loginUser)
-	r.buf = b
+	return flags, loginUser
 }
 
 // The append functions below encode one column value: its length, then its

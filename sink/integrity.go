@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"slices"
 	"time"
 
 	"github.com/jackc/pgx/v5"
@@ -25,7 +26,20 @@ type IntegrityConfig struct {
 	Signer   note.Signer   // signs checkpoints; its name is the log's origin
 	Interval time.Duration // least time between two signed checkpoints
 	Dir      string        // a copy of each checkpoint goes there ("": none)
+	// LeafHashing says who computes the leaf hashes of the entries the
+	// sink writes (HashSink by default).
+	LeafHashing string
 }
+
+// Who computes leaf hashes: the sink as it encodes the rows, the server
+// from the rows stored only where the sink cannot render a row's text
+// exactly; the server for every row; or both, refusing a batch where they
+// differ (a check, for tests and doubt).
+const (
+	HashSink   = "sink"
+	HashServer = "server"
+	HashBoth   = "both"
+)
 
 // logState is the integrity log as this sink last committed it.
 type logState struct {
@@ -289,6 +303,44 @@ type timeRange struct{ lo, hi time.Time }
 // the leaf hashes: the texts hashed are the server's), appends them to a
 // copy of base, and stores them with the tree after them.
 func (p *Postgres) appendLeaves(ctx context.Context, dbtx pgx.Tx, base *integrity.Tree, first, last int64, at *timeRange) (*logUpdate, error) {
+	leaves, err := p.serverLeaves(ctx, dbtx, first, last, at)
+	if err != nil {
+		return nil, err
+	}
+	return p.storeLeaves(ctx, dbtx, base, first, leaves)
+}
+
+// appendOwnLeaves stores the leaves the sink computed for entries
+// first..first+len(own)-1 as it encoded them (copyReader.hashRow), after
+// asking the server for those it could not render exactly (inexact) — or,
+// with LeafHashing "both", for all of them, refusing the batch on a
+// difference.
+func (p *Postgres) appendOwnLeaves(ctx context.Context, dbtx pgx.Tx, base *integrity.Tree, first int64, own []tlog.Hash, inexact []int, at *timeRange) (*logUpdate, error) {
+	last := first + int64(len(own)) - 1
+	if p.cfg.Integrity.LeafHashing == HashBoth {
+		server, err := p.serverLeaves(ctx, dbtx, first, last, at)
+		if err != nil {
+			return nil, err
+		}
+		for i := range own {
+			if server[i] != own[i] && !slices.Contains(inexact, i) {
+				return nil, fmt.Errorf("integrity: entry %d: the sink's leaf hash %s differs from the server's %s", first+int64(i), own[i], server[i])
+			}
+		}
+		return p.storeLeaves(ctx, dbtx, base, first, server)
+	}
+	for _, i := range inexact {
+		h, err := p.serverLeaves(ctx, dbtx, first+int64(i), first+int64(i), at)
+		if err != nil {
+			return nil, err
+		}
+		own[i] = h[0]
+	}
+	return p.storeLeaves(ctx, dbtx, base, first, own)
+}
+
+// serverLeaves has the server hash entries first..last as stored.
+func (p *Postgres) serverLeaves(ctx context.Context, dbtx pgx.Tx, first, last int64, at *timeRange) ([]tlog.Hash, error) {
 	query := `SELECT e.id, ` + integrity.LeafHashSQL("e") + ` FROM ` + p.schema + `.entries e WHERE e.id BETWEEN $1 AND $2`
 	args := []any{first, last}
 	if at != nil {
@@ -299,12 +351,7 @@ func (p *Postgres) appendLeaves(ctx context.Context, dbtx pgx.Tx, base *integrit
 	if err != nil {
 		return nil, fmt.Errorf("integrity: hash entries %d to %d: %w", first, last, err)
 	}
-	tree, err := integrity.ParseFrontier(base.Size(), base.Frontier())
-	if err != nil {
-		rows.Close()
-		return nil, err
-	}
-	leaves := make([]byte, 0, 32*(last-first+1))
+	leaves := make([]tlog.Hash, 0, last-first+1)
 	next := first
 	var id int64
 	var h []byte
@@ -312,10 +359,7 @@ func (p *Postgres) appendLeaves(ctx context.Context, dbtx pgx.Tx, base *integrit
 		if id != next || len(h) != 32 {
 			return fmt.Errorf("entry %d where %d was expected: the trail was altered; run `walscribe verify`", id, next)
 		}
-		var leaf tlog.Hash
-		copy(leaf[:], h)
-		tree.Append(leaf)
-		leaves = append(leaves, h...)
+		leaves = append(leaves, tlog.Hash(h))
 		next++
 		return nil
 	})
@@ -325,9 +369,24 @@ func (p *Postgres) appendLeaves(ctx context.Context, dbtx pgx.Tx, base *integrit
 	if next != last+1 {
 		return nil, fmt.Errorf("integrity: hash entries %d to %d: entry %d is missing", first, last, next)
 	}
+	return leaves, nil
+}
+
+// storeLeaves appends leaves (of the entries from first on) to a copy of
+// base, and stores them with the tree after them.
+func (p *Postgres) storeLeaves(ctx context.Context, dbtx pgx.Tx, base *integrity.Tree, first int64, leaves []tlog.Hash) (*logUpdate, error) {
+	tree, err := integrity.ParseFrontier(base.Size(), base.Frontier())
+	if err != nil {
+		return nil, err
+	}
+	packed := make([]byte, 0, 32*len(leaves))
+	for _, h := range leaves {
+		tree.Append(h)
+		packed = append(packed, h[:]...)
+	}
 	if _, err := dbtx.Exec(ctx, `INSERT INTO `+p.schema+`.integrity_leaves (first_id, leaves, tree) VALUES ($1, $2, $3)`,
-		first, leaves, tree.Frontier()); err != nil {
-		return nil, fmt.Errorf("integrity: store the leaves of entries %d to %d: %w", first, last, err)
+		first, packed, tree.Frontier()); err != nil {
+		return nil, fmt.Errorf("integrity: store the leaves of entries %d to %d: %w", first, first+int64(len(leaves))-1, err)
 	}
 	return &logUpdate{tree: tree}, nil
 }

@@ -54,6 +54,8 @@ type Postgres struct {
 	// frozen: a violation was found; checkpoints are no longer copied to
 	// the checkpoint directory, whose newest file is the evidence.
 	frozen bool
+	// inexact counts the rows whose leaf the sink could not compute itself.
+	inexact int
 
 	errMu                sync.Mutex
 	lastErr              string
@@ -490,13 +492,32 @@ func (p *Postgres) Write(ctx context.Context, batch []*audit.Transaction) error 
 	began := time.Now()
 	var tally map[tallyKey]int
 	noContext := 0
+	var own *batchLeaves // the batch's rows, hashed by the sink
 	if n > 0 {
 		if err := p.ensureMonths(wctx, dbtx, batch); err != nil {
 			return err
 		}
 		src := newCopyReader(batch, p.lastID+1)
+		var hashed chan struct{}
+		if logged != nil && p.cfg.Integrity.LeafHashing != HashServer {
+			// The sink hashes the rows itself, those in memory beside the
+			// COPY; captured_at is the transaction's now().
+			var captured time.Time
+			if err := dbtx.QueryRow(wctx, `SELECT now()`).Scan(&captured); err != nil {
+				return fmt.Errorf("read the transaction's time: %w", err)
+			}
+			src.leaves = newBatchLeaves(p.lastID+1, n, captured)
+			hashed = make(chan struct{})
+			go func() {
+				defer close(hashed)
+				src.leaves.hashMemory(batch)
+			}()
+		}
 		tag, err := dbtx.Conn().PgConn().CopyFrom(wctx, src, copyStatement(p.schema))
 		src.stop()
+		if hashed != nil {
+			<-hashed
+		}
 		if src.err != nil {
 			// The reader aborted the COPY: the server's error says only
 			// that.
@@ -510,10 +531,20 @@ func (p *Postgres) Write(ctx context.Context, batch []*audit.Transaction) error 
 		}
 		tally = src.tally
 		noContext = src.noContext
+		own = src.leaves
 	}
 	if logged != nil && n > 0 {
 		var err error
-		if logged, err = p.appendLeaves(wctx, dbtx, logged.tree, p.lastID+1, p.lastID+int64(n), at); err != nil {
+		if own != nil && len(own.leaves) != n {
+			return fmt.Errorf("integrity: %d leaf hashes for %d entries", len(own.leaves), n)
+		}
+		if own != nil {
+			p.inexact += len(own.inexact)
+			logged, err = p.appendOwnLeaves(wctx, dbtx, logged.tree, p.lastID+1, own.leaves, own.inexact, at)
+		} else {
+			logged, err = p.appendLeaves(wctx, dbtx, logged.tree, p.lastID+1, p.lastID+int64(n), at)
+		}
+		if err != nil {
 			return err
 		}
 		if p.signDue(logged.tree) {

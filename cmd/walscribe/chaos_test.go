@@ -63,7 +63,7 @@ func TestChaos(t *testing.T) {
 	}
 	checkpoints := t.TempDir()
 	cfg := writeConfig(t, configFor(viaProxy, tables...)+"spool:\n  dir: "+t.TempDir()+"\n  txn_memory: 64KiB\n"+
-		fmt.Sprintf("integrity:\n  enabled: true\n  signer_key_file: %q\n  checkpoint_interval: 200ms\n  checkpoint_dir: %q\n", signer, checkpoints))
+		fmt.Sprintf("integrity:\n  enabled: true\n  signer_key_file: %q\n  checkpoint_interval: 200ms\n  checkpoint_dir: %q\n  leaf_hashing: both\n", signer, checkpoints))
 	setUp(t, cfg)
 
 	logPath := filepath.Join(t.TempDir(), "run.log")

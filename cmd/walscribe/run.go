@@ -119,7 +119,8 @@ func daemonConfig(c *config.Config) (daemon.Config, sink.Config, error) {
 		return daemon.Config{}, sink.Config{}, fmt.Errorf("integrity: %w", err)
 	}
 	if signer != nil {
-		integrity = &sink.IntegrityConfig{Signer: signer, Interval: c.Integrity.CheckpointInterval, Dir: c.Integrity.CheckpointDir}
+		integrity = &sink.IntegrityConfig{Signer: signer, Interval: c.Integrity.CheckpointInterval, Dir: c.Integrity.CheckpointDir,
+			LeafHashing: c.Integrity.LeafHashing}
 	}
 	return daemon.Config{
 			SourceDSN:      c.Source.DSN,

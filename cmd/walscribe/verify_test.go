@@ -43,7 +43,7 @@ func newIntegrityTrail(t *testing.T) *integrityTrail {
 	}
 	dir := t.TempDir()
 	cfg := writeConfig(t, configFor(dsn, "public.orders")+fmt.Sprintf(
-		"integrity:\n  enabled: true\n  signer_key_file: %q\n  checkpoint_interval: 100ms\n  checkpoint_dir: %q\n", signer, dir))
+		"integrity:\n  enabled: true\n  signer_key_file: %q\n  checkpoint_interval: 100ms\n  checkpoint_dir: %q\n  leaf_hashing: both\n", signer, dir))
 	setUp(t, cfg)
 	tr := &integrityTrail{dsn: dsn, cfg: cfg, verifier: signer + ".pub", dir: dir}
 	write := func(from, to int) {
