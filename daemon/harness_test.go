@@ -12,8 +12,10 @@ import (
 	"github.com/jackc/pgx/v5"
 	"go.uber.org/zap"
 	"go.uber.org/zap/zaptest"
+	"golang.org/x/mod/sumdb/note"
 
 	"github.com/walscribe/walscribe/cdc"
+	"github.com/walscribe/walscribe/integrity"
 	"github.com/walscribe/walscribe/internal/oracle"
 	"github.com/walscribe/walscribe/internal/pgtest"
 	"github.com/walscribe/walscribe/rules"
@@ -75,7 +77,11 @@ func newHarness(t testing.TB, schema string, tables ...string) *harness {
 		StatusInterval: 200 * time.Millisecond,
 	}
 	h.sinkCfg = sink.Config{DSN: dsn, Schema: "audit", Slot: "walscribe",
-		BatchMaxEntries: 1000, BatchMaxWait: 20 * time.Millisecond}
+		BatchMaxEntries: 1000, BatchMaxWait: 20 * time.Millisecond,
+		// Every test writes with the integrity log, the sink's leaf hashes
+		// compared with the server's for every row: a value the sink
+		// renders otherwise than the server fails the write.
+		Integrity: &sink.IntegrityConfig{Signer: testSigner(t), Interval: 100 * time.Millisecond, LeafHashing: sink.HashBoth}}
 	h.setup()
 	t.Cleanup(h.stopQuietly)
 	return h
@@ -277,3 +283,17 @@ func (h *harness) loseRow(id, lost int) {
 // unguard drops the event triggers that guard the audit schema, as a
 // superuser may, for tests that put a trigger of their own on it.
 const unguard = `DROP EVENT TRIGGER IF EXISTS walscribe_guard_audit; DROP EVENT TRIGGER IF EXISTS walscribe_guard_audit_drop`
+
+// testSigner is a new signer of checkpoints.
+func testSigner(t testing.TB) note.Signer {
+	t.Helper()
+	skey, _, err := integrity.GenerateKey("test.example/daemon")
+	if err != nil {
+		t.Fatal(err)
+	}
+	s, err := integrity.ParseSigner(skey)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return s
+}
