@@ -183,27 +183,33 @@ func (r *RowBuilder) sep() {
 // backslashes doubled, when it is empty or holds a quote, backslash,
 // parenthesis, comma or white space.
 func (r *RowBuilder) quoted(s []byte) {
-	need := len(s) == 0
+	need, doubled := len(s) == 0, 0
 	for _, c := range s {
 		if recordSpecial[c] {
 			need = true
-			break
+			if c == '"' || c == '\\' {
+				doubled++
+			}
 		}
 	}
 	if !need {
 		r.b = append(r.b, s...)
 		return
 	}
-	r.b = slices.Grow(r.b, 2*len(s)+2)
-	r.b = append(r.b, '"')
-	for _, c := range s {
+	at := len(r.b)
+	r.b = slices.Grow(r.b, len(s)+doubled+2)[:at+len(s)+doubled+2]
+	out := r.b[at:]
+	out[0] = '"'
+	j := 1
+	from := 0
+	for i, c := range s {
 		if c == '"' || c == '\\' {
-			r.b = append(r.b, c, c)
-		} else {
-			r.b = append(r.b, c)
+			j += copy(out[j:], s[from:i+1])
+			from = i // the character again: doubled
 		}
 	}
-	r.b = append(r.b, '"')
+	j += copy(out[j:], s[from:])
+	out[j] = '"'
 }
 
 // recordSpecial are the bytes record_out quotes a value for.
