@@ -192,6 +192,12 @@ func (b *bench) drainRound(ctx context.Context) (drainRound, error) {
 func (b *bench) drainInto(ctx context.Context, slot, cfg, metricsAddr, dsn string, sinkConn *pgx.Conn, sinkDSN string, recvSeconds float64, profileName string) (drainRun, error) {
 	r := drainRun{}
 	n := int64(b.o.changes)
+	// Each run from a fresh checkpoint: the WAL the runs before wrote
+	// (a million entries and their log each) must not make this one pay
+	// for a checkpoint and its full-page writes.
+	if _, err := sinkConn.Exec(ctx, `CHECKPOINT`); err != nil {
+		return r, err
+	}
 	logf("drain: walscribe run, slot %s", slot)
 	stop := make(chan struct{})
 	cpu := walsenderCPU(ctx, dsn, slot, stop)
