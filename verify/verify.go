@@ -369,21 +369,27 @@ func (w *walk) entry(row *entryRow) error {
 // log's leaves keep the tree whole.
 func (w *walk) missing(last int64) error {
 	first := w.next
-	for id := first; id <= last; id++ {
-		stored, ok, err := w.leaves.leaf(id)
-		if err != nil {
+	if err := w.fill(last); err != nil {
+		return err
+	}
+	w.r.Findings = append(w.r.Findings, Finding{Kind: Missing, ID: first, LastID: last,
+		Detail: "entries the integrity log holds are not in the trail (deleted)"})
+	w.next = last + 1
+	return nil
+}
+
+// fill appends the stored leaves that follow the tree, up to entry last
+// (0: as far as they go).
+func (w *walk) fill(last int64) error {
+	for last == 0 || w.tree.Size() < last {
+		stored, ok, err := w.leaves.leaf(w.tree.Size() + 1)
+		if err != nil || !ok {
 			return err
-		}
-		if !ok {
-			break
 		}
 		if err := w.append(stored); err != nil {
 			return err
 		}
 	}
-	w.r.Findings = append(w.r.Findings, Finding{Kind: Missing, ID: first, LastID: last,
-		Detail: "entries the integrity log holds are not in the trail (deleted)"})
-	w.next = last + 1
 	return nil
 }
 
@@ -425,17 +431,8 @@ func (w *walk) end() error {
 	}
 	// Leaves after the newest entry: entries deleted at the end.
 	first := w.tree.Size() + 1
-	for {
-		stored, ok, err := w.leaves.leaf(w.tree.Size() + 1)
-		if err != nil {
-			return err
-		}
-		if !ok {
-			break
-		}
-		if err := w.append(stored); err != nil {
-			return err
-		}
+	if err := w.fill(0); err != nil {
+		return err
 	}
 	if last := w.tree.Size(); last >= first {
 		w.r.Findings = append(w.r.Findings, Finding{Kind: Missing, ID: first, LastID: last,
