@@ -103,7 +103,7 @@ func New(reg prometheus.Registerer, version string) *Metrics {
 	f(info)
 	f(collectors.NewGoCollector())
 	f(collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
-	for _, k := range []string{"stream", "sink", "decode", "invalid_context", "checkpoint_dir"} {
+	for _, k := range []string{"stream", "sink", "decode", "invalid_context", "checkpoint_dir", "leaf_hash"} {
 		m.Errors.WithLabelValues(k)
 	}
 	m.ContextEntries.WithLabelValues("true")
