@@ -47,6 +47,8 @@ type Decoder struct {
 	scratch []byte
 	// changedIdx is reused for the changed columns of each update.
 	changedIdx []int
+	// changedCols is changedIdx in the table's order.
+	changedCols []int
 	// chg, oldT and newT are reused for each change message.
 	chg        change
 	oldT, newT tuple
@@ -127,7 +129,8 @@ type relation struct {
 	// (BridgeSchema.partition_truncates), read as reports, never recorded.
 	reports bool
 
-	// What the rules leave of the above: excluded columns removed.
+	// What the rules leave of the above: excluded columns removed, in the
+	// order rows are rendered (jsonbOrder).
 	rules      *rules.Table
 	skip       bool // the table is excluded: record nothing
 	rec        []int
@@ -164,7 +167,23 @@ func (d *Decoder) applyRules(rel *relation) {
 		}
 		return out
 	}
-	rel.rec, rel.pkRec, rel.identRec = keep(rel.all), keep(rel.pk), keep(rel.ident)
+	rel.rec, rel.pkRec, rel.identRec = rel.jsonbOrder(keep(rel.all)), rel.jsonbOrder(keep(rel.pk)), rel.jsonbOrder(keep(rel.ident))
+}
+
+// jsonbOrder returns the columns idx in the order jsonb keeps an object's
+// keys (by length, then bytes), which is how rows are rendered: the
+// document is then already the text the server gives for it once stored,
+// which the integrity log's leaf hashes are computed from.
+func (rel *relation) jsonbOrder(idx []int) []int {
+	out := slices.Clone(idx)
+	slices.SortFunc(out, func(a, b int) int {
+		na, nb := rel.cols[a].name, rel.cols[b].name
+		if len(na) != len(nb) {
+			return len(na) - len(nb)
+		}
+		return strings.Compare(na, nb)
+	})
+	return out
 }
 
 // SetRules makes rs the rules in force from the next change on, for the
@@ -667,8 +686,11 @@ func (d *Decoder) update(rel *relation, m *change) error {
 		if len(d.changedIdx) == 0 && rel.rules.SkipUnchangedUpdates {
 			return nil
 		}
-		e.Changed = make([]string, len(d.changedIdx))
-		for i, c := range d.changedIdx {
+		// changed lists them in the table's order.
+		d.changedCols = append(d.changedCols[:0], d.changedIdx...)
+		slices.Sort(d.changedCols)
+		e.Changed = make([]string, len(d.changedCols))
+		for i, c := range d.changedCols {
 			e.Changed[i] = rel.cols[c].name
 		}
 		cols := rel.rec

@@ -111,6 +111,15 @@ func (r *RowBuilder) JSON(doc []byte) {
 		r.Null()
 		return
 	}
+	// A document in jsonb's canonical form (as walscribe's decoder writes
+	// rows) is copied in one pass; others are rendered first.
+	mark, n := len(r.b), r.n
+	r.sep()
+	var ok bool
+	if r.b, ok = jsonb.AppendField(r.b, doc); ok {
+		return
+	}
+	r.b, r.n = r.b[:mark], n
 	var err error
 	r.field, err = r.json.Append(r.field[:0], doc)
 	if err != nil {
