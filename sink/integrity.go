@@ -311,12 +311,12 @@ func (p *Postgres) appendLeaves(ctx context.Context, dbtx pgx.Tx, base *integrit
 	return p.storeLeaves(ctx, dbtx, base, first, leaves)
 }
 
-// appendOwnLeaves stores the leaves the sink computed for entries
-// first..first+len(own)-1 as it encoded them (copyReader.hashRow), after
-// asking the server for those it could not render exactly (inexact) — or,
-// with LeafHashing "both", for all of them, refusing the batch on a
-// difference.
-func (p *Postgres) appendOwnLeaves(ctx context.Context, dbtx pgx.Tx, base *integrity.Tree, first int64, own []tlog.Hash, inexact []int, at *timeRange) (*logUpdate, error) {
+// appendOwnLeaves stores the leaves the sink computed for the batch's
+// entries as it encoded them (batchLeaves), after asking the server for
+// those it could not render exactly — or, with LeafHashing "both", for all
+// of them, refusing the batch on a difference.
+func (p *Postgres) appendOwnLeaves(ctx context.Context, dbtx pgx.Tx, base *integrity.Tree, l *batchLeaves, at *timeRange) (*logUpdate, error) {
+	first, own, inexact := l.first, l.leaves, l.inexact
 	last := first + int64(len(own)) - 1
 	if p.cfg.Integrity.LeafHashing == HashBoth {
 		server, err := p.serverLeaves(ctx, dbtx, first, last, at)
@@ -360,6 +360,11 @@ func (p *Postgres) appendOwnLeaves(ctx context.Context, dbtx pgx.Tx, base *integ
 			return p.storeLeaves(ctx, dbtx, base, first, server)
 		}
 	}
+	if l.sealed != nil && l.sealedOn == base && len(inexact) == 0 {
+		// Appended to the tree beside the COPY.
+		p.treesBeside++
+		return p.insertLeaves(ctx, dbtx, first, l.sealed, l.packed)
+	}
 	return p.storeLeaves(ctx, dbtx, base, first, own)
 }
 
@@ -399,18 +404,35 @@ func (p *Postgres) serverLeaves(ctx context.Context, dbtx pgx.Tx, first, last in
 // storeLeaves appends leaves (of the entries from first on) to a copy of
 // base, and stores them with the tree after them.
 func (p *Postgres) storeLeaves(ctx context.Context, dbtx pgx.Tx, base *integrity.Tree, first int64, leaves []tlog.Hash) (*logUpdate, error) {
-	tree, err := integrity.ParseFrontier(base.Size(), base.Frontier())
+	tree, packed, err := sealLeaves(base, leaves)
 	if err != nil {
 		return nil, err
+	}
+	return p.insertLeaves(ctx, dbtx, first, tree, packed)
+}
+
+// sealLeaves appends leaves to a copy of base, and packs them as the leaf
+// record stores them.
+func sealLeaves(base *integrity.Tree, leaves []tlog.Hash) (*integrity.Tree, []byte, error) {
+	tree, err := integrity.ParseFrontier(base.Size(), base.Frontier())
+	if err != nil {
+		return nil, nil, err
 	}
 	packed := make([]byte, 0, 32*len(leaves))
 	for _, h := range leaves {
 		tree.Append(h)
 		packed = append(packed, h[:]...)
 	}
+	return tree, packed, nil
+}
+
+// insertLeaves stores the leaf record of entries from first on: the
+// leaves packed, and the tree after them.
+func (p *Postgres) insertLeaves(ctx context.Context, dbtx pgx.Tx, first int64, tree *integrity.Tree, packed []byte) (*logUpdate, error) {
+	leaves := len(packed) / 32
 	if _, err := dbtx.Exec(ctx, `INSERT INTO `+p.schema+`.integrity_leaves (first_id, leaves, tree) VALUES ($1, $2, $3)`,
 		first, packed, tree.Frontier()); err != nil {
-		return nil, fmt.Errorf("integrity: store the leaves of entries %d to %d: %w", first, first+int64(len(leaves))-1, err)
+		return nil, fmt.Errorf("integrity: store the leaves of entries %d to %d: %w", first, first+int64(leaves)-1, err)
 	}
 	return &logUpdate{tree: tree}, nil
 }
@@ -437,17 +459,18 @@ func (p *Postgres) sign(ctx context.Context, dbtx pgx.Tx, u *logUpdate) error {
 				size, root, p.ilog.signedSize, p.ilog.signedRoot))
 		}
 	}
-	// The head: the newest entry of the last checkpoint and those since,
-	// each there once, none after.
-	from := max(1, p.ilog.signedSize)
-	var newest, count int64
-	if err := dbtx.QueryRow(ctx, `SELECT coalesce(max(id), 0), count(*) FROM `+p.schema+`.entries WHERE id >= $1`,
-		from).Scan(&newest, &count); err != nil {
+	// The head: the newest entry is the log's newest, and the newest entry
+	// of the last checkpoint is still there. (Two index probes: counting the
+	// entries since the last checkpoint cost a drain 2 % of its rate.)
+	var newest int64
+	var last bool
+	if err := dbtx.QueryRow(ctx, `SELECT (SELECT coalesce(max(id), 0) FROM `+p.schema+`.entries),
+		EXISTS (SELECT FROM `+p.schema+`.entries WHERE id = $1)`, p.ilog.signedSize).Scan(&newest, &last); err != nil {
 		return fmt.Errorf("integrity: read the newest entries: %w", err)
 	}
-	if want := u.tree.Size() - from + 1; newest != u.tree.Size() || count != want {
-		p.violation(fmt.Sprintf("the trail holds %d entries from entry %d on, the newest %d; the integrity log holds %d, the newest %d",
-			count, from, newest, want, u.tree.Size()))
+	if newest != u.tree.Size() || !last && p.ilog.signedSize > 0 {
+		p.violation(fmt.Sprintf("the trail's newest entry is %d, and entry %d, the newest of the last checkpoint, is %s; the integrity log's newest is %d",
+			newest, p.ilog.signedSize, map[bool]string{true: "there", false: "gone"}[last], u.tree.Size()))
 	}
 	cp := integrity.Checkpoint{Origin: p.cfg.Integrity.Signer.Name(), Size: u.tree.Size(), Root: u.tree.Root()}
 	signed, err := integrity.Sign(cp, p.cfg.Integrity.Signer)

@@ -23,6 +23,13 @@ type batchLeaves struct {
 
 	mu      sync.Mutex
 	inexact []int // rows the server must hash: their index in leaves
+
+	// The tree after the leaves, appended to sealedOn beside the COPY when
+	// every row was hashed there (no spilled transaction, none inexact),
+	// and the leaves packed as stored.
+	sealedOn *integrity.Tree
+	sealed   *integrity.Tree
+	packed   []byte
 }
 
 func newBatchLeaves(first int64, n int, captured time.Time) *batchLeaves {
@@ -30,13 +37,16 @@ func newBatchLeaves(first int64, n int, captured time.Time) *batchLeaves {
 }
 
 // hashMemory hashes the rows of the batch's transactions that are in
-// memory; it returns when done.
-func (l *batchLeaves) hashMemory(batch []*audit.Transaction) {
+// memory, and when those are all its rows and it hashed them all, appends
+// them to base; it returns when done.
+func (l *batchLeaves) hashMemory(batch []*audit.Transaction, base *integrity.Tree) {
 	var rb integrity.RowBuilder
 	id := l.first
+	spilled := false
 	for _, tx := range batch {
 		if tx.Spilled != nil {
 			id += int64(tx.Len())
+			spilled = true
 			continue
 		}
 		for i := range tx.Entries {
@@ -45,6 +55,12 @@ func (l *batchLeaves) hashMemory(batch []*audit.Transaction) {
 			l.put(&rb, id, tx, e, flags, loginUser)
 			id++
 		}
+	}
+	if spilled || len(l.inexact) > 0 || base == nil {
+		return
+	}
+	if tree, packed, err := sealLeaves(base, l.leaves); err == nil {
+		l.sealedOn, l.sealed, l.packed = base, tree, packed
 	}
 }
 

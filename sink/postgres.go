@@ -51,6 +51,9 @@ type Postgres struct {
 	healthy       atomic.Bool  // the last write succeeded, or none failed yet
 
 	ilog *logState // the integrity log; nil when off
+	// treesBeside counts the batches whose leaves were appended to the log's
+	// tree beside their COPY, not after it.
+	treesBeside int
 	// frozen: a violation was found; checkpoints are no longer copied to
 	// the checkpoint directory, whose newest file is the evidence.
 	frozen bool
@@ -510,7 +513,7 @@ func (p *Postgres) Write(ctx context.Context, batch []*audit.Transaction) error 
 			hashed = make(chan struct{})
 			go func() {
 				defer close(hashed)
-				src.leaves.hashMemory(batch)
+				src.leaves.hashMemory(batch, logged.tree)
 			}()
 		}
 		tag, err := dbtx.Conn().PgConn().CopyFrom(wctx, src, copyStatement(p.schema))
@@ -540,7 +543,7 @@ func (p *Postgres) Write(ctx context.Context, batch []*audit.Transaction) error 
 		}
 		if own != nil {
 			p.inexact += len(own.inexact)
-			logged, err = p.appendOwnLeaves(wctx, dbtx, logged.tree, p.lastID+1, own.leaves, own.inexact, at)
+			logged, err = p.appendOwnLeaves(wctx, dbtx, logged.tree, own, at)
 		} else {
 			logged, err = p.appendLeaves(wctx, dbtx, logged.tree, p.lastID+1, p.lastID+int64(n), at)
 		}
