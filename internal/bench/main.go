@@ -42,6 +42,8 @@ type options struct {
 	steps     string
 	repeat    int
 	pprofDir  string
+	// gomaxprocs is the GOMAXPROCS of every walscribe run (0: Go's default).
+	gomaxprocs int
 }
 
 // allSteps are the measurements, in the order they run.
@@ -71,6 +73,7 @@ func main() {
 	flag.IntVar(&o.repeat, "repeat", 3, "rounds of the drain and application-cost measurements, each on fresh databases; the report shows the medians")
 	flag.StringVar(&o.steps, "steps", allSteps, "the measurements to run, comma-separated (a partial run prints the others as not run)")
 	flag.StringVar(&o.pprofDir, "pprof", "", "write CPU profiles of walscribe (drain, OLTP) into this directory, for go tool pprof")
+	flag.IntVar(&o.gomaxprocs, "gomaxprocs", 0, "GOMAXPROCS of every walscribe run (0: Go's default, the machine's cores)")
 	flag.Parse()
 	for _, c := range strings.Split(*clients, ",") {
 		n, err := strconv.Atoi(strings.TrimSpace(c))
@@ -98,6 +101,9 @@ func main() {
 	ctx, cancel := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer cancel()
 	began := time.Now()
+	if o.gomaxprocs > 0 {
+		daemonEnv = append(daemonEnv, "GOMAXPROCS="+strconv.Itoa(o.gomaxprocs))
+	}
 	r, err := run(ctx, o)
 	if err != nil {
 		fmt.Fprintln(os.Stderr, "bench:", err)

@@ -88,6 +88,9 @@ func setupDaemon(ctx context.Context, bin, cfg string) error {
 	return nil
 }
 
+// daemonEnv is added to the environment of every walscribe run (-gomaxprocs).
+var daemonEnv []string
+
 // startDaemon starts `walscribe run`, its log beside its configuration.
 func startDaemon(bin, cfg, metricsAddr string) (*daemon, error) {
 	logPath := strings.TrimSuffix(cfg, ".yaml") + ".log"
@@ -96,6 +99,7 @@ func startDaemon(bin, cfg, metricsAddr string) (*daemon, error) {
 		return nil, err
 	}
 	cmd := exec.Command(bin, "run", "--config", cfg)
+	cmd.Env = append(os.Environ(), daemonEnv...)
 	cmd.Stdout, cmd.Stderr = logf, logf
 	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true, Pdeathsig: syscall.SIGTERM}
 	if err := cmd.Start(); err != nil {

@@ -156,6 +156,9 @@ func (r *results) markdown(o options) string {
 	if o.steps != allSteps {
 		cmdline += " -steps " + o.steps
 	}
+	if o.gomaxprocs > 0 {
+		cmdline += " -gomaxprocs " + strconv.Itoa(o.gomaxprocs)
+	}
 	p("%s", cmdline)
 	p("```")
 	p("")
