@@ -44,6 +44,21 @@ type Entry struct {
 	// Ctx is who acted and from where; nil when nothing is known. Entries
 	// of one transaction share it until the application changes it.
 	Ctx *Context
+	// Class is the entry's retention class: its table's retention period
+	// (such as 90d or 7y) when written; "" for DefaultClass.
+	Class string
+}
+
+// DefaultClass is the retention class of entries kept until a cleanup
+// names them: those of tables without a retention period.
+const DefaultClass = "default"
+
+// RetentionClass is the class the entry is stored with.
+func (e *Entry) RetentionClass() string {
+	if e.Class == "" {
+		return DefaultClass
+	}
+	return e.Class
 }
 
 // Actions only walscribe itself writes: the row actions and its own

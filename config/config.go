@@ -23,6 +23,7 @@ import (
 	"io/fs"
 	"os"
 	"reflect"
+	"slices"
 	"strings"
 	"time"
 
@@ -41,6 +42,8 @@ type Config struct {
 	Roles   Roles   `mapstructure:"roles"`
 	// Integrity makes the trail tamper-evident.
 	Integrity Integrity `mapstructure:"integrity"`
+	// Retention expires entries.
+	Retention Retention `mapstructure:"retention"`
 	// ExcludeTables are table names or glob patterns never audited, even when
 	// a tables entry matches them (exclude_tables), in the syntax of
 	// tables[i].name. Load turns a name without a schema into
@@ -184,6 +187,33 @@ type Integrity struct {
 	LeafHashing string `mapstructure:"leaf_hashing"`
 }
 
+// Retention configures how entries expire. Each entry is stamped, when
+// written, with its table's retention period (tables[i].retention, else
+// Default) as its retention class; a month of one class expires whole once
+// the period has passed since the month's end, and its partition is
+// dropped. `walscribe cleanup` does it on demand (with --dry-run first);
+// the daemon does it every Schedule.
+type Retention struct {
+	// Default is the retention period of tables whose entry sets none
+	// (retention.default), such as 1y; "" keeps their entries until a
+	// cleanup names them. Default "".
+	Default string `mapstructure:"default"`
+	// Schedule is how often the daemon expires entries (retention.schedule),
+	// from 1m to 720h, or 0 for never: only `walscribe cleanup` then does.
+	// Default 0: a purge cannot be undone, so it runs on a schedule only
+	// once someone has seen what `walscribe cleanup --dry-run` would do and
+	// turned it on.
+	Schedule time.Duration `mapstructure:"schedule"`
+	// Holds are tables whose entries never expire while listed, in the
+	// syntax of tables[i].name, "*.*" for all (retention.holds): a legal
+	// hold. Default none.
+	Holds []string `mapstructure:"holds"`
+	// DeleteBatch is the most entries one transaction deletes where a
+	// partition cannot be dropped whole (retention.delete_batch), from 100
+	// to 1000000. Default 50000.
+	DeleteBatch int `mapstructure:"delete_batch"`
+}
+
 // Masking configures masked columns.
 type Masking struct {
 	// Secret keys the HMAC-SHA256 of masked values (masking.secret, also
@@ -308,6 +338,7 @@ func Default() Config {
 		Context:              Context{Prefix: "audit", MaxFieldBytes: KiB, MaxJSONBytes: 8 * KiB, MaxEventBytes: 64 * KiB},
 		Roles:                Roles{Owner: "walscribe_owner", Reader: "walscribe_reader", App: "walscribe_app", RevokeEmitMessage: true},
 		Integrity:            Integrity{CheckpointInterval: time.Second, LeafHashing: "sink"},
+		Retention:            Retention{DeleteBatch: 50_000},
 		SkipUnchangedUpdates: true,
 		HTTP:                 HTTP{Listen: "127.0.0.1:9187"},
 		Log:                  Log{Level: "info", Format: "auto"},
@@ -370,6 +401,9 @@ func load(path string) (*Config, error) {
 	}
 	if names, ok := os.LookupEnv(excludeTablesEnv); ok {
 		v.Set("exclude_tables", splitList(names))
+	}
+	if names, ok := os.LookupEnv(envVar("retention.holds")); ok {
+		v.Set("retention.holds", splitList(names))
 	}
 
 	problems := unknownKeys("", v.AllSettings(), reflect.TypeFor[Config]())
@@ -497,4 +531,25 @@ func (c *Config) SinkDSN() string {
 		return c.Sink.DSN
 	}
 	return c.Source.DSN
+}
+
+// RetentionClasses are the retention classes entries are written with
+// besides the default one: every table's retention period, and the
+// default period.
+func (c *Config) RetentionClasses() []string {
+	var out []string
+	for _, r := range append([]string{c.Retention.Default}, tablePeriods(c.Tables)...) {
+		if r != "" && !slices.Contains(out, r) {
+			out = append(out, r)
+		}
+	}
+	return out
+}
+
+func tablePeriods(tables []Table) []string {
+	out := make([]string, len(tables))
+	for i, t := range tables {
+		out[i] = t.Retention
+	}
+	return out
 }

@@ -503,6 +503,9 @@ func TestEnvVarNames(t *testing.T) {
 	values["integrity.checkpoint_interval"] = "5s"
 	values["integrity.checkpoint_dir"] = t.TempDir()
 	values["integrity.leaf_hashing"] = "both"
+	values["retention.default"] = "400d"
+	values["retention.schedule"] = "12h0m0s"
+	values["retention.delete_batch"] = "1000"
 	isolateEnv(t)
 	t.Setenv("WALSCRIBE_TABLES", "public.orders")
 	for _, l := range leaves("", reflect.ValueOf(Default())) {
@@ -604,7 +607,7 @@ func TestLoadErrors(t *testing.T) {
 		{
 			name: "unknown top-level key, nothing close",
 			yaml: valid + "colour: red\n",
-			want: []string{"colour: unknown key", "the keys here are source, sink, spool, context, masking, roles, integrity, exclude_tables, skip_unchanged_updates, tables, http, log"},
+			want: []string{"colour: unknown key", "the keys here are source, sink, spool, context, masking, roles, integrity, retention, exclude_tables, skip_unchanged_updates, tables, http, log"},
 		},
 		{
 			name: "role names",
@@ -1285,5 +1288,26 @@ func TestDefaultIsIncomplete(t *testing.T) {
 		if !strings.Contains(err.Error(), w) {
 			t.Errorf("Default().Validate() lacks %q:\n%v", w, err)
 		}
+	}
+}
+
+// TestRetentionHoldsFromEnvironment: WALSCRIBE_RETENTION_HOLDS takes a
+// comma-separated list, and a bad
+// pattern is named by its key.
+func TestRetentionHoldsFromEnvironment(t *testing.T) {
+	isolateEnv(t)
+	t.Setenv("WALSCRIBE_SOURCE_DSN", testDSN)
+	t.Setenv("WALSCRIBE_TABLES", "public.orders")
+	t.Setenv("WALSCRIBE_RETENTION_HOLDS", " public.invoices, *.* ,")
+	cfg, err := Load("")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got := strings.Join(cfg.Retention.Holds, ","); got != "public.invoices,*.*" {
+		t.Errorf("retention.holds = %q", got)
+	}
+	t.Setenv("WALSCRIBE_RETENTION_HOLDS", "public.[")
+	if _, err := Load(""); err == nil || !strings.Contains(err.Error(), "retention.holds[0]") {
+		t.Errorf("a bad hold pattern: %v", err)
 	}
 }

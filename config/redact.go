@@ -68,6 +68,8 @@ func (c *Config) Redacted() map[string]any {
 		"context": map[string]any{"prefix": c.Context.Prefix, "max_field_bytes": c.Context.MaxFieldBytes.String(),
 			"max_json_bytes": c.Context.MaxJSONBytes.String(), "max_event_bytes": c.Context.MaxEventBytes.String()},
 		"masking": map[string]any{"secret": secret},
+		"retention": map[string]any{"default": c.Retention.Default, "schedule": c.Retention.Schedule.String(),
+			"holds": c.Retention.Holds, "delete_batch": c.Retention.DeleteBatch},
 		"integrity": map[string]any{"enabled": c.Integrity.Enabled, "signer_key_file": c.Integrity.SignerKeyFile,
 			"signer_key": redactIfSet(c.Integrity.SignerKey), "checkpoint_interval": c.Integrity.CheckpointInterval.String(),
 			"checkpoint_dir": c.Integrity.CheckpointDir, "leaf_hashing": c.Integrity.LeafHashing},

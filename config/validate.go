@@ -80,6 +80,7 @@ func (c *Config) problems() []problem {
 	}
 
 	c.integrityProblems(check)
+	c.retentionProblems(check)
 	c.tableProblems(check)
 
 	if c.HTTP.Listen != "" {
@@ -176,6 +177,28 @@ func checkChoice(s string, choices []string) string {
 		return ""
 	}
 	return fmt.Sprintf("%q is not allowed: %s", s, suggest(s, choices, "use one of"))
+}
+
+// retentionProblems checks the retention section.
+func (c *Config) retentionProblems(check func(key, msg string)) {
+	r := c.Retention
+	if r.Default != "" {
+		check("retention.default", checkRetention(r.Default))
+	}
+	if r.Schedule != 0 {
+		check("retention.schedule", checkDuration(r.Schedule, time.Minute, 720*time.Hour, "from 1m to 720h, e.g. 24h, or 0 for never"))
+	}
+	if r.DeleteBatch < 100 || r.DeleteBatch > 1_000_000 {
+		check("retention.delete_batch", fmt.Sprintf("%d: write a number from 100 to 1000000, e.g. 50000", r.DeleteBatch))
+	}
+	for i, h := range r.Holds {
+		key := fmt.Sprintf("retention.holds[%d]", i)
+		if h == "" {
+			check(key, "empty: write a table name or pattern such as public.invoices, or *.* to hold every table")
+			continue
+		}
+		check(key, checkTableName(h))
+	}
 }
 
 // integrityProblems checks the integrity section: a signer key that

@@ -397,6 +397,7 @@ func (d *Decoder) holdTruncate(rel *relation, c *change) error {
 	}
 	e := audit.Entry{Schema: rootSchema, Table: root, Action: audit.Truncate, New: jsonObject("partition", partition)}
 	e.Flag(audit.FlagPartitionTruncate)
+	e.Class = t.Retention
 	d.truncs = append(d.truncs, pendingTrunc{xid: c.xid, sub: d.curSub, stream: d.current(), root: rootSchema + "." + root, entry: e})
 	return nil
 }

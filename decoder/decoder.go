@@ -478,7 +478,7 @@ func (d *Decoder) Decode(ctx context.Context, data []byte) (*audit.Transaction, 
 				return nil, err
 			}
 			if rel != nil {
-				err := d.add(audit.Entry{Schema: rel.schema, Table: rel.table, Action: audit.Truncate, New: truncateOptions[m.Option&3]})
+				err := d.add(audit.Entry{Schema: rel.schema, Table: rel.table, Action: audit.Truncate, New: truncateOptions[m.Option&3], Class: rel.rules.Retention})
 				if err != nil {
 					return nil, err
 				}
@@ -546,6 +546,7 @@ func (d *Decoder) addRow(rel *relation, e audit.Entry) error {
 	if rel.gone {
 		e.Flag(audit.FlagTableUnknown)
 	}
+	e.Class = rel.rules.Retention
 	return d.add(e)
 }
 

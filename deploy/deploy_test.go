@@ -1255,7 +1255,7 @@ func envVars(t *testing.T) map[string]bool {
 	t.Helper()
 	// Besides the configuration: WALSCRIBE_CONFIG, the list variables, and the
 	// connections setup works through (its --admin-dsn and --admin-sink-dsn).
-	out := set("WALSCRIBE_CONFIG", "WALSCRIBE_TABLES", "WALSCRIBE_EXCLUDE_TABLES", "WALSCRIBE_ADMIN_DSN", "WALSCRIBE_ADMIN_SINK_DSN")
+	out := set("WALSCRIBE_CONFIG", "WALSCRIBE_TABLES", "WALSCRIBE_EXCLUDE_TABLES", "WALSCRIBE_RETENTION_HOLDS", "WALSCRIBE_ADMIN_DSN", "WALSCRIBE_ADMIN_SINK_DSN")
 	var walk func(prefix string, typ reflect.Type)
 	walk = func(prefix string, typ reflect.Type) {
 		for i := range typ.NumField() {

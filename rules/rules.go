@@ -133,6 +133,9 @@ type Config struct {
 	Secret        []byte   // keys Hash masking: the key's bytes, decoded from hex or base64
 	// SkipUnchangedUpdates is for tables that no entry names.
 	SkipUnchangedUpdates bool
+	// DefaultRetention is the retention period of tables that no entry
+	// names ("": the default class).
+	DefaultRetention string
 }
 
 // Table is the rules in force for one table.
@@ -200,7 +203,7 @@ func (p pattern) match(schema, table string) bool {
 
 // New compiles a configuration.
 func New(cfg Config) (*Set, error) {
-	s := &Set{cfg: cfg, defaults: &Table{Actions: AllActions, SkipUnchangedUpdates: cfg.SkipUnchangedUpdates}}
+	s := &Set{cfg: cfg, defaults: &Table{Actions: AllActions, SkipUnchangedUpdates: cfg.SkipUnchangedUpdates, Retention: cfg.DefaultRetention}}
 	for _, tc := range cfg.Tables {
 		p, err := compile(tc.Name)
 		if err != nil {

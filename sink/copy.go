@@ -192,7 +192,7 @@ func (r *copyReader) appendRow(tx *audit.Transaction, e *audit.Entry) {
 	b = appendJSONB(b, e.Old)
 	b = appendJSONB(b, e.New)
 	b = appendTextArray(b, e.Changed)
-	b = appendText(b, "default")
+	b = appendText(b, e.RetentionClass())
 	if c := e.Ctx; c != nil {
 		b = appendTextOrNull(b, c.ActorID)
 		b = appendTextOrNull(b, c.Actor)

@@ -523,32 +523,41 @@ func CheckpointFile(at time.Time) string {
 // signed, durably: a new file written and synced, renamed over the old one,
 // and the directory synced.
 func writeCheckpointFile(dir string, signed []byte, at time.Time) error {
-	tmp, err := os.CreateTemp(dir, ".checkpoint-*")
-	if err != nil {
+	if err := writeDirFile(dir, CheckpointFile(at), signed); err != nil {
 		return fmt.Errorf("write checkpoint: %w", err)
 	}
+	return nil
+}
+
+// writeDirFile writes name in dir atomically and durably: a temporary file
+// synced, renamed, and the directory synced.
+func writeDirFile(dir, name string, data []byte) error {
+	tmp, err := os.CreateTemp(dir, "."+name+"-*")
+	if err != nil {
+		return err
+	}
 	defer os.Remove(tmp.Name())
-	if _, err := tmp.Write(signed); err != nil {
+	if _, err := tmp.Write(data); err != nil {
 		tmp.Close()
-		return fmt.Errorf("write checkpoint: %w", err)
+		return err
 	}
 	if err := tmp.Sync(); err != nil {
 		tmp.Close()
-		return fmt.Errorf("write checkpoint: %w", err)
+		return err
 	}
 	if err := tmp.Close(); err != nil {
-		return fmt.Errorf("write checkpoint: %w", err)
+		return err
 	}
-	if err := os.Rename(tmp.Name(), filepath.Join(dir, CheckpointFile(at))); err != nil {
-		return fmt.Errorf("write checkpoint: %w", err)
+	if err := os.Rename(tmp.Name(), filepath.Join(dir, name)); err != nil {
+		return err
 	}
 	d, err := os.Open(dir)
 	if err != nil {
-		return fmt.Errorf("write checkpoint: %w", err)
+		return err
 	}
 	defer d.Close()
 	if err := d.Sync(); err != nil {
-		return fmt.Errorf("write checkpoint: %w", err)
+		return err
 	}
 	return nil
 }

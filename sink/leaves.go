@@ -106,7 +106,7 @@ func (l *batchLeaves) put(b *integrity.RowBuilder, id int64, tx *audit.Transacti
 			b.Null()
 		}
 	}
-	b.Text("default")
+	b.Text(e.RetentionClass())
 	b.TextArray(flags)
 	b.TextOrNull(loginUser)
 	h, exact := b.LeafHash()

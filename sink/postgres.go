@@ -8,6 +8,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"slices"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -33,6 +34,9 @@ type Config struct {
 	Metrics         *metrics.Metrics // nil: counted nowhere
 	// Integrity turns the integrity log on; nil: off.
 	Integrity *IntegrityConfig
+	// Classes are the retention classes entries are written with (besides
+	// the default): each month gets a partition of each, ahead of time.
+	Classes []string
 }
 
 // Postgres is the PostgreSQL sink. One Postgres is the only writer of its
@@ -46,7 +50,8 @@ type Postgres struct {
 	lastEnd       pglogrepl.LSN // end LSN of the last transaction stored
 	lastID        int64         // id of the last entry stored
 	lastCommitted time.Time
-	months        map[int]bool // year*12+month → partitions known to exist
+	months        map[int]bool // year*12+month → partitions of every class known to exist
+	classes       []string     // the retention classes each month has a partition of
 	uncommitted   []int        // months created by the database transaction in progress
 	healthy       atomic.Bool  // the last write succeeded, or none failed yet
 
@@ -122,9 +127,15 @@ func (p *Postgres) load(ctx context.Context, conn *pgx.Conn) error {
 		return err
 	}
 	p.months = map[int]bool{}
+	p.classes = []string{audit.DefaultClass}
+	for _, c := range p.cfg.Classes {
+		if c != "" && !slices.Contains(p.classes, c) {
+			p.classes = append(p.classes, c)
+		}
+	}
 	now := time.Now().UTC()
 	if _, err := conn.Exec(ctx, `SELECT `+p.schema+`.ensure_partitions($1, $2, $3)`,
-		now, now.AddDate(0, 2, 0), []string{"default"}); err != nil {
+		now, now.AddDate(0, 2, 0), p.classes); err != nil {
 		return fmt.Errorf("create partitions: %w", err)
 	}
 	for i := 0; i <= 2; i++ {
@@ -289,7 +300,8 @@ func (p *Postgres) progressQuery(lock bool) string {
 	}
 	return `SELECT ` + first + `, c.end_lsn, c.committed_at,
 			greatest((SELECT coalesce(max(last_id), 0) FROM ` + p.schema + `.checkpoints),
-			         (SELECT coalesce(max(entry_id), 0) FROM ` + p.schema + `.gaps))
+			         (SELECT coalesce(max(entry_id), 0) FROM ` + p.schema + `.gaps),
+			         (SELECT coalesce(max(entry_id), 0) FROM ` + p.schema + `.prunes))
 		FROM (SELECT 1) one
 		LEFT JOIN LATERAL (SELECT end_lsn, committed_at FROM ` + p.schema + `.checkpoints
 			WHERE slot = $1 ORDER BY end_lsn DESC LIMIT 1) c ON true`
@@ -407,7 +419,7 @@ func (p *Postgres) ensureMonth(ctx context.Context, dbtx pgx.Tx, at time.Time) e
 	if p.months[monthKey(at)] {
 		return nil
 	}
-	if _, err := dbtx.Exec(ctx, `SELECT `+p.schema+`.ensure_partitions($1, $1, $2)`, at, []string{"default"}); err != nil {
+	if _, err := dbtx.Exec(ctx, `SELECT `+p.schema+`.ensure_partitions($1, $1, $2)`, at, p.classes); err != nil {
 		return fmt.Errorf("create partitions: %w", err)
 	}
 	p.months[monthKey(at)] = true
@@ -617,6 +629,16 @@ func (p *Postgres) RecordRules(ctx context.Context, from pglogrepl.LSN, rules []
 }
 
 func (p *Postgres) ensureMonths(ctx context.Context, dbtx pgx.Tx, batch []*audit.Transaction) error {
+	// A class no month has a partition of yet (the configuration names
+	// them all; this is a backstop): every month is checked again.
+	for _, tx := range batch {
+		for i := range tx.Entries {
+			if c := tx.Entries[i].RetentionClass(); !slices.Contains(p.classes, c) {
+				p.classes = append(p.classes, c)
+				clear(p.months)
+			}
+		}
+	}
 	for _, tx := range batch {
 		if tx.Len() == 0 {
 			continue
@@ -625,7 +647,7 @@ func (p *Postgres) ensureMonths(ctx context.Context, dbtx pgx.Tx, batch []*audit
 		if p.months[k] {
 			continue
 		}
-		if _, err := dbtx.Exec(ctx, `SELECT `+p.schema+`.ensure_partitions($1, $1, $2)`, tx.CommittedAt, []string{"default"}); err != nil {
+		if _, err := dbtx.Exec(ctx, `SELECT `+p.schema+`.ensure_partitions($1, $1, $2)`, tx.CommittedAt, p.classes); err != nil {
 			return fmt.Errorf("create partitions: %w", err)
 		}
 		p.months[k] = true

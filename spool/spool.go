@@ -162,6 +162,7 @@ func (t *Txn) write(r *Record) error {
 		b = appendBytes(b, e.New)
 		b = appendStrings(b, e.Changed)
 		b = appendStrings(b, e.Flags)
+		b = appendBytes(b, []byte(e.Class))
 	}
 	t.buf = b
 	var head [binary.MaxVarintLen64]byte
@@ -349,6 +350,8 @@ func (r *fileReader) Next() (*audit.Entry, error) {
 		e.New, _ = readBytes(&buf)
 		e.Changed = readStrings(&buf)
 		e.Flags = readStrings(&buf)
+		class, _ := readBytes(&buf)
+		e.Class = string(class)
 		r.seq++
 		e.Seq = r.seq
 		e.Ctx = r.ctx

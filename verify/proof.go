@@ -62,13 +62,13 @@ func Prove(ctx context.Context, c1, c2 *pgx.Conn, o Options, id int64) (*Proof, 
 	if err != nil {
 		return nil, err
 	}
-	leaves, err := openLeaves(ctx, leavesConn, schema, 0)
+	leaves, err := integrity.OpenLeaves(ctx, leavesConn, schema, 0, 0)
 	if err != nil {
 		return nil, err
 	}
-	defer leaves.close()
+	defer leaves.Close()
 	for i := int64(1); i <= cp.Size; i++ {
-		h, ok, err := leaves.leaf(i)
+		h, ok, err := leaves.Leaf(i)
 		if err != nil {
 			return nil, err
 		}

@@ -21,6 +21,7 @@ import (
 	"golang.org/x/mod/sumdb/tlog"
 
 	"github.com/walscribe/walscribe/integrity"
+	"github.com/walscribe/walscribe/prune"
 )
 
 // Kinds of finding.
@@ -31,6 +32,7 @@ const (
 	Reordered  = "reordered"  // ids out of (commit_lsn, seq) order
 	Checkpoint = "checkpoint" // a checkpoint forged, altered, or not matching the log
 	LogAltered = "log"        // the stored leaf records do not give a signed root
+	Prune      = "prune"      // a prune record forged, altered, or not matching the log
 )
 
 // Finding is one thing wrong with the trail.
@@ -76,7 +78,12 @@ type Report struct {
 	SignedSize  int64 `json:"signed_size"` // the largest size a valid checkpoint vouches for
 	// Unsigned counts the entries after the newest signed checkpoint:
 	// intact as far as the log goes, but vouched for by no signature yet.
-	Unsigned int64     `json:"unsigned"`
+	Unsigned int64 `json:"unsigned"`
+	// Pruned counts the entries the log holds that the trail lacks because
+	// a purge removed them, as a prune record signed with the log's key
+	// says; Prunes counts those records.
+	Pruned   int64     `json:"pruned"`
+	Prunes   int       `json:"prune_records_verified"`
 	Findings []Finding `json:"findings"`
 	// State is where the next run may resume: the log at the newest
 	// checkpoint it matched (nil when none did).
@@ -137,17 +144,21 @@ func Run(ctx context.Context, c1, c2 *pgx.Conn, o Options) (*Report, error) {
 	if len(checkpoints) == 0 {
 		return nil, fmt.Errorf("%w: no checkpoint signed by %s, in the database or in %s", ErrCannotVerify, o.Verifier.Name(), orNone(o.Dir))
 	}
-	w := &walk{r: r, checkpoints: checkpoints, tree: &integrity.Tree{}, next: 1}
+	pruned, err := loadPrunes(ctx, conn, leavesConn, schema, o, r)
+	if err != nil {
+		return nil, err
+	}
+	w := &walk{r: r, checkpoints: checkpoints, tree: &integrity.Tree{}, next: 1, pruned: pruned}
 	if o.From != nil {
 		if err := w.resume(ctx, conn, schema, o.From); err != nil {
 			return nil, err
 		}
 	}
-	leaves, err := openLeaves(ctx, leavesConn, schema, w.next)
+	leaves, err := integrity.OpenLeaves(ctx, leavesConn, schema, w.next, 0)
 	if err != nil {
 		return nil, err
 	}
-	defer leaves.close()
+	defer leaves.Close()
 	w.leaves = leaves
 	var newest int64
 	if err := conn.QueryRow(ctx, `SELECT coalesce(max(id), 0) FROM `+schema+`.entries`).Scan(&newest); err != nil {
@@ -266,12 +277,13 @@ type walk struct {
 	r           *Report
 	checkpoints []signedCheckpoint // by size
 	tree        *integrity.Tree    // built from the stored leaves, which the signed roots vouch for
-	leaves      *leafReader
+	leaves      *integrity.LeafReader
 	next        int64 // the id expected next
 	lastID      int64
 	lastLSN     pglogrepl.LSN
 	lastSeq     int64
 	lastGood    int64 // the largest size a checkpoint matched so far
+	pruned      prune.IDs
 }
 
 // resume starts the walk from a saved state, once the log is found to
@@ -340,7 +352,7 @@ func (w *walk) entry(row *entryRow) error {
 			return err
 		}
 	}
-	stored, ok, err := w.leaves.leaf(id)
+	stored, ok, err := w.leaves.Leaf(id)
 	if err != nil {
 		return err
 	}
@@ -372,17 +384,26 @@ func (w *walk) missing(last int64) error {
 	if err := w.fill(last); err != nil {
 		return err
 	}
-	w.r.Findings = append(w.r.Findings, Finding{Kind: Missing, ID: first, LastID: last,
-		Detail: "entries the integrity log holds are not in the trail (deleted)"})
+	w.hole(first, last, "entries the integrity log holds are not in the trail (deleted)")
 	w.next = last + 1
 	return nil
+}
+
+// hole reports the ids first..last, which the trail lacks: missing, but
+// for those a verified prune record removed.
+func (w *walk) hole(first, last int64, detail string) {
+	missing, pruned := split(first, last, w.pruned)
+	w.r.Pruned += pruned
+	for _, m := range missing {
+		w.r.Findings = append(w.r.Findings, Finding{Kind: Missing, ID: m.First, LastID: m.Last, Detail: detail})
+	}
 }
 
 // fill appends the stored leaves that follow the tree, up to entry last
 // (0: as far as they go).
 func (w *walk) fill(last int64) error {
 	for last == 0 || w.tree.Size() < last {
-		stored, ok, err := w.leaves.leaf(w.tree.Size() + 1)
+		stored, ok, err := w.leaves.Leaf(w.tree.Size() + 1)
 		if err != nil || !ok {
 			return err
 		}
@@ -435,8 +456,7 @@ func (w *walk) end() error {
 		return err
 	}
 	if last := w.tree.Size(); last >= first {
-		w.r.Findings = append(w.r.Findings, Finding{Kind: Missing, ID: first, LastID: last,
-			Detail: "the newest entries the integrity log holds are not in the trail (deleted)"})
+		w.hole(first, last, "the newest entries the integrity log holds are not in the trail (deleted)")
 	}
 	if maxSigned > w.tree.Size() {
 		w.r.Findings = append(w.r.Findings, Finding{Kind: Missing, ID: w.tree.Size() + 1, LastID: maxSigned,

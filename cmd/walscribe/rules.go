@@ -1,6 +1,7 @@
 package main
 
 import (
+	"cmp"
 	"fmt"
 
 	"github.com/walscribe/walscribe/audit"
@@ -14,13 +15,14 @@ func rulesFromConfig(c *config.Config) (*rules.Set, error) {
 		ExcludeTables:        c.ExcludeTables,
 		Secret:               c.Masking.Key(),
 		SkipUnchangedUpdates: c.SkipUnchangedUpdates,
+		DefaultRetention:     c.Retention.Default,
 	}
 	for i, t := range c.Tables {
 		tc := rules.TableConfig{
 			Name:                 t.Name,
 			Exclude:              t.Exclude,
 			Mask:                 map[string]rules.Style{},
-			Retention:            t.Retention,
+			Retention:            cmp.Or(t.Retention, c.Retention.Default),
 			SkipUnchangedUpdates: c.SkipUnchangedUpdates,
 		}
 		if t.SkipUnchangedUpdates != nil {

@@ -139,6 +139,7 @@ func daemonConfig(c *config.Config) (daemon.Config, sink.Config, error) {
 			BatchMaxEntries: c.Sink.BatchMaxEntries,
 			BatchMaxWait:    c.Sink.BatchMaxWait,
 			Integrity:       integrity,
+			Classes:         c.RetentionClasses(),
 		}, nil
 }
 

@@ -1,6 +1,7 @@
 package main
 
 import (
+	"cmp"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -79,12 +80,12 @@ checkpoint covering it, checked.`,
 					return exitError{2, fmt.Errorf("%w (or give --dsn)", err)}
 				}
 				if c != nil {
-					dsn = cmp(dsn, c.SinkDSN())
-					schema = cmp(schema, c.Sink.Schema)
-					dir = cmp(dir, c.Integrity.CheckpointDir)
+					dsn = cmp.Or(dsn, c.SinkDSN())
+					schema = cmp.Or(schema, c.Sink.Schema)
+					dir = cmp.Or(dir, c.Integrity.CheckpointDir)
 				}
 			}
-			schema = cmp(schema, "audit")
+			schema = cmp.Or(schema, "audit")
 			conn, err := pg.Connect(ctx, dsn, "walscribe verify")
 			if err != nil {
 				return exitError{2, fmt.Errorf("connect: %w", err)}
@@ -149,6 +150,9 @@ checkpoint covering it, checked.`,
 				}
 				fmt.Fprintf(out, "%s: %d entries read, log of %d entries, %d checkpoints checked (%d outside the database), signed up to %d",
 					state, report.Entries, report.TreeSize, report.Checkpoints+report.External, report.External, report.SignedSize)
+				if report.Pruned > 0 {
+					fmt.Fprintf(out, "; %d entries removed by retention, as %d signed prune records say", report.Pruned, report.Prunes)
+				}
 				if report.Unsigned > 0 {
 					fmt.Fprintf(out, "; the last %d entries are in the log but not signed yet", report.Unsigned)
 				}
@@ -174,14 +178,6 @@ checkpoint covering it, checked.`,
 	f.StringVar(&statePath, "state", "", "resume from, and save to, this file: only new entries are read")
 	f.Int64Var(&entry, "entry", 0, "print the inclusion proof of the entry with this id")
 	return cmd
-}
-
-// cmp is a, or b when a is empty.
-func cmp(a, b string) string {
-	if a != "" {
-		return a
-	}
-	return b
 }
 
 // newProgress reports the progress of a long verification: a bar on a

@@ -1,0 +1,159 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"strings"
+	"text/tabwriter"
+	"time"
+
+	"github.com/jackc/pgx/v5"
+	"github.com/spf13/cobra"
+	"go.uber.org/zap"
+
+	"github.com/walscribe/walscribe/config"
+	"github.com/walscribe/walscribe/internal/pg"
+	"github.com/walscribe/walscribe/prune"
+	"github.com/walscribe/walscribe/retention"
+	"github.com/walscribe/walscribe/sink"
+)
+
+func newCleanupCmd(g *globals) *cobra.Command {
+	var dryRun bool
+	var tables []string
+	var olderThan string
+	cmd := &cobra.Command{
+		Use:   "cleanup [--dry-run] [--table T]... [--older-than 30d]",
+		Short: "Remove expired entries from the audit trail, on the record",
+		Long: `cleanup removes the entries whose retention period has passed: each month of
+one retention class (the period stamped on its entries when written, from
+tables[i].retention or retention.default) goes whole once the period has passed
+since the month's end, its partition dropped; rows are deleted, in batches of
+retention.delete_batch, only where a partition cannot go whole (a table held or
+now kept longer than the partition's class, a table whose period was shortened
+since). Tables under a legal hold (retention.holds) keep everything.
+
+--table T (repeatable, patterns allowed) with --older-than 30d instead deletes the
+entries of those tables committed more than that long ago, whatever their period.
+
+Every removal is on the record: an entry of action pruned in the trail, and a row
+of the audit schema's prunes table with the ids removed; with the integrity log, a
+prune record signed with the log's key, which walscribe verify accepts the holes
+from. --dry-run shows what would go, and removes nothing.`,
+		Args: cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, args []string) error {
+			c, err := g.load()
+			if err != nil {
+				return err
+			}
+			var o retention.Options
+			switch {
+			case olderThan != "" && len(tables) == 0:
+				return errors.New("--older-than needs the tables it applies to: --table public.sessions (patterns allowed, *.* for every table)")
+			case olderThan == "" && len(tables) > 0:
+				return errors.New("--table needs --older-than: how old the entries removed are, e.g. --older-than 90d")
+			case olderThan != "":
+				o = retention.Options{Tables: tables, OlderThan: olderThan}
+			}
+			log, err := newLogger(c)
+			if err != nil {
+				return err
+			}
+			_, err = cleanup(cmd.Context(), c, log, o, dryRun, cmd.OutOrStdout())
+			return err
+		},
+	}
+	f := cmd.Flags()
+	f.BoolVar(&dryRun, "dry-run", false, "show what would be removed, and remove nothing")
+	f.StringSliceVar(&tables, "table", nil, "remove entries of this table (schema.table, patterns allowed) older than --older-than")
+	f.StringVar(&olderThan, "older-than", "", "with --table: the age of the entries removed, e.g. 30d, 12w, 6m, 1y")
+	return cmd
+}
+
+// cleanup plans a cleanup of the configuration's trail, prints the plan to
+// out and, unless dryRun, carries it out, printing each removal. It returns
+// the entries removed. One cleanup runs at a time per audit schema.
+func cleanup(ctx context.Context, c *config.Config, log *zap.Logger, o retention.Options, dryRun bool, out io.Writer) (int64, error) {
+	rs, err := rulesFromConfig(c)
+	if err != nil {
+		return 0, err
+	}
+	pol := retention.Policy{Holds: c.Retention.Holds, Period: func(schema, table string) string {
+		if t, ok := rs.For(schema, table); ok {
+			return t.Retention
+		}
+		return c.Retention.Default
+	}}
+	conn, err := pg.Connect(ctx, c.SinkDSN(), "walscribe cleanup")
+	if err != nil {
+		return 0, fmt.Errorf("connect to the sink: %w", err)
+	}
+	defer conn.Close(context.WithoutCancel(ctx))
+	var locked bool
+	if err := conn.QueryRow(ctx, `SELECT pg_try_advisory_lock(hashtext('walscribe.retention.' || $1))`, c.Sink.Schema).Scan(&locked); err != nil {
+		return 0, fmt.Errorf("take the cleanup lock: %w", err)
+	}
+	if !locked {
+		return 0, fmt.Errorf("another cleanup of schema %q is running (walscribe run with retention.schedule, or walscribe cleanup): try again once it is done", c.Sink.Schema)
+	}
+	schema := pgx.Identifier{c.Sink.Schema}.Sanitize()
+	plan, err := retention.Make(ctx, conn, schema, pol, time.Now(), o)
+	if err != nil {
+		return 0, err
+	}
+	printPlan(out, plan, dryRun)
+	if dryRun || len(plan.Steps) == 0 {
+		return 0, nil
+	}
+	_, scfg, err := daemonConfig(c)
+	if err != nil {
+		return 0, err
+	}
+	s := sink.NewPostgres(scfg, log)
+	if err := s.Open(ctx); err != nil {
+		return 0, err
+	}
+	defer s.Close(context.WithoutCancel(ctx))
+	began := time.Now()
+	removed, err := retention.Execute(ctx, plan, func(ctx context.Context, scope prune.Scope, limit int) (int64, error) {
+		p, err := s.Prune(ctx, scope, limit)
+		if err != nil {
+			return 0, err
+		}
+		if p.Entries > 0 {
+			fmt.Fprintf(out, "removed %d entries: %s (recorded as entry %d)\n", p.Entries, scope, p.Entry)
+			log.Info("retention: entries removed", zap.Int64("entries", p.Entries), zap.String("scope", scope.JSON()), zap.Int64("entry", p.Entry))
+		}
+		return p.Entries, nil
+	}, c.Retention.DeleteBatch, nil)
+	fmt.Fprintf(out, "%d entries removed in %s\n", removed, time.Since(began).Round(time.Millisecond))
+	return removed, err
+}
+
+// printPlan prints what a cleanup removes.
+func printPlan(out io.Writer, plan *retention.Plan, dryRun bool) {
+	verb := "go"
+	if dryRun {
+		verb = "would go (dry run: nothing is removed)"
+	}
+	fmt.Fprintf(out, "%d entries %s\n", plan.Entries(), verb)
+	if len(plan.Steps) > 0 {
+		fmt.Fprintln(out)
+		w := tabwriter.NewWriter(out, 0, 0, 2, ' ', 0)
+		fmt.Fprintln(w, "entries\thow\toldest\tnewest\tof what")
+		for _, s := range plan.Steps {
+			how := "delete"
+			if s.Drop {
+				how = "drop"
+			}
+			fmt.Fprintf(w, "%d\t%s\t%s\t%s\t%s\n", s.Entries, how, s.Oldest.UTC().Format(time.DateTime), s.Newest.UTC().Format(time.DateTime),
+				strings.ReplaceAll(s.Scope.String()+" — "+s.Scope.Reason, "\t", " "))
+		}
+		w.Flush()
+	}
+	for _, h := range plan.Held {
+		fmt.Fprintf(out, "held (retention.holds): %d expired entries of %q.%q stay\n", h.Entries, h.Schema, h.Table)
+	}
+}

@@ -1,0 +1,128 @@
+-- Retention: entries expire by retention class (the period stamped on them
+-- when written, such as 90d or 7y; 'default' never expires by itself). A
+-- month of one class is a leaf partition, dropped whole once expired; rows
+-- are deleted only where a leaf cannot go whole. Both go through the two
+-- functions below, which run as the owner: nothing else may remove entries.
+-- Every purge is recorded in prunes, in the same transaction, with the ids
+-- it removed; walscribe verify accepts exactly those holes.
+
+CREATE TABLE {{schema}}.prunes (
+    entry_id      bigint         NOT NULL PRIMARY KEY, -- the entry (action pruned) that records it
+    pruned_at     timestamptz    NOT NULL DEFAULT now(),
+    scope         jsonb          NOT NULL,             -- what was removed: a leaf, or a table's rows before a time
+    ids           int8multirange NOT NULL,             -- the ids removed
+    entries       bigint         NOT NULL,             -- how many
+    ids_sha256    bytea          NOT NULL,             -- SHA-256 of the ids, 8 bytes each big-endian, ascending
+    leaves_sha256 bytea,                               -- SHA-256 of their leaf hashes, by id (integrity log)
+    note          text                                 -- the prune record signed with the log's key (integrity log)
+);
+
+CREATE TRIGGER append_only BEFORE UPDATE OR DELETE ON {{schema}}.prunes
+    FOR EACH ROW EXECUTE FUNCTION {{schema}}.reject_change();
+CREATE TRIGGER append_only_truncate BEFORE TRUNCATE ON {{schema}}.prunes
+    FOR EACH STATEMENT EXECUTE FUNCTION {{schema}}.reject_change();
+ALTER TABLE {{schema}}.prunes ENABLE ALWAYS TRIGGER append_only;
+ALTER TABLE {{schema}}.prunes ENABLE ALWAYS TRIGGER append_only_truncate;
+
+-- reject_change lets one thing through: a DELETE of entries by the owner
+-- inside expire_rows, which says so for its transaction.
+CREATE OR REPLACE FUNCTION {{schema}}.reject_change() RETURNS trigger
+LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp AS $$
+BEGIN
+    IF TG_OP = 'DELETE' AND TG_TABLE_NAME LIKE 'entries%'
+       AND current_setting('walscribe.expiring', true) = 'on'
+       AND current_user = (SELECT r.rolname FROM pg_class c JOIN pg_roles r ON r.oid = c.relowner WHERE c.oid = TG_RELID) THEN
+        RETURN OLD;
+    END IF;
+    RAISE EXCEPTION 'walscribe: %.% is append-only: % is not allowed', TG_TABLE_SCHEMA, TG_TABLE_NAME, TG_OP
+        USING ERRCODE = 'insufficient_privilege';
+END
+$$;
+REVOKE ALL ON FUNCTION {{schema}}.reject_change() FROM PUBLIC;
+
+-- retention_period is the period a class stands for (NULL: never expires).
+CREATE FUNCTION {{schema}}.retention_period(p_class text) RETURNS interval
+LANGUAGE sql IMMUTABLE SET search_path = pg_catalog, pg_temp AS $$
+    SELECT CASE WHEN p_class ~ '^[0-9]{1,6}[dwmy]$' THEN
+        (left(p_class, -1) || ' ' || CASE right(p_class, 1) WHEN 'd' THEN 'days' WHEN 'w' THEN 'weeks'
+                                                           WHEN 'm' THEN 'months' ELSE 'years' END)::interval
+    END
+$$;
+
+-- retention_leaves lists the leaf partitions of entries: each month of each
+-- class, with the month's bounds and when the leaf expires (NULL: never).
+CREATE FUNCTION {{schema}}.retention_leaves()
+RETURNS TABLE (leaf text, class text, month_start timestamptz, month_end timestamptz, expires_at timestamptz)
+LANGUAGE sql STABLE SET search_path = pg_catalog, pg_temp AS $$
+    SELECT l.relname::text, b.class, b.lo, b.hi, b.hi + {{schema}}.retention_period(b.class)
+      FROM pg_class e
+      JOIN pg_namespace n ON n.oid = e.relnamespace
+      JOIN pg_inherits im ON im.inhparent = e.oid
+      JOIN pg_class m ON m.oid = im.inhrelid
+      JOIN pg_inherits il ON il.inhparent = m.oid
+      JOIN pg_class l ON l.oid = il.inhrelid
+      CROSS JOIN LATERAL (SELECT
+            (regexp_match(pg_get_expr(l.relpartbound, l.oid), '^FOR VALUES IN \(''([^'']*)''\)'))[1] AS class,
+            (regexp_match(pg_get_expr(m.relpartbound, m.oid), 'FROM \(''([^'']*)''\)'))[1]::timestamptz AS lo,
+            (regexp_match(pg_get_expr(m.relpartbound, m.oid), 'TO \(''([^'']*)''\)'))[1]::timestamptz AS hi) b
+     WHERE n.nspname = '{{schema_raw}}' AND e.relname = 'entries' AND l.relkind = 'r'
+$$;
+
+-- expire_leaf drops one leaf partition, once expired (its month's end plus
+-- its class's period is past), and returns the ids it held.
+CREATE FUNCTION {{schema}}.expire_leaf(p_leaf text) RETURNS int8multirange
+LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
+DECLARE
+    v_expires timestamptz;
+    v_ids     int8multirange;
+BEGIN
+    SELECT l.expires_at INTO v_expires FROM {{schema}}.retention_leaves() l WHERE l.leaf = p_leaf;
+    IF NOT FOUND THEN
+        RAISE EXCEPTION 'walscribe: % is not a partition of %.entries', p_leaf, '{{schema_raw}}'
+            USING ERRCODE = 'invalid_parameter_value';
+    END IF;
+    IF v_expires IS NULL OR v_expires > now() THEN
+        RAISE EXCEPTION 'walscribe: %.% has not expired (it expires %)', '{{schema_raw}}', p_leaf, coalesce(v_expires::text, 'never')
+            USING ERRCODE = 'invalid_parameter_value';
+    END IF;
+    EXECUTE format('SELECT range_agg(int8range(id, id, %L)) FROM %I.%I', '[]', '{{schema_raw}}', p_leaf) INTO v_ids;
+    EXECUTE format('DROP TABLE %I.%I', '{{schema_raw}}', p_leaf);
+    RETURN coalesce(v_ids, '{}');
+END
+$$;
+REVOKE ALL ON FUNCTION {{schema}}.expire_leaf(text) FROM PUBLIC;
+
+-- expire_rows deletes up to p_limit entries of one table committed before
+-- p_before (only from classes p_classes, when given), oldest first, and
+-- returns their ids. p_before must be in the past.
+CREATE FUNCTION {{schema}}.expire_rows(p_schema text, p_table text, p_before timestamptz, p_classes text[], p_limit integer)
+RETURNS int8multirange
+LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
+DECLARE
+    v_ids int8multirange;
+BEGIN
+    IF p_before > now() THEN
+        RAISE EXCEPTION 'walscribe: expire_rows removes entries committed before a time in the past, not %', p_before
+            USING ERRCODE = 'invalid_parameter_value';
+    END IF;
+    IF p_limit IS NULL OR p_limit < 1 OR p_limit > 1000000 THEN
+        RAISE EXCEPTION 'walscribe: expire_rows removes from 1 to 1000000 entries at a time, not %', p_limit
+            USING ERRCODE = 'invalid_parameter_value';
+    END IF;
+    PERFORM set_config('walscribe.expiring', 'on', true);
+    WITH victims AS (
+        SELECT e.id, e.committed_at, e.retention_class FROM {{schema}}.entries e
+         WHERE e.schema_name = p_schema AND e.table_name = p_table AND e.committed_at < p_before
+           AND (p_classes IS NULL OR e.retention_class = ANY (p_classes))
+         ORDER BY e.committed_at, e.id LIMIT p_limit
+    ), gone AS (
+        DELETE FROM {{schema}}.entries e USING victims v
+         WHERE e.id = v.id AND e.committed_at = v.committed_at AND e.retention_class = v.retention_class
+        RETURNING e.id
+    )
+    SELECT range_agg(int8range(id, id, '[]')) INTO v_ids FROM gone;
+    PERFORM set_config('walscribe.expiring', 'off', true);
+    RETURN coalesce(v_ids, '{}');
+END
+$$;
+REVOKE ALL ON FUNCTION {{schema}}.expire_rows(text, text, timestamptz, text[], integer) FROM PUBLIC;
