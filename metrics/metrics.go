@@ -35,6 +35,8 @@ type Metrics struct {
 	IntegrityViolations  prometheus.Counter
 	IntegrityCheckpoints prometheus.Counter
 	IntegrityTreeSize    prometheus.Gauge
+	// RetentionRemoved counts the entries the scheduled cleanups removed.
+	RetentionRemoved prometheus.Counter
 }
 
 // New registers the collectors on reg, with the Go and process collectors
@@ -73,7 +75,7 @@ func New(reg prometheus.Registerer, version string) *Metrics {
 		Reconnects: prometheus.NewCounter(prometheus.CounterOpts{Name: "walscribe_reconnects_total",
 			Help: "Replication sessions started again after a break."}),
 		Errors: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "walscribe_errors_total",
-			Help: "Errors, by kind: stream, sink, decode, catalog, gap, data (a transaction the sink stored only after changing its values), no_context (a row change without the bridge's context), invalid_context."}, []string{"kind"}),
+			Help: "Errors, by kind: stream, sink, decode, catalog, gap, data (a transaction the sink stored only after changing its values), no_context (a row change without the bridge's context), invalid_context, retention (a scheduled cleanup failed)."}, []string{"kind"}),
 		ContextEntries: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "walscribe_context_entries_total",
 			Help: "Entries written, by whether the application named an actor (context coverage)."}, []string{"with_actor"}),
 		Gaps: prometheus.NewCounter(prometheus.CounterOpts{Name: "walscribe_gaps_total",
@@ -90,11 +92,13 @@ func New(reg prometheus.Registerer, version string) *Metrics {
 			Help: "Signed checkpoints of the integrity log stored."}),
 		IntegrityTreeSize: prometheus.NewGauge(prometheus.GaugeOpts{Name: "walscribe_integrity_tree_size",
 			Help: "Entries in the integrity log (its tree size)."}),
+		RetentionRemoved: prometheus.NewCounter(prometheus.CounterOpts{Name: "walscribe_retention_removed_entries_total",
+			Help: "Expired entries removed by the daemon's scheduled cleanups (retention.schedule), each on the record."}),
 	}
 	for _, c := range []prometheus.Collector{m.EntriesWritten, m.ChangesDecoded, m.Transactions, m.Batches, m.BatchEntries,
 		m.BatchDuration, m.CommitToDurable, m.LagBytes, m.LagSeconds, m.AcknowledgedLSN, m.SlotRetainedBytes, m.SlotWALStatus,
 		m.SlotActive, m.UnguardedTables, m.Reconnects, m.Errors, m.ContextEntries, m.Gaps, m.Spills, m.Streaming, m.SinkUp,
-		m.IntegrityViolations, m.IntegrityCheckpoints, m.IntegrityTreeSize} {
+		m.IntegrityViolations, m.IntegrityCheckpoints, m.IntegrityTreeSize, m.RetentionRemoved} {
 		f(c)
 	}
 	info := prometheus.NewGauge(prometheus.GaugeOpts{Name: "walscribe_build_info", Help: "The running version.",

@@ -179,8 +179,11 @@ func planLeaves(ctx context.Context, q querier, schema string, pol Policy, now t
 	}
 	var dropped []leaf
 	for _, l := range leaves {
+		// Read through the parent (whose privileges apply), pruned to the
+		// partition.
 		rows, err := q.Query(ctx, `SELECT schema_name, table_name, count(*), min(committed_at), max(committed_at)
-			FROM `+schema+`.`+pgx.Identifier{l.name}.Sanitize()+` GROUP BY 1, 2 ORDER BY 1, 2`)
+			FROM `+schema+`.entries WHERE retention_class = $1 AND committed_at >= $2 AND committed_at < $3
+			GROUP BY 1, 2 ORDER BY 1, 2`, l.class, l.start, l.end)
 		if err != nil {
 			return nil, fmt.Errorf("read partition %s: %w", l.name, err)
 		}

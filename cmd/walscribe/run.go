@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io"
 	"net"
 	"os"
 	"os/signal"
@@ -18,6 +19,7 @@ import (
 	"github.com/walscribe/walscribe/daemon"
 	"github.com/walscribe/walscribe/decoder"
 	"github.com/walscribe/walscribe/metrics"
+	"github.com/walscribe/walscribe/retention"
 	"github.com/walscribe/walscribe/sink"
 	"github.com/walscribe/walscribe/spool"
 )
@@ -81,12 +83,41 @@ rules in force stay. Tables to add to or remove from the publication need
 			signal.Notify(hup, syscall.SIGHUP)
 			defer signal.Stop(hup)
 			go reloadOnHangup(ctx, hup, g, d, log)
+			if c.Retention.Schedule > 0 {
+				go expireOnSchedule(ctx, c, cfg.Metrics, log)
+			}
 			if err := d.Run(ctx); err != nil {
 				logStop(log, err)
 				return loggedError{err}
 			}
 			return nil
 		},
+	}
+}
+
+// expireOnSchedule runs a cleanup every retention.schedule (the first
+// shortly after the start) until ctx is done. A failed one is logged and
+// counted; the next one tries again.
+func expireOnSchedule(ctx context.Context, c *config.Config, m *metrics.Metrics, log *zap.Logger) {
+	wait := 5 * time.Second
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-time.After(wait):
+		}
+		wait = c.Retention.Schedule
+		removed, err := cleanup(ctx, c, log, retention.Options{}, false, io.Discard)
+		if err != nil {
+			if ctx.Err() != nil {
+				return
+			}
+			m.Errors.WithLabelValues("retention").Inc()
+			log.Error("retention: the scheduled cleanup failed; the next one tries again", zap.Error(err), zap.Duration("in", wait))
+			continue
+		}
+		m.RetentionRemoved.Add(float64(removed))
+		log.Info("retention: scheduled cleanup done", zap.Int64("entries_removed", removed), zap.Duration("next_in", wait))
 	}
 }
 
