@@ -44,7 +44,12 @@ func ParseIDs(s string) (IDs, error) {
 			return nil, fmt.Errorf("ids %q: not ascending [a,b) ranges", s)
 		}
 		out = append(out, Range{first, next - 1})
-		body = strings.TrimPrefix(body[end+1:], ",")
+		body = body[end+1:]
+		if body != "" {
+			if body = strings.TrimPrefix(body, ","); body == "" || body[0] != '[' {
+				return nil, fmt.Errorf("ids %q: not a multirange of [a,b) ranges", s)
+			}
+		}
 	}
 	return out, nil
 }

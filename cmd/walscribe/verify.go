@@ -183,23 +183,21 @@ checkpoint covering it, checked.`,
 // newProgress reports the progress of a long verification: a bar on a
 // terminal, a plain line every 10 seconds otherwise.
 func newProgress(w io.Writer) (func(id, newest int64), func()) {
-	if f, ok := w.(*os.File); ok {
-		if st, err := f.Stat(); err == nil && st.Mode()&os.ModeCharDevice != 0 {
-			p := mpb.New(mpb.WithOutput(w), mpb.WithRefreshRate(200*time.Millisecond))
-			var bar *mpb.Bar
-			return func(id, newest int64) {
-					if bar == nil {
-						bar = p.AddBar(newest, mpb.PrependDecorators(decor.Name("verify "), decor.CountersNoUnit("%d / %d")),
-							mpb.AppendDecorators(decor.Percentage(), decor.Name(" "), decor.AverageETA(decor.ET_STYLE_GO)))
-					}
-					bar.SetCurrent(id)
-				}, func() {
-					if bar != nil {
-						bar.SetTotal(-1, true)
-					}
-					p.Wait()
+	if isTerminal(w) {
+		p := mpb.New(mpb.WithOutput(w), mpb.WithRefreshRate(200*time.Millisecond))
+		var bar *mpb.Bar
+		return func(id, newest int64) {
+				if bar == nil {
+					bar = p.AddBar(newest, mpb.PrependDecorators(decor.Name("verify "), decor.CountersNoUnit("%d / %d")),
+						mpb.AppendDecorators(decor.Percentage(), decor.Name(" "), decor.AverageETA(decor.ET_STYLE_GO)))
 				}
-		}
+				bar.SetCurrent(id)
+			}, func() {
+				if bar != nil {
+					bar.SetTotal(-1, true)
+				}
+				p.Wait()
+			}
 	}
 	last := time.Now()
 	return func(id, newest int64) {
@@ -208,4 +206,43 @@ func newProgress(w io.Writer) (func(id, newest int64), func()) {
 			fmt.Fprintf(w, "verify: entry %d of %d\n", id, newest)
 		}
 	}, func() {}
+}
+
+// isTerminal reports whether w is a terminal.
+func isTerminal(w io.Writer) bool {
+	f, ok := w.(*os.File)
+	if !ok {
+		return false
+	}
+	st, err := f.Stat()
+	return err == nil && st.Mode()&os.ModeCharDevice != 0
+}
+
+// newCountProgress reports the progress of a long run whose total is not
+// known, counting rows: a counter on a terminal w (when bar, and what is
+// written does not go to that terminal too), a plain line every 10 seconds
+// otherwise. done is told the final count.
+func newCountProgress(w io.Writer, bar bool, what string) (step func(), done func(n int64)) {
+	if bar && isTerminal(w) {
+		p := mpb.New(mpb.WithOutput(w), mpb.WithRefreshRate(200*time.Millisecond))
+		b := p.New(0, mpb.SpinnerStyle(), mpb.PrependDecorators(decor.Name(what+" "), decor.CurrentNoUnit("%d entries")),
+			mpb.AppendDecorators(decor.AverageSpeed(0, " %.0f/s")))
+		return func() { b.Increment() }, func(int64) {
+			b.SetTotal(-1, true)
+			p.Wait()
+		}
+	}
+	var n int64
+	last := time.Now()
+	return func() {
+			n++
+			if n%4096 == 0 && time.Since(last) >= 10*time.Second {
+				last = time.Now()
+				fmt.Fprintf(w, "%s: %d entries\n", what, n)
+			}
+		}, func(total int64) {
+			if total >= 100_000 {
+				fmt.Fprintf(w, "%s: %d entries, done\n", what, total)
+			}
+		}
 }

@@ -1,0 +1,369 @@
+package query
+
+import (
+	"bytes"
+	"context"
+	"encoding/csv"
+	"encoding/json"
+	"fmt"
+	"math/rand/v2"
+	"net/netip"
+	"os"
+	"slices"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/jackc/pglogrepl"
+	"github.com/jackc/pgx/v5"
+	"go.uber.org/zap"
+
+	"github.com/walscribe/walscribe/audit"
+	"github.com/walscribe/walscribe/internal/pgtest"
+	"github.com/walscribe/walscribe/migrations"
+	"github.com/walscribe/walscribe/sink"
+)
+
+var srv *pgtest.Server
+
+func TestMain(m *testing.M) { os.Exit(pgtest.Main(m, &srv, pgtest.Options{})) }
+
+// entry is what the oracle knows of a stored entry.
+type entry struct {
+	id                                int64
+	at                                time.Time
+	schema, table, action             string
+	actorID, actor, requestID, dbUser string
+	ip                                netip.Addr
+	pk                                string
+	changed                           []string
+	xid                               int64
+}
+
+// newTrail writes a varied trail over the last 20 days and returns its
+// DSN and what was written, by id.
+func newTrail(t *testing.T) (string, []entry) {
+	t.Helper()
+	ctx := context.Background()
+	dsn := srv.NewDB(t)
+	conn := pgtest.Connect(t, dsn)
+	if _, err := migrations.Apply(ctx, conn, "audit"); err != nil {
+		t.Fatal(err)
+	}
+	s := sink.NewPostgres(sink.Config{DSN: dsn, Schema: "audit", Slot: "test", BatchMaxEntries: 1000, BatchMaxWait: time.Second}, zap.NewNop())
+	if err := s.Open(ctx); err != nil {
+		t.Fatal(err)
+	}
+	defer s.Close(ctx)
+	r := rand.New(rand.NewPCG(7, 8))
+	now := time.Now().UTC().Truncate(time.Microsecond)
+	tables := [][2]string{{"public", "orders"}, {"public", "users"}, {"billing", "invoices"}, {"public", "odd name"}}
+	actions := []audit.Action{audit.Insert, audit.Update, audit.Update, audit.Delete, "exported", "login_failed"}
+	actors := []string{"", "1", "2", "42", "=HYPERLINK(\"http://x\")"}
+	var out []entry
+	lsn := pglogrepl.LSN(0x1000000)
+	for i := range 60 {
+		at := now.Add(-time.Duration(r.IntN(20*24)) * time.Hour).Add(-time.Duration(i) * time.Second)
+		tx := &audit.Transaction{Xid: uint32(1000 + i), CommitLSN: lsn, EndLSN: lsn + 0x100, CommittedAt: at}
+		lsn += 0x1000
+		actor := actors[r.IntN(len(actors))]
+		ctxt := &audit.Context{ActorID: actor, Actor: "name of " + actor, RequestID: fmt.Sprintf("req-%d", i%7), DBUser: []string{"app", "admin"}[i%2],
+			IP: netip.PrefixFrom(netip.AddrFrom4([4]byte{10, byte(i % 3), 0, byte(i)}), 32)}
+		if actor == "" {
+			ctxt = nil
+		}
+		for j := range 1 + r.IntN(6) {
+			tb := tables[r.IntN(len(tables))]
+			a := actions[r.IntN(len(actions))]
+			id := r.IntN(5)
+			e := audit.Entry{Seq: int32(j + 1), Schema: tb[0], Table: tb[1], Action: a, PK: fmt.Appendf(nil, `{"id":%d}`, id),
+				New: fmt.Appendf(nil, `{"id":%d,"note":"n%d"}`, id, j), Ctx: ctxt}
+			if a == audit.Update {
+				e.Old = fmt.Appendf(nil, `{"id":%d,"note":"o"}`, id)
+				e.Changed = [][]string{{"note"}, {"note", "total"}, {"total"}}[r.IntN(3)]
+			}
+			tx.Entries = append(tx.Entries, e)
+		}
+		if err := s.Write(ctx, []*audit.Transaction{tx}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	rows, err := conn.Query(ctx, `SELECT id, committed_at, schema_name, table_name, action, coalesce(actor_id, ''), coalesce(actor, ''),
+		coalesce(request_id, ''), coalesce(db_user, ''), ip, pk::text, changed, xid FROM audit.entries ORDER BY id`)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var e entry
+	var ip *netip.Prefix
+	_, err = pgx.ForEachRow(rows, []any{&e.id, &e.at, &e.schema, &e.table, &e.action, &e.actorID, &e.actor, &e.requestID, &e.dbUser, &ip, &e.pk, &e.changed, &e.xid}, func() error {
+		if ip != nil {
+			e.ip = ip.Addr()
+		} else {
+			e.ip = netip.Addr{}
+		}
+		out = append(out, e)
+		return nil
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return dsn, out
+}
+
+// match is the oracle: whether e is one f selects, decided in Go.
+func (e entry) match(f Filter) bool {
+	if e.at.Before(f.Since) || !e.at.Before(f.Until) || f.AfterID > 0 && e.id <= f.AfterID {
+		return false
+	}
+	if len(f.Tables) > 0 && !slices.ContainsFunc(f.Tables, func(t string) bool {
+		s, tb := SplitTable(t)
+		return s == e.schema && tb == e.table
+	}) {
+		return false
+	}
+	if len(f.Actions) > 0 && !slices.Contains(f.Actions, e.action) {
+		return false
+	}
+	for _, c := range [][2]string{{f.ActorID, e.actorID}, {f.Actor, e.actor}, {f.RequestID, e.requestID}, {f.DBUser, e.dbUser}} {
+		if c[0] != "" && c[0] != c[1] {
+			return false
+		}
+	}
+	if f.Xid != 0 && f.Xid != e.xid {
+		return false
+	}
+	if f.IP != "" {
+		p, _ := parseIP(f.IP)
+		if !e.ip.IsValid() || !p.Contains(e.ip) {
+			return false
+		}
+	}
+	if f.PK != "" && strings.ReplaceAll(f.PK, " ", "") != strings.ReplaceAll(e.pk, " ", "") {
+		return false
+	}
+	if f.Changed != "" && !slices.Contains(e.changed, f.Changed) {
+		return false
+	}
+	return true
+}
+
+// TestFilter: every combination of filters, drawn at random, selects
+// exactly the entries the oracle selects.
+func TestFilter(t *testing.T) {
+	ctx := context.Background()
+	dsn, all := newTrail(t)
+	conn := pgtest.Connect(t, dsn)
+	r := rand.New(rand.NewPCG(9, 10))
+	now := time.Now().UTC()
+	nonEmpty := 0
+	for i := range 400 {
+		f := Days(1+r.IntN(25), now)
+		if r.IntN(4) == 0 {
+			f.Since, f.Until = now.Add(-time.Duration(r.IntN(400))*time.Hour), now.Add(-time.Duration(r.IntN(100))*time.Hour)
+			if !f.Since.Before(f.Until) {
+				f.Since, f.Until = f.Until, f.Since.Add(time.Hour)
+			}
+		}
+		pick := func(vals ...string) string { return vals[r.IntN(len(vals))] }
+		if r.IntN(3) == 0 {
+			f.Tables = []string{pick("public.orders", "users", "billing.invoices", "public.odd name", "public.none")}
+			if r.IntN(3) == 0 {
+				f.Tables = append(f.Tables, "billing.invoices")
+			}
+		}
+		if r.IntN(3) == 0 {
+			f.Actions = []string{pick("insert", "update", "delete", "exported", "login_failed")}
+		}
+		if r.IntN(4) == 0 {
+			f.ActorID = pick("1", "2", "42", "7")
+		}
+		if r.IntN(6) == 0 {
+			f.Actor = pick("name of 1", "name of 42")
+		}
+		if r.IntN(5) == 0 {
+			f.RequestID = fmt.Sprintf("req-%d", r.IntN(8))
+		}
+		if r.IntN(6) == 0 {
+			f.DBUser = pick("app", "admin")
+		}
+		if r.IntN(6) == 0 {
+			f.IP = pick("10.1.0.0/16", "10.0.0.4", "10.2.0.0/24", "192.168.0.0/16")
+		}
+		if r.IntN(5) == 0 {
+			f.PK = fmt.Sprintf(`{"id": %d}`, r.IntN(6))
+		}
+		if r.IntN(5) == 0 {
+			f.Changed = pick("note", "total", "id")
+		}
+		if r.IntN(8) == 0 {
+			f.Xid = int64(1000 + r.IntN(60))
+		}
+		if r.IntN(5) == 0 {
+			f.AfterID = int64(r.IntN(len(all)))
+		}
+		if err := f.Check(); err != nil {
+			t.Fatalf("filter %d: %v", i, err)
+		}
+		var want []int64
+		for _, e := range all {
+			if e.match(f) {
+				want = append(want, e.id)
+			}
+		}
+		where, args := f.Where("e")
+		rows, err := conn.Query(ctx, `SELECT e.id FROM audit.entries e WHERE `+where+` ORDER BY e.id`, args...)
+		if err != nil {
+			t.Fatalf("filter %+v: %v", f, err)
+		}
+		got, err := pgx.CollectRows(rows, pgx.RowTo[int64])
+		if err != nil {
+			t.Fatal(err)
+		}
+		if !slices.Equal(got, want) {
+			t.Fatalf("filter %+v:\n  selects %v\n  oracle  %v", f, got, want)
+		}
+		if len(want) > 0 {
+			nonEmpty++
+		}
+	}
+	if nonEmpty < 100 {
+		t.Errorf("only %d of 400 filters selected anything", nonEmpty)
+	}
+}
+
+// TestCSVAndJSON: the CSV of a filter holds, cell for cell, what a direct
+// query of the trail gives (formula-like cells quoted), and its JSON the
+// same entries with their stored documents.
+func TestCSVAndJSON(t *testing.T) {
+	ctx := context.Background()
+	dsn, _ := newTrail(t)
+	conn := pgtest.Connect(t, dsn)
+	f := Days(30, time.Now())
+	f.Tables = []string{"public.orders", "public.users", "public.odd name"}
+	var buf bytes.Buffer
+	n, err := WriteCSV(ctx, conn, `"audit"`, f, &buf, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	records, err := csv.NewReader(&buf).ReadAll()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if int64(len(records)) != n+1 || !slices.Equal(records[0], Columns()) {
+		t.Fatalf("%d records for %d rows; header %v", len(records), n, records[0])
+	}
+	rows, err := conn.Query(ctx, `SELECT id::text, commit_lsn::text, seq::text, xid::text,
+		to_char(committed_at AT TIME ZONE 'UTC', 'YYYY-MM-DD"T"HH24:MI:SS.US"Z"'), to_char(captured_at AT TIME ZONE 'UTC', 'YYYY-MM-DD"T"HH24:MI:SS.US"Z"'),
+		schema_name, table_name, action, pk::text, old::text, new::text, array_to_json(changed)::text, actor_id, actor, host(ip),
+		user_agent, request_id, db_user, host(client_addr), application_name, context::text, retention_class, array_to_json(flags)::text, login_user
+		FROM audit.entries e WHERE schema_name = 'public' AND table_name IN ('orders', 'users', 'odd name') ORDER BY e.id`)
+	if err != nil {
+		t.Fatal(err)
+	}
+	want, err := pgx.CollectRows(rows, func(r pgx.CollectableRow) ([]string, error) {
+		vals := make([]*string, len(Columns()))
+		dest := make([]any, len(vals))
+		for i := range vals {
+			dest[i] = &vals[i]
+		}
+		if err := r.Scan(dest...); err != nil {
+			return nil, err
+		}
+		out := make([]string, len(vals))
+		for i, v := range vals {
+			if v != nil {
+				out[i] = *v
+			}
+		}
+		return out, nil
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(want) != int(n) || n < 20 {
+		t.Fatalf("CSV has %d rows, the direct query %d", n, len(want))
+	}
+	quoted := 0
+	for i, w := range want {
+		for j := range w {
+			cell := w[j]
+			if strings.HasPrefix(cell, "=") {
+				cell = "'" + cell
+				quoted++
+			}
+			if records[i+1][j] != cell {
+				t.Fatalf("row %d, %s: CSV %q, the trail %q", i, Columns()[j], records[i+1][j], w[j])
+			}
+		}
+	}
+	if quoted == 0 {
+		t.Error("no formula-like cell in the test trail")
+	}
+
+	buf.Reset()
+	if n2, err := WriteJSON(ctx, conn, `"audit"`, f, &buf, nil); err != nil || n2 != n {
+		t.Fatalf("WriteJSON: %d rows, %v; want %d", n2, err, n)
+	}
+	for i, line := range strings.Split(strings.TrimSuffix(buf.String(), "\n"), "\n") {
+		var obj map[string]json.RawMessage
+		if err := json.Unmarshal([]byte(line), &obj); err != nil {
+			t.Fatalf("line %d: %v: %s", i, err, line)
+		}
+		if len(obj) != len(Columns()) || string(obj["id"]) != want[i][0] {
+			t.Fatalf("line %d: %d keys, id %s; want %d keys, id %s", i, len(obj), obj["id"], len(Columns()), want[i][0])
+		}
+		var same bool
+		if err := conn.QueryRow(ctx, `SELECT new IS NOT DISTINCT FROM $2::jsonb AND pk = $3::jsonb FROM audit.entries WHERE id = $1`,
+			want[i][0], nullJSON(obj["new"]), string(obj["pk"])).Scan(&same); err != nil || !same {
+			t.Fatalf("line %d: new or pk differ from the stored ones (%v): %s", i, err, line)
+		}
+	}
+}
+
+func nullJSON(b json.RawMessage) any {
+	if string(b) == "null" {
+		return nil
+	}
+	return string(b)
+}
+
+// TestSummary: the summary's counts are those of the trail.
+func TestSummary(t *testing.T) {
+	ctx := context.Background()
+	dsn, all := newTrail(t)
+	conn := pgtest.Connect(t, dsn)
+	f := Days(30, time.Now())
+	s, err := Summarize(ctx, conn, `"audit"`, f, 100)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if s.Entries != int64(len(all)) {
+		t.Errorf("%d entries, want %d", s.Entries, len(all))
+	}
+	deletes, byActor := int64(0), map[string]int64{}
+	for _, e := range all {
+		if e.action == "delete" {
+			deletes++
+		}
+		byActor[e.actorID]++
+	}
+	var dayDeletes, dayEntries int64
+	for _, d := range s.ByDay {
+		dayDeletes, dayEntries = dayDeletes+d.Deletes, dayEntries+d.Entries
+	}
+	if dayDeletes != deletes || dayEntries != s.Entries {
+		t.Errorf("by day: %d entries, %d deletes; want %d, %d", dayEntries, dayDeletes, s.Entries, deletes)
+	}
+	for _, a := range s.TopActors {
+		if byActor[a.ActorID] != a.Entries {
+			t.Errorf("actor %q: %d entries, want %d", a.ActorID, a.Entries, byActor[a.ActorID])
+		}
+	}
+	if len(s.TopActors) != len(byActor) || s.Actors != int64(len(byActor)-1) {
+		t.Errorf("%d top actors, %d distinct; want %d and %d", len(s.TopActors), s.Actors, len(byActor), len(byActor)-1)
+	}
+	var text bytes.Buffer
+	if err := s.WriteText(&text); err != nil || !strings.Contains(text.String(), "top actors") || strings.Contains(text.String(), "\x1b") {
+		t.Errorf("WriteText: %v\n%s", err, text.String())
+	}
+}
