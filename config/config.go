@@ -44,6 +44,8 @@ type Config struct {
 	Integrity Integrity `mapstructure:"integrity"`
 	// Retention expires entries.
 	Retention Retention `mapstructure:"retention"`
+	// Export ships the trail out as ZIP archives.
+	Export Export `mapstructure:"export"`
 	// ExcludeTables are table names or glob patterns never audited, even when
 	// a tables entry matches them (exclude_tables), in the syntax of
 	// tables[i].name. Load turns a name without a schema into
@@ -214,6 +216,42 @@ type Retention struct {
 	DeleteBatch int `mapstructure:"delete_batch"`
 }
 
+// Export configures exports of the trail: ZIP archives of its entries, one
+// per month, to a directory or S3-compatible storage.
+type Export struct {
+	// To is where exports go by default (export.to): a directory, or
+	// s3://bucket/prefix. Default "".
+	To string `mapstructure:"to"`
+	// Format is jsonl (one JSON object per entry) or csv (export.format).
+	// Default jsonl.
+	Format string `mapstructure:"format"`
+	// Schedule, when set, makes walscribe run export the previous UTC day
+	// to To once a day (export.schedule: daily), or never (""). Default "".
+	Schedule string `mapstructure:"schedule"`
+	// S3 is the S3-compatible storage of s3:// destinations.
+	S3 S3 `mapstructure:"s3"`
+}
+
+// S3 is an S3-compatible object store.
+type S3 struct {
+	// Endpoint is its host[:port] (export.s3.endpoint). Default
+	// s3.amazonaws.com.
+	Endpoint string `mapstructure:"endpoint"`
+	// Region (export.s3.region). Default "" (the store's default).
+	Region string `mapstructure:"region"`
+	// AccessKey and SecretKey are the credentials (export.s3.access_key,
+	// export.s3.secret_key; best from the environment). Default "": then
+	// AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY.
+	AccessKey string `mapstructure:"access_key"`
+	SecretKey string `mapstructure:"secret_key"`
+	// Insecure talks plain HTTP (export.s3.insecure), for a store on a
+	// private network only. Default false.
+	Insecure bool `mapstructure:"insecure"`
+	// PartSize is the size of each part of a multipart upload
+	// (export.s3.part_size), from 5MiB to 5GiB. Default 16MiB.
+	PartSize ByteSize `mapstructure:"part_size"`
+}
+
 // Masking configures masked columns.
 type Masking struct {
 	// Secret keys the HMAC-SHA256 of masked values (masking.secret, also
@@ -339,6 +377,7 @@ func Default() Config {
 		Roles:                Roles{Owner: "walscribe_owner", Reader: "walscribe_reader", App: "walscribe_app", RevokeEmitMessage: true},
 		Integrity:            Integrity{CheckpointInterval: time.Second, LeafHashing: "sink"},
 		Retention:            Retention{DeleteBatch: 50_000},
+		Export:               Export{Format: "jsonl", S3: S3{Endpoint: "s3.amazonaws.com", PartSize: 16 << 20}},
 		SkipUnchangedUpdates: true,
 		HTTP:                 HTTP{Listen: "127.0.0.1:9187"},
 		Log:                  Log{Level: "info", Format: "auto"},

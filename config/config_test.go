@@ -506,6 +506,15 @@ func TestEnvVarNames(t *testing.T) {
 	values["retention.default"] = "400d"
 	values["retention.schedule"] = "12h0m0s"
 	values["retention.delete_batch"] = "1000"
+	values["export.to"] = "s3://audit/walscribe"
+	values["export.format"] = "csv"
+	values["export.schedule"] = "daily"
+	values["export.s3.endpoint"] = "minio.internal:9000"
+	values["export.s3.region"] = "eu-west-1"
+	values["export.s3.access_key"] = "AKIAEXAMPLE"
+	values["export.s3.secret_key"] = "secret-example"
+	values["export.s3.insecure"] = "true"
+	values["export.s3.part_size"] = "32MiB"
 	isolateEnv(t)
 	t.Setenv("WALSCRIBE_TABLES", "public.orders")
 	for _, l := range leaves("", reflect.ValueOf(Default())) {
@@ -607,7 +616,7 @@ func TestLoadErrors(t *testing.T) {
 		{
 			name: "unknown top-level key, nothing close",
 			yaml: valid + "colour: red\n",
-			want: []string{"colour: unknown key", "the keys here are source, sink, spool, context, masking, roles, integrity, retention, exclude_tables, skip_unchanged_updates, tables, http, log"},
+			want: []string{"colour: unknown key", "the keys here are source, sink, spool, context, masking, roles, integrity, retention, export, exclude_tables, skip_unchanged_updates, tables, http, log"},
 		},
 		{
 			name: "role names",

@@ -81,6 +81,7 @@ func (c *Config) problems() []problem {
 
 	c.integrityProblems(check)
 	c.retentionProblems(check)
+	c.exportProblems(check)
 	c.tableProblems(check)
 
 	if c.HTTP.Listen != "" {
@@ -177,6 +178,25 @@ func checkChoice(s string, choices []string) string {
 		return ""
 	}
 	return fmt.Sprintf("%q is not allowed: %s", s, suggest(s, choices, "use one of"))
+}
+
+// exportProblems checks the export section.
+func (c *Config) exportProblems(check func(key, msg string)) {
+	e := c.Export
+	check("export.format", checkChoice(e.Format, []string{"jsonl", "csv"}))
+	check("export.schedule", checkChoice(e.Schedule, []string{"", "daily"}))
+	if e.Schedule != "" && e.To == "" {
+		check("export.to", "required with export.schedule: a directory, or s3://bucket/prefix")
+	}
+	if e.To != "" && strings.HasPrefix(e.To, "s3:") && !strings.HasPrefix(e.To, "s3://") {
+		check("export.to", fmt.Sprintf("%q: write s3://bucket/prefix", e.To))
+	}
+	if e.S3.PartSize < 5<<20 || e.S3.PartSize > 5<<30 {
+		check("export.s3.part_size", fmt.Sprintf("%s: from 5MiB to 5GiB, e.g. 16MiB", e.S3.PartSize))
+	}
+	if e.S3.Endpoint == "" {
+		check("export.s3.endpoint", "empty: write host[:port], e.g. s3.amazonaws.com")
+	}
 }
 
 // retentionProblems checks the retention section.

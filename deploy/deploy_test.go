@@ -1279,7 +1279,7 @@ func envVars(t *testing.T) map[string]bool {
 		t.Fatal(err)
 	}
 	documented := set()
-	for _, m := range regexp.MustCompile(`WALSCRIBE_[A-Z][A-Z_]*`).FindAllString(string(example), -1) {
+	for _, m := range regexp.MustCompile(`WALSCRIBE_[A-Z][A-Z0-9_]*`).FindAllString(string(example), -1) {
 		documented[m] = true
 	}
 	if !reflect.DeepEqual(documented, out) {
@@ -2070,7 +2070,7 @@ func TestSystemd(t *testing.T) {
 			commented := strings.HasPrefix(line, "#")
 			line = strings.TrimPrefix(line, "#")
 			k, v, ok := strings.Cut(line, "=")
-			if !ok || !regexp.MustCompile(`^WALSCRIBE_[A-Z_]+$`).MatchString(k) {
+			if !ok || !regexp.MustCompile(`^WALSCRIBE_[A-Z0-9_]+$`).MatchString(k) {
 				continue
 			}
 			names = append(names, k)

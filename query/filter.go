@@ -16,18 +16,19 @@ import (
 // included, Until excluded) and are required; every other field is
 // optional, and all that are set must hold.
 type Filter struct {
-	Since, Until time.Time
-	Tables       []string // schema.table (a name without a dot is in public); any of them
-	Actions      []string // any of them
-	ActorID      string
-	Actor        string
-	RequestID    string
-	Xid          int64 // 0: any
-	DBUser       string
-	IP           string // an address, or a network in CIDR form (the entry's ip inside it)
-	PK           string // a JSON object: the row key, as the entry's pk holds it
-	Changed      string // a column among the entry's changed columns
-	AfterID      int64  // only entries with a larger id (keyset pagination); 0: from the first
+	Since     time.Time `json:"since"`
+	Until     time.Time `json:"until"`
+	Tables    []string  `json:"tables,omitempty"`  // schema.table (a name without a dot is in public); any of them
+	Actions   []string  `json:"actions,omitempty"` // any of them
+	ActorID   string    `json:"actor_id,omitempty"`
+	Actor     string    `json:"actor,omitempty"`
+	RequestID string    `json:"request_id,omitempty"`
+	Xid       int64     `json:"xid,omitempty"` // 0: any
+	DBUser    string    `json:"db_user,omitempty"`
+	IP        string    `json:"ip,omitempty"`       // an address, or a network in CIDR form (the entry's ip inside it)
+	PK        string    `json:"pk,omitempty"`       // a JSON object: the row key, as the entry's pk holds it
+	Changed   string    `json:"changed,omitempty"`  // a column among the entry's changed columns
+	AfterID   int64     `json:"after_id,omitempty"` // only entries with a larger id (keyset pagination); 0: from the first
 }
 
 // Days is the filter of the last n days up to now.

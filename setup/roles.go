@@ -213,7 +213,7 @@ func grantTrail(ctx context.Context, conn *pgx.Conn, schema string, r Roles, wri
 		}
 		return strings.Join(out, ", ")
 	}
-	trail := s + ".entries, " + s + ".checkpoints, " + s + ".rules, " + s + ".gaps, " + s + ".integrity_leaves, " + s + ".integrity_checkpoints, " + s + ".prunes"
+	trail := s + ".entries, " + s + ".checkpoints, " + s + ".rules, " + s + ".gaps, " + s + ".integrity_leaves, " + s + ".integrity_checkpoints, " + s + ".prunes, " + s + ".own_entries, " + s + ".exports"
 	stmts := []string{
 		`REVOKE ALL ON SCHEMA ` + s + ` FROM PUBLIC`,
 		`REVOKE ALL ON ALL TABLES IN SCHEMA ` + s + ` FROM PUBLIC`,

@@ -301,7 +301,8 @@ func (p *Postgres) progressQuery(lock bool) string {
 	return `SELECT ` + first + `, c.end_lsn, c.committed_at,
 			greatest((SELECT coalesce(max(last_id), 0) FROM ` + p.schema + `.checkpoints),
 			         (SELECT coalesce(max(entry_id), 0) FROM ` + p.schema + `.gaps),
-			         (SELECT coalesce(max(entry_id), 0) FROM ` + p.schema + `.prunes))
+			         (SELECT coalesce(max(entry_id), 0) FROM ` + p.schema + `.prunes),
+			         (SELECT coalesce(max(entry_id), 0) FROM ` + p.schema + `.own_entries))
 		FROM (SELECT 1) one
 		LEFT JOIN LATERAL (SELECT end_lsn, committed_at FROM ` + p.schema + `.checkpoints
 			WHERE slot = $1 ORDER BY end_lsn DESC LIMIT 1) c ON true`

@@ -97,23 +97,10 @@ func (p *Postgres) Prune(ctx context.Context, scope prune.Scope, limit int) (*Pr
 		leavesDigest = rec.Leaves[:]
 		rec.Origin = p.cfg.Integrity.Signer.Name()
 	}
-	// The entry comes right after the newest one in (commit_lsn, seq)
-	// order: it belongs to no source transaction.
-	var lsn pglogrepl.LSN
-	var seq int32
-	err = dbtx.QueryRow(ctx, `SELECT commit_lsn, seq FROM `+p.schema+`.entries ORDER BY id DESC LIMIT 1`).Scan(&lsn, &seq)
-	if err != nil && !errors.Is(err, pgx.ErrNoRows) {
+	detail := map[string]any{"scope": json.RawMessage(rec.Scope), "entries": n,
+		"first_id": ids[0].First, "last_id": ids[len(ids)-1].Last, "ids_sha256": fmt.Sprintf("%x", rec.IDs)}
+	if err := p.insertOwn(ctx, dbtx, id, "retention", "pruned", detail); err != nil {
 		return nil, fmt.Errorf("prune %s: %w", scope, err)
-	}
-	now := time.Now().UTC()
-	if err := p.ensureMonth(ctx, dbtx, now); err != nil {
-		return nil, err
-	}
-	detail, _ := json.Marshal(map[string]any{"scope": json.RawMessage(rec.Scope), "entries": n,
-		"first_id": ids[0].First, "last_id": ids[len(ids)-1].Last, "ids_sha256": fmt.Sprintf("%x", rec.IDs)})
-	if _, err := dbtx.Exec(ctx, `INSERT INTO `+p.schema+`.entries (id, commit_lsn, seq, committed_at, schema_name, table_name, action, new)
-		VALUES ($1, $2, $3, $4, 'walscribe', 'retention', 'pruned', $5)`, id, lsn, seq+1, now, string(detail)); err != nil {
-		return nil, fmt.Errorf("prune %s: record the pruned entry: %w", scope, err)
 	}
 	var signed []byte
 	if logged != nil {
@@ -130,8 +117,7 @@ func (p *Postgres) Prune(ctx context.Context, scope prune.Scope, limit int) (*Pr
 		return nil, fmt.Errorf("prune %s: record it: %w", scope, err)
 	}
 	if logged != nil {
-		around := &timeRange{lo: now.Add(-time.Second), hi: now.Add(time.Second)}
-		if logged, err = p.appendLeaves(ctx, dbtx, logged.tree, id, id, around); err != nil {
+		if logged, err = p.logOwn(ctx, dbtx, logged, id); err != nil {
 			return nil, err
 		}
 		// Signed now: the hole and its record are vouched for at once.
@@ -157,3 +143,84 @@ func (p *Postgres) Prune(ctx context.Context, scope prune.Scope, limit int) (*Pr
 // PruneFile is the name of the copy of the prune record of entry id in
 // the checkpoint directory.
 func PruneFile(id int64) string { return "prune-" + strconv.FormatInt(id, 10) }
+
+// insertOwn inserts an entry of walscribe's own (schema walscribe): what
+// it did to the trail, with detail as its new. It comes right after the
+// newest entry in (commit_lsn, seq) order: it belongs to no source
+// transaction. The caller holds the writer lock, and id is the next id.
+func (p *Postgres) insertOwn(ctx context.Context, dbtx pgx.Tx, id int64, table, action string, detail any) error {
+	var lsn pglogrepl.LSN
+	var seq int32
+	err := dbtx.QueryRow(ctx, `SELECT commit_lsn, seq FROM `+p.schema+`.entries ORDER BY id DESC LIMIT 1`).Scan(&lsn, &seq)
+	if err != nil && !errors.Is(err, pgx.ErrNoRows) {
+		return fmt.Errorf("read the newest entry: %w", err)
+	}
+	now := time.Now().UTC()
+	if err := p.ensureMonth(ctx, dbtx, now); err != nil {
+		return err
+	}
+	text, err := json.Marshal(detail)
+	if err != nil {
+		return err
+	}
+	if _, err := dbtx.Exec(ctx, `INSERT INTO `+p.schema+`.entries (id, commit_lsn, seq, committed_at, schema_name, table_name, action, new)
+		VALUES ($1, $2, $3, $4, 'walscribe', $5, $6, $7)`, id, lsn, seq+1, now, table, action, string(text)); err != nil {
+		return fmt.Errorf("record the %s entry: %w", action, err)
+	}
+	return nil
+}
+
+// logOwn appends the leaf of an entry insertOwn wrote (hashed by the
+// server) to the log.
+func (p *Postgres) logOwn(ctx context.Context, dbtx pgx.Tx, logged *logUpdate, id int64) (*logUpdate, error) {
+	now := time.Now()
+	return p.appendLeaves(ctx, dbtx, logged.tree, id, id, &timeRange{lo: now.Add(-time.Minute), hi: now.Add(time.Minute)})
+}
+
+// Record writes an entry of walscribe's own: action (such as exported) on
+// its table (such as export), with detail as its new, in a database
+// transaction of its own under the writer lock. It returns the entry's id.
+func (p *Postgres) Record(ctx context.Context, table, action string, detail any) (int64, error) {
+	if err := p.connectIfNeeded(ctx); err != nil {
+		return 0, err
+	}
+	dbtx, err := p.conn.Begin(ctx)
+	if err != nil {
+		return 0, fmt.Errorf("record %s: %w", action, err)
+	}
+	defer dbtx.Rollback(ctx)
+	committed := false
+	defer p.forgetUncommitted(&committed)
+	if err := p.lockAndReload(ctx, dbtx); err != nil {
+		return 0, err
+	}
+	var logged *logUpdate
+	if p.ilog != nil {
+		base, err := p.checkHead(ctx, dbtx)
+		if err != nil {
+			return 0, err
+		}
+		logged = &logUpdate{tree: base}
+	}
+	id := p.lastID + 1
+	if err := p.insertOwn(ctx, dbtx, id, table, action, detail); err != nil {
+		return 0, fmt.Errorf("record %s: %w", action, err)
+	}
+	// The progress moves to it without a new stored position: the
+	// progress query counts the ids of walscribe's own entries.
+	if _, err := dbtx.Exec(ctx, `INSERT INTO `+p.schema+`.own_entries (entry_id) VALUES ($1)`, id); err != nil {
+		return 0, fmt.Errorf("record %s: %w", action, err)
+	}
+	if logged != nil {
+		if logged, err = p.logOwn(ctx, dbtx, logged, id); err != nil {
+			return 0, err
+		}
+	}
+	if err := dbtx.Commit(ctx); err != nil {
+		return 0, fmt.Errorf("record %s: commit: %w", action, err)
+	}
+	committed = true
+	p.applyLog(logged)
+	p.lastID = id
+	return id, nil
+}

@@ -55,7 +55,7 @@ func newRoot() *cobra.Command {
 	root.PersistentFlags().StringVarP(&g.configPath, "config", "c", os.Getenv("WALSCRIBE_CONFIG"),
 		"config file (YAML); every key can also be set as WALSCRIBE_<SECTION>_<KEY> (default $WALSCRIBE_CONFIG)")
 	root.AddCommand(newSetupCmd(g), newRunCmd(g), newStatusCmd(g), newMigrateCmd(g), newConfigCmd(g), newTeardownCmd(g))
-	root.AddCommand(newKeygenCmd(), newVerifyCmd(g), newCleanupCmd(g), newReportCmd(g))
+	root.AddCommand(newKeygenCmd(), newVerifyCmd(g), newCleanupCmd(g), newReportCmd(g), newExportCmd(g))
 	return root
 }
 

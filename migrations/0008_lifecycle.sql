@@ -1,3 +1,5 @@
+-- Retention and exports.
+--
 -- Retention: entries expire by retention class (the period stamped on them
 -- when written, such as 90d or 7y; 'default' never expires by itself). A
 -- month of one class is a leaf partition, dropped whole once expired; rows
@@ -23,6 +25,42 @@ CREATE TRIGGER append_only_truncate BEFORE TRUNCATE ON {{schema}}.prunes
     FOR EACH STATEMENT EXECUTE FUNCTION {{schema}}.reject_change();
 ALTER TABLE {{schema}}.prunes ENABLE ALWAYS TRIGGER append_only;
 ALTER TABLE {{schema}}.prunes ENABLE ALWAYS TRIGGER append_only_truncate;
+
+-- own_entries lists the ids of the entries walscribe writes of its own
+-- accord (an export, say) outside any source transaction: the stored
+-- progress counts them.
+CREATE TABLE {{schema}}.own_entries (
+    entry_id bigint NOT NULL PRIMARY KEY
+);
+CREATE TRIGGER append_only BEFORE UPDATE OR DELETE ON {{schema}}.own_entries
+    FOR EACH ROW EXECUTE FUNCTION {{schema}}.reject_change();
+CREATE TRIGGER append_only_truncate BEFORE TRUNCATE ON {{schema}}.own_entries
+    FOR EACH STATEMENT EXECUTE FUNCTION {{schema}}.reject_change();
+ALTER TABLE {{schema}}.own_entries ENABLE ALWAYS TRIGGER append_only;
+ALTER TABLE {{schema}}.own_entries ENABLE ALWAYS TRIGGER append_only_truncate;
+
+-- exports is the history of exports: one row per change of state (queued,
+-- running, succeeded, failed), insert-only.
+CREATE TABLE {{schema}}.exports (
+    export_id   text        NOT NULL,
+    state       text        NOT NULL CHECK (state IN ('queued', 'running', 'succeeded', 'failed')),
+    at          timestamptz NOT NULL DEFAULT clock_timestamp(),
+    requester   text        NOT NULL,
+    filter      jsonb       NOT NULL,
+    destination text        NOT NULL,
+    format      text        NOT NULL,
+    entries     bigint,
+    bytes       bigint,
+    shards      jsonb,      -- name, entries, bytes, sha256 of each archive
+    error       text,
+    PRIMARY KEY (export_id, at)
+);
+CREATE TRIGGER append_only BEFORE UPDATE OR DELETE ON {{schema}}.exports
+    FOR EACH ROW EXECUTE FUNCTION {{schema}}.reject_change();
+CREATE TRIGGER append_only_truncate BEFORE TRUNCATE ON {{schema}}.exports
+    FOR EACH STATEMENT EXECUTE FUNCTION {{schema}}.reject_change();
+ALTER TABLE {{schema}}.exports ENABLE ALWAYS TRIGGER append_only;
+ALTER TABLE {{schema}}.exports ENABLE ALWAYS TRIGGER append_only_truncate;
 
 -- reject_change lets one thing through: a DELETE of entries by the owner
 -- inside expire_rows, which says so for its transaction.
