@@ -23,9 +23,9 @@ import (
 // superuser, with the integrity log, public.orders kept 30 days and
 // public.invoices held, and writes entries of theirs: 250 orders and 20
 // invoices five months old, 30 orders ten days old, 5 orders now. It
-// returns the configuration (with retention.schedule schedule), the
-// database and the signer key's file.
-func retentionTrail(t *testing.T, schedule string) (cfg, dsn, signerFile string) {
+// returns the configuration (with retention.schedule schedule, and the
+// sections extra), the database and the signer key's file.
+func retentionTrail(t *testing.T, schedule string, extra ...string) (cfg, dsn, signerFile string) {
 	t.Helper()
 	ctx := context.Background()
 	// The role first: it is dropped after the database, which holds its
@@ -47,7 +47,7 @@ func retentionTrail(t *testing.T, schedule string) (cfg, dsn, signerFile string)
 	if out, code := walscribe(t, "keygen", "--signer", signerFile, "--name", "test.example/cleanup"); code != 0 {
 		t.Fatalf("keygen: %d\n%s", code, out)
 	}
-	cfg = writeConfig(t, fmt.Sprintf(`source:
+	cfg = writeConfig(t, strings.Join(extra, "")+fmt.Sprintf(`source:
   dsn: %q
 sink:
   dsn: %q
