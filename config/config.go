@@ -210,6 +210,10 @@ type Retention struct {
 	// syntax of tables[i].name, "*.*" for all (retention.holds): a legal
 	// hold. Default none.
 	Holds []string `mapstructure:"holds"`
+	// Archive exports a partition (export.to, export.format) before it is
+	// dropped, as the export archive-<partition>; a partition whose export
+	// fails stays (retention.archive). Default false.
+	Archive bool `mapstructure:"archive"`
 	// DeleteBatch is the most entries one transaction deletes where a
 	// partition cannot be dropped whole (retention.delete_batch), from 100
 	// to 1000000. Default 50000.

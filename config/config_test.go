@@ -506,6 +506,7 @@ func TestEnvVarNames(t *testing.T) {
 	values["retention.default"] = "400d"
 	values["retention.schedule"] = "12h0m0s"
 	values["retention.delete_batch"] = "1000"
+	values["retention.archive"] = "true"
 	values["export.to"] = "s3://audit/walscribe"
 	values["export.format"] = "csv"
 	values["export.schedule"] = "daily"

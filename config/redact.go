@@ -72,7 +72,7 @@ func (c *Config) Redacted() map[string]any {
 			"s3": map[string]any{"endpoint": c.Export.S3.Endpoint, "region": c.Export.S3.Region, "access_key": redactIfSet(c.Export.S3.AccessKey),
 				"secret_key": redactIfSet(c.Export.S3.SecretKey), "insecure": c.Export.S3.Insecure, "part_size": c.Export.S3.PartSize.String()}},
 		"retention": map[string]any{"default": c.Retention.Default, "schedule": c.Retention.Schedule.String(),
-			"holds": c.Retention.Holds, "delete_batch": c.Retention.DeleteBatch},
+			"holds": c.Retention.Holds, "delete_batch": c.Retention.DeleteBatch, "archive": c.Retention.Archive},
 		"integrity": map[string]any{"enabled": c.Integrity.Enabled, "signer_key_file": c.Integrity.SignerKeyFile,
 			"signer_key": redactIfSet(c.Integrity.SignerKey), "checkpoint_interval": c.Integrity.CheckpointInterval.String(),
 			"checkpoint_dir": c.Integrity.CheckpointDir, "leaf_hashing": c.Integrity.LeafHashing},

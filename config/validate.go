@@ -208,6 +208,9 @@ func (c *Config) retentionProblems(check func(key, msg string)) {
 	if r.Schedule != 0 {
 		check("retention.schedule", checkDuration(r.Schedule, time.Minute, 720*time.Hour, "from 1m to 720h, e.g. 24h, or 0 for never"))
 	}
+	if r.Archive && c.Export.To == "" {
+		check("retention.archive", "needs export.to: where partitions are exported before they are dropped")
+	}
 	if r.DeleteBatch < 100 || r.DeleteBatch > 1_000_000 {
 		check("retention.delete_batch", fmt.Sprintf("%d: write a number from 100 to 1000000, e.g. 50000", r.DeleteBatch))
 	}

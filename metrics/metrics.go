@@ -75,7 +75,7 @@ func New(reg prometheus.Registerer, version string) *Metrics {
 		Reconnects: prometheus.NewCounter(prometheus.CounterOpts{Name: "walscribe_reconnects_total",
 			Help: "Replication sessions started again after a break."}),
 		Errors: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "walscribe_errors_total",
-			Help: "Errors, by kind: stream, sink, decode, catalog, gap, data (a transaction the sink stored only after changing its values), no_context (a row change without the bridge's context), invalid_context, retention (a scheduled cleanup failed)."}, []string{"kind"}),
+			Help: "Errors, by kind: stream, sink, decode, catalog, gap, data (a transaction the sink stored only after changing its values), no_context (a row change without the bridge's context), invalid_context, retention (a scheduled cleanup failed), export (a scheduled export failed)."}, []string{"kind"}),
 		ContextEntries: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "walscribe_context_entries_total",
 			Help: "Entries written, by whether the application named an actor (context coverage)."}, []string{"with_actor"}),
 		Gaps: prometheus.NewCounter(prometheus.CounterOpts{Name: "walscribe_gaps_total",

@@ -29,6 +29,7 @@ type Filter struct {
 	PK        string    `json:"pk,omitempty"`       // a JSON object: the row key, as the entry's pk holds it
 	Changed   string    `json:"changed,omitempty"`  // a column among the entry's changed columns
 	AfterID   int64     `json:"after_id,omitempty"` // only entries with a larger id (keyset pagination); 0: from the first
+	Classes   []string  `json:"classes,omitempty"`  // retention classes; any of them
 }
 
 // Days is the filter of the last n days up to now.
@@ -134,6 +135,9 @@ func (f Filter) Where(alias string) (string, []any) {
 	}
 	if f.AfterID > 0 {
 		conds = append(conds, col("id")+" > "+arg(f.AfterID))
+	}
+	if len(f.Classes) > 0 {
+		conds = append(conds, col("retention_class")+" = ANY ("+arg(f.Classes)+"::text[])")
 	}
 	return strings.Join(conds, " AND "), args
 }

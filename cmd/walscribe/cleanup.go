@@ -14,8 +14,10 @@ import (
 	"go.uber.org/zap"
 
 	"github.com/walscribe/walscribe/config"
+	"github.com/walscribe/walscribe/export"
 	"github.com/walscribe/walscribe/internal/pg"
 	"github.com/walscribe/walscribe/prune"
+	"github.com/walscribe/walscribe/query"
 	"github.com/walscribe/walscribe/retention"
 	"github.com/walscribe/walscribe/sink"
 )
@@ -118,6 +120,11 @@ func cleanup(ctx context.Context, c *config.Config, log *zap.Logger, o retention
 	defer s.Close(context.WithoutCancel(ctx))
 	began := time.Now()
 	removed, err := retention.Execute(ctx, plan, func(ctx context.Context, scope prune.Scope, limit int) (int64, error) {
+		if scope.Leaf != "" && c.Retention.Archive {
+			if err := archive(ctx, c, log, scope, out); err != nil {
+				return 0, err
+			}
+		}
 		p, err := s.Prune(ctx, scope, limit)
 		if err != nil {
 			return 0, err
@@ -130,6 +137,26 @@ func cleanup(ctx context.Context, c *config.Config, log *zap.Logger, o retention
 	}, c.Retention.DeleteBatch, nil)
 	fmt.Fprintf(out, "%d entries removed in %s\n", removed, time.Since(began).Round(time.Millisecond))
 	return removed, err
+}
+
+// archive exports the partition scope names (retention.archive) before
+// it is dropped, unless that export succeeded already.
+func archive(ctx context.Context, c *config.Config, log *zap.Logger, scope prune.Scope, out io.Writer) error {
+	month, err := time.Parse("2006-01", scope.Month)
+	if err != nil {
+		return fmt.Errorf("archive %s: %w", scope.Leaf, err)
+	}
+	req := export.Request{ID: "archive-" + scope.Leaf, Format: c.Export.Format,
+		Filter: query.Filter{Since: month, Until: month.AddDate(0, 1, 0), Classes: []string{scope.Class}}}
+	if done, err := exportSucceeded(ctx, c, req.ID); err != nil || done {
+		return err
+	}
+	res, err := runExport(ctx, c, log, req, c.Export.To, "walscribe cleanup (retention.archive)", io.Discard)
+	if err != nil {
+		return fmt.Errorf("archive %s before it is dropped (it stays): %w", scope.Leaf, err)
+	}
+	fmt.Fprintf(out, "archived %d entries of %s to %s (export %s)\n", res.Entries, scope.Leaf, c.Export.To, res.ID)
+	return nil
 }
 
 // printPlan prints what a cleanup removes.

@@ -19,13 +19,17 @@ import (
 	"github.com/walscribe/walscribe/sink"
 )
 
+// holdInvoices is the retention section's hold of public.invoices.
+const holdInvoices = "  holds: [public.invoices]\n"
+
 // retentionTrail sets up a trail written by a role that is not a
 // superuser, with the integrity log, public.orders kept 30 days and
 // public.invoices held, and writes entries of theirs: 250 orders and 20
 // invoices five months old, 30 orders ten days old, 5 orders now. It
-// returns the configuration (with retention.schedule schedule, and the
-// sections extra), the database and the signer key's file.
-func retentionTrail(t *testing.T, schedule string, extra ...string) (cfg, dsn, signerFile string) {
+// returns the configuration (with the retention section's keys
+// retention, default a hold on public.invoices, and the sections extra),
+// the database and the signer key's file.
+func retentionTrail(t *testing.T, retention string, extra ...string) (cfg, dsn, signerFile string) {
 	t.Helper()
 	ctx := context.Background()
 	// The role first: it is dropped after the database, which holds its
@@ -59,15 +63,13 @@ integrity:
   enabled: true
   signer_key_file: %q
 retention:
-  schedule: %s
-  holds: [public.invoices]
   delete_batch: 100
-tables:
+%stables:
   - name: public.orders
     retention: 30d
   - name: public.invoices
     retention: 30d
-`, dsn, sinkDSN, signerFile, schedule))
+`, dsn, sinkDSN, signerFile, retention))
 	if out, code := walscribe(t, "setup", "--config", cfg, "--admin-sink-dsn", dsn); code != 0 {
 		t.Fatalf("setup: %d\n%s", code, out)
 	}
@@ -108,7 +110,7 @@ tables:
 // removes exactly that; --table with --older-than removes a table's older
 // entries whatever their period; walscribe verify accepts the holes.
 func TestCleanupCommand(t *testing.T) {
-	cfg, dsn, signerFile := retentionTrail(t, "0s")
+	cfg, dsn, signerFile := retentionTrail(t, holdInvoices)
 
 	conn := pgtest.Connect(t, dsn)
 	orders := func() int { return count(t, conn, `SELECT count(*) FROM audit.entries WHERE table_name = 'orders'`) }
@@ -147,7 +149,7 @@ func TestCleanupCommand(t *testing.T) {
 // the expired entries itself, on the record, and goes on writing after
 // the purge; the trail verifies.
 func TestRetentionSchedule(t *testing.T) {
-	cfg, dsn, signerFile := retentionTrail(t, "1h")
+	cfg, dsn, signerFile := retentionTrail(t, holdInvoices+"  schedule: 1h\n")
 	startRun(t, cfg, nil)
 	conn := pgtest.Connect(t, dsn)
 	eventually(t, "the expired entries removed", 60*time.Second, func() bool {
@@ -162,6 +164,29 @@ func TestRetentionSchedule(t *testing.T) {
 		return count(t, conn, `SELECT count(*) FROM audit.entries WHERE table_name = 'orders'`) == 36
 	})
 	if out, code := walscribe(t, "verify", "--config", cfg, "--key", signerFile+".pub"); code != 0 || !strings.Contains(out, "250 entries removed by retention") {
+		t.Errorf("verify: %d\n%s", code, out)
+	}
+}
+
+// TestCleanupArchive: with retention.archive, an expired partition is
+// exported before it is dropped, and the export is on the record.
+func TestCleanupArchive(t *testing.T) {
+	dir := t.TempDir()
+	cfg, dsn, signerFile := retentionTrail(t, "  archive: true\n", fmt.Sprintf("export:\n  to: %q\n", dir))
+	out, code := walscribe(t, "cleanup", "--config", cfg)
+	if code != 0 || !regexp.MustCompile(`archived 270 entries of entries_\d{4}m\d\d_30d`).MatchString(out) || !strings.Contains(out, "270 entries removed") {
+		t.Fatalf("cleanup: %d\n%s", code, out)
+	}
+	leaf := regexp.MustCompile(`entries_\d{4}m\d\d_30d`).FindString(out)
+	matches, _ := filepath.Glob(filepath.Join(dir, "archive-"+leaf, "*.zip"))
+	if len(matches) != 1 {
+		t.Errorf("the archive of %s: %v", leaf, matches)
+	}
+	conn := pgtest.Connect(t, dsn)
+	if n := count(t, conn, `SELECT count(*) FROM audit.exports WHERE export_id = $1 AND state = 'succeeded' AND entries = 270`, "archive-"+leaf); n != 1 {
+		t.Errorf("the archive's export is not in the history as succeeded with 270 entries")
+	}
+	if out, code := walscribe(t, "verify", "--config", cfg, "--key", signerFile+".pub"); code != 0 {
 		t.Errorf("verify: %d\n%s", code, out)
 	}
 }

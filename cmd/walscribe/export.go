@@ -291,3 +291,14 @@ func shardKeys(shards []export.Shard) []string {
 	}
 	return keys
 }
+
+// exportSucceeded reports whether the export id succeeded.
+func exportSucceeded(ctx context.Context, c *config.Config, id string) (bool, error) {
+	conn, err := pg.Connect(ctx, c.SinkDSN(), "walscribe export")
+	if err != nil {
+		return false, err
+	}
+	defer conn.Close(context.WithoutCancel(ctx))
+	rec, ok, err := export.Find(ctx, conn, pgx.Identifier{c.Sink.Schema}.Sanitize(), id)
+	return ok && rec.State == export.Succeeded, err
+}

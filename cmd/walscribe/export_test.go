@@ -6,9 +6,12 @@ import (
 	"io"
 	"net/http"
 	"net/http/httptest"
+	"os"
+	"path/filepath"
 	"regexp"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/rclone/gofakes3"
 	"github.com/rclone/gofakes3/s3mem"
@@ -25,7 +28,7 @@ func TestExportCommand(t *testing.T) {
 	backend := s3mem.New()
 	ts := httptest.NewServer(gofakes3.New(backend, gofakes3.WithV4Auth(map[string]string{"AKIDCLI": "cli-secret"})).Server())
 	defer ts.Close()
-	cfg, dsn, signerFile := retentionTrail(t, "0s", fmt.Sprintf(`export:
+	cfg, dsn, signerFile := retentionTrail(t, holdInvoices, fmt.Sprintf(`export:
   to: s3://trail/exports
   s3:
     endpoint: %s
@@ -88,5 +91,21 @@ func TestExportCommand(t *testing.T) {
 	}
 	if out, code := walscribe(t, "verify", "--config", cfg, "--key", signerFile+".pub"); code != 0 {
 		t.Errorf("verify after the export: %d\n%s", code, out)
+	}
+}
+
+// TestExportSchedule: with export.schedule daily, walscribe run ships the
+// previous UTC day to export.to, once.
+func TestExportSchedule(t *testing.T) {
+	dir := t.TempDir()
+	cfg, dsn, _ := retentionTrail(t, holdInvoices, fmt.Sprintf("export:\n  to: %q\n  schedule: daily\n", dir))
+	startRun(t, cfg, nil)
+	conn := pgtest.Connect(t, dsn)
+	id := "daily-" + time.Now().UTC().AddDate(0, 0, -1).Format(time.DateOnly)
+	eventually(t, "the daily export", 60*time.Second, func() bool {
+		return count(t, conn, `SELECT count(*) FROM audit.exports WHERE export_id = $1 AND state = 'succeeded'`, id) == 1
+	})
+	if _, err := os.Stat(filepath.Join(dir, id, "manifest.json.sha256")); err != nil {
+		t.Errorf("the export's manifest: %v", err)
 	}
 }

@@ -12,7 +12,7 @@ import (
 // filter selects, and writes them as CSV to a file; bad filters are
 // refused with what to write.
 func TestReportCommand(t *testing.T) {
-	cfg, _, _ := retentionTrail(t, "0s")
+	cfg, _, _ := retentionTrail(t, holdInvoices)
 	out, code := walscribe(t, "report", "--config", cfg, "--days", "400")
 	if code != 0 || !strings.Contains(out, "305 entries") || !strings.Contains(out, "public.orders    285      insert") {
 		t.Fatalf("report: %d\n%s", code, out)

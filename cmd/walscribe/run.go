@@ -18,7 +18,9 @@ import (
 	"github.com/walscribe/walscribe/config"
 	"github.com/walscribe/walscribe/daemon"
 	"github.com/walscribe/walscribe/decoder"
+	"github.com/walscribe/walscribe/export"
 	"github.com/walscribe/walscribe/metrics"
+	"github.com/walscribe/walscribe/query"
 	"github.com/walscribe/walscribe/retention"
 	"github.com/walscribe/walscribe/sink"
 	"github.com/walscribe/walscribe/spool"
@@ -86,6 +88,9 @@ rules in force stay. Tables to add to or remove from the publication need
 			if c.Retention.Schedule > 0 {
 				go expireOnSchedule(ctx, c, cfg.Metrics, log)
 			}
+			if c.Export.Schedule == "daily" {
+				go exportDaily(ctx, c, cfg.Metrics, log)
+			}
 			if err := d.Run(ctx); err != nil {
 				logStop(log, err)
 				return loggedError{err}
@@ -118,6 +123,39 @@ func expireOnSchedule(ctx context.Context, c *config.Config, m *metrics.Metrics,
 		}
 		m.RetentionRemoved.Add(float64(removed))
 		log.Info("retention: scheduled cleanup done", zap.Int64("entries_removed", removed), zap.Duration("next_in", wait))
+	}
+}
+
+// exportDaily ships the previous UTC day to export.to, as the export
+// daily-YYYY-MM-DD, once: it checks every hour (the first time shortly
+// after the start) whether that export succeeded, and runs it (again,
+// resuming it) when not.
+func exportDaily(ctx context.Context, c *config.Config, m *metrics.Metrics, log *zap.Logger) {
+	wait := 5 * time.Second
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-time.After(wait):
+		}
+		wait = time.Hour
+		today := time.Now().UTC().Truncate(24 * time.Hour)
+		day := today.AddDate(0, 0, -1)
+		req := export.Request{ID: "daily-" + day.Format(time.DateOnly), Format: c.Export.Format,
+			Filter: query.Filter{Since: day, Until: today}}
+		if done, err := exportSucceeded(ctx, c, req.ID); err != nil || done {
+			if err != nil {
+				log.Warn("export: the history could not be read; trying again in an hour", zap.Error(err))
+			}
+			continue
+		}
+		if _, err := runExport(ctx, c, log, req, c.Export.To, "walscribe run (export.schedule)", io.Discard); err != nil {
+			if ctx.Err() != nil {
+				return
+			}
+			m.Errors.WithLabelValues("export").Inc()
+			log.Error("export: the daily export failed; it is tried again in an hour", zap.String("export_id", req.ID), zap.Error(err))
+		}
 	}
 }
 
