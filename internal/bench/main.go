@@ -44,10 +44,11 @@ type options struct {
 	pprofDir  string
 	// gomaxprocs is the GOMAXPROCS of every walscribe run (0: Go's default).
 	gomaxprocs int
+	lifecycle  int
 }
 
 // allSteps are the measurements, in the order they run.
-const allSteps = "drain,app,memory,decoder"
+const allSteps = "drain,app,memory,lifecycle,decoder"
 
 // runs reports whether step is among -steps.
 func (o options) runs(step string) bool {
@@ -73,6 +74,7 @@ func main() {
 	flag.IntVar(&o.repeat, "repeat", 3, "rounds of the drain and application-cost measurements, each on fresh databases; the report shows the medians")
 	flag.StringVar(&o.steps, "steps", allSteps, "the measurements to run, comma-separated (a partial run prints the others as not run)")
 	flag.StringVar(&o.pprofDir, "pprof", "", "write CPU profiles of walscribe (drain, OLTP) into this directory, for go tool pprof")
+	flag.IntVar(&o.lifecycle, "lifecycle", 1_000_000, "entries exported, then removed by each of the two cleanup paths; 0 skips it")
 	flag.IntVar(&o.gomaxprocs, "gomaxprocs", 0, "GOMAXPROCS of every walscribe run (0: Go's default, the machine's cores)")
 	flag.Parse()
 	for _, c := range strings.Split(*clients, ",") {

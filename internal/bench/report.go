@@ -33,6 +33,7 @@ type results struct {
 		rows, peakRSS                int64
 		updateSeconds, storedSeconds float64
 	}
+	lifecycle lifecycleRun
 }
 
 // drainRound is one backlog drained three ways.
@@ -243,7 +244,25 @@ func (r *results) markdown(o options) string {
 		p("| %d | %.1f s | %.1f s | %.0f | %d MiB | ≤ 150 MB |", mm.rows, mm.updateSeconds, mm.storedSeconds, float64(mm.rows)/mm.storedSeconds, mm.peakRSS>>20)
 	}
 	p("")
-	p("## 5. Decoder micro-benchmarks")
+	p("## 5. Exports and cleanups")
+	p("")
+	switch lc := r.lifecycle; {
+	case !o.runs("lifecycle"):
+		p("Not run (-steps %s).", o.steps)
+	case lc.entries == 0:
+		p("Skipped (-lifecycle 0).")
+	default:
+		p("A trail of 2 × %d entries (about 900 bytes each, like the drain's updates) dated three months back, one table with `retention: 1d`, one without a period; `walscribe export` of the first table's month (JSON lines, one ZIP archive) into a directory and into an in-process S3 store (gofakes3, signatures checked, 16 MiB parts), then `walscribe cleanup` removing each table's entries: the first by dropping its month partition, the second with `--table --older-than` (batched DELETE, 50,000 entries a transaction). Every removal is recorded (prune records and pruned entries; integrity off).", lc.entries)
+		p("")
+		p("| | seconds | entries/s | walscribe peak RSS | WAL written |")
+		p("|---|---:|---:|---:|---:|")
+		p("| export to a directory (ZIP: %d MiB) | %.1f | %.0f | %d MiB | |", lc.zipBytes>>20, lc.dirSeconds, float64(lc.entries)/lc.dirSeconds, lc.dirRSS>>20)
+		p("| export to S3 | %.1f | %.0f | %d MiB | |", lc.s3Seconds, float64(lc.entries)/lc.s3Seconds, lc.s3RSS>>20)
+		p("| cleanup: a month partition of %d entries dropped | %.2f | | | %.1f MiB |", lc.entries, lc.dropSeconds, float64(lc.dropWAL)/(1<<20))
+		p("| cleanup: %d entries deleted in batches | %.1f | %.0f | | %.0f MiB |", lc.entries, lc.delSeconds, float64(lc.entries)/lc.delSeconds, float64(lc.delWAL)/(1<<20))
+	}
+	p("")
+	p("## 6. Decoder micro-benchmarks")
 	p("")
 	if !o.runs("decoder") {
 		p("Not run (-steps %s).", o.steps)

@@ -64,6 +64,7 @@ func run(ctx context.Context, o options) (*results, error) {
 		{"drain", "drain rate", b.drain},
 		{"app", "application cost and latency", b.appCost},
 		{"memory", "memory", b.memory},
+		{"lifecycle", "exports and cleanups", b.lifecycle},
 		{"decoder", "decoder micro-benchmarks", b.decoder},
 	}
 	for _, s := range steps {
