@@ -162,7 +162,7 @@ func runExport(ctx context.Context, c *config.Config, log *zap.Logger, req expor
 		"shards": res.Shards}); err != nil {
 		return nil, fmt.Errorf("record the export in the trail: %w", err)
 	}
-	log.Info("export done", zap.String("export_id", res.ID), zap.Int64("entries", res.Entries), zap.String("destination", dest.String()))
+	log.Debug("export done", zap.String("export_id", res.ID), zap.Int64("entries", res.Entries), zap.String("destination", dest.String()))
 	return res, nil
 }
 

@@ -149,13 +149,16 @@ func exportDaily(ctx context.Context, c *config.Config, m *metrics.Metrics, log 
 			}
 			continue
 		}
-		if _, err := runExport(ctx, c, log, req, c.Export.To, "walscribe run (export.schedule)", io.Discard); err != nil {
+		res, err := runExport(ctx, c, log, req, c.Export.To, "walscribe run (export.schedule)", io.Discard)
+		if err != nil {
 			if ctx.Err() != nil {
 				return
 			}
 			m.Errors.WithLabelValues("export").Inc()
 			log.Error("export: the daily export failed; it is tried again in an hour", zap.String("export_id", req.ID), zap.Error(err))
+			continue
 		}
+		log.Info("export: the daily export is done", zap.String("export_id", res.ID), zap.Int64("entries", res.Entries), zap.String("destination", c.Export.To))
 	}
 }
 

@@ -47,6 +47,20 @@ func (d *demo) summary(ctx context.Context) error {
 	if statusErr != nil {
 		problems = append(problems, fmt.Sprintf("walscribe status failed (%v): its output is above", statusErr))
 	}
+	// What an auditor asks for: a report, and an export with its hashes.
+	for _, args := range [][]string{
+		{"report", "--config", d.cfgPath, "--days", "1", "--top", "5"},
+		{"export", "--config", d.cfgPath, "--days", "1", "--to", filepath.Join(d.rep.dir, "exports"), "--id", "demo"},
+	} {
+		d.say("\n▸ walscribe %s", strings.Join(args, " "))
+		out, err := d.command(ctx, args...)
+		for line := range strings.Lines(out) {
+			d.say("    │ %s", strings.TrimRight(line, "\n"))
+		}
+		if err != nil {
+			problems = append(problems, fmt.Sprintf("walscribe %s failed (%v): its output is above", args[0], err))
+		}
+	}
 	if err := d.printQueries(ctx); err != nil {
 		return err
 	}
