@@ -203,6 +203,11 @@ func (d *Daemon) Reload(rs *rules.Set) {
 // Durable returns the last LSN stored by the sink.
 func (d *Daemon) Durable() pglogrepl.LSN { return pglogrepl.LSN(d.durable.Load()) }
 
+// StoredThrough reports whether every transaction the source committed
+// before lsn is stored (or is of no tracked table): the server's walsender
+// has read past lsn, and nothing waits in walscribe.
+func (d *Daemon) StoredThrough(lsn pglogrepl.LSN) bool { return d.lag.storedThrough(lsn) }
+
 // stored is the sink's report that everything up to lsn is stored. The
 // durable position only moves forward.
 func (d *Daemon) stored(lsn pglogrepl.LSN) {

@@ -65,6 +65,15 @@ func (l *lagState) queued(tx *audit.Transaction) {
 	l.mu.Unlock()
 }
 
+// storedThrough reports whether everything committed before lsn is stored:
+// the walsender has read past it, no transaction is being decoded, and none
+// waits for the sink.
+func (l *lagState) storedThrough(lsn pglogrepl.LSN) bool {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.head == len(l.pending) && !l.busy.Load() && max(pglogrepl.LSN(l.sent.Load()), l.durable) >= lsn
+}
+
 // stored notes that everything up to lsn is stored.
 func (l *lagState) stored(lsn pglogrepl.LSN) {
 	l.mu.Lock()

@@ -22,9 +22,9 @@ import (
 // names), each with a sidecar key.sha256 holding its SHA-256 in the form
 // sha256sum writes: an archive whose sidecar is there is stored whole.
 type Destination interface {
-	// Stored returns the SHA-256 (hex) of the archive stored at key, and
-	// whether it is stored whole.
-	Stored(ctx context.Context, key string) (string, bool, error)
+	// Stored returns the SHA-256 (hex) and size of the archive stored at
+	// key, and whether it is stored whole.
+	Stored(ctx context.Context, key string) (sha string, size int64, ok bool, err error)
 	// Put stores what r gives at key, and returns its size.
 	Put(ctx context.Context, key string, r io.Reader) (int64, error)
 	// PutHash stores the sidecar of key: its SHA-256, hex.
@@ -34,6 +34,9 @@ type Destination interface {
 	URL(ctx context.Context, key string, expires time.Duration) (string, error)
 	// Get reads key.
 	Get(ctx context.Context, key string) (io.ReadCloser, error)
+	// ReadAt opens key for reading at offsets (a ZIP archive's directory
+	// is at its end), with its size.
+	ReadAt(ctx context.Context, key string) (io.ReaderAt, int64, io.Closer, error)
 	fmt.Stringer
 }
 
@@ -46,20 +49,26 @@ type S3Config struct {
 	PartSize             uint64 // of multipart uploads
 }
 
-// Open returns the destination to: a directory, or s3://bucket/prefix.
+// Open returns the destination to: a directory (made absolute; created
+// when something is stored), or s3://bucket/prefix.
 func Open(to string, s3 S3Config) (Destination, error) {
 	if to == "" {
 		return nil, errors.New("no destination: give --to DIR or --to s3://bucket/prefix (or set export.to)")
 	}
 	if !strings.HasPrefix(to, "s3://") {
-		if err := os.MkdirAll(to, 0o750); err != nil {
+		abs, err := filepath.Abs(to)
+		if err != nil {
 			return nil, fmt.Errorf("export to %s: %w", to, err)
 		}
-		return dir(to), nil
+		return dir(abs), nil
 	}
 	u, err := url.Parse(to)
 	if err != nil || u.Host == "" {
 		return nil, fmt.Errorf("export to %q: write s3://bucket/prefix", to)
+	}
+	if u.User != nil {
+		// It would be stored in the export history and the trail.
+		return nil, errors.New("export to S3: the destination holds credentials: write s3://bucket/prefix, and give the keys in export.s3 or the environment")
 	}
 	id, secret := s3.AccessKey, s3.SecretKey
 	if id == "" {
@@ -97,19 +106,33 @@ func (d dir) String() string { return string(d) }
 
 func (d dir) path(key string) string { return filepath.Join(string(d), filepath.FromSlash(key)) }
 
-func (d dir) Stored(ctx context.Context, key string) (string, bool, error) {
+func (d dir) Stored(ctx context.Context, key string) (string, int64, bool, error) {
 	b, err := os.ReadFile(d.path(key) + ".sha256")
 	if errors.Is(err, os.ErrNotExist) {
-		return "", false, nil
+		return "", 0, false, nil
 	}
 	if err != nil {
-		return "", false, err
+		return "", 0, false, err
 	}
-	if _, err := os.Stat(d.path(key)); err != nil {
-		return "", false, nil
+	st, err := os.Stat(d.path(key))
+	if err != nil {
+		return "", 0, false, nil
 	}
 	sha, ok := parseSidecar(b)
-	return sha, ok, nil
+	return sha, st.Size(), ok, nil
+}
+
+func (d dir) ReadAt(ctx context.Context, key string) (io.ReaderAt, int64, io.Closer, error) {
+	f, err := os.Open(d.path(key))
+	if err != nil {
+		return nil, 0, nil, err
+	}
+	st, err := f.Stat()
+	if err != nil {
+		f.Close()
+		return nil, 0, nil, err
+	}
+	return f, st.Size(), f, nil
 }
 
 // write writes key atomically: a temporary file synced, then renamed.
@@ -170,27 +193,49 @@ func (b *bucket) object(key string) string {
 	return b.prefix + "/" + key
 }
 
-func (b *bucket) Stored(ctx context.Context, key string) (string, bool, error) {
+// absent reports whether an error of reading an object says it is not
+// there: NoSuchKey, or AccessDenied, which stores give for a missing key
+// to credentials that may not list the bucket.
+func absent(err error) bool {
+	code := minio.ToErrorResponse(err).Code
+	return code == "NoSuchKey" || code == "AccessDenied"
+}
+
+func (b *bucket) Stored(ctx context.Context, key string) (string, int64, bool, error) {
 	obj, err := b.client.GetObject(ctx, b.name, b.object(key)+".sha256", minio.GetObjectOptions{})
 	if err != nil {
-		return "", false, fmt.Errorf("read %s: %w", b.object(key)+".sha256", err)
+		return "", 0, false, fmt.Errorf("read %s: %w", b.object(key)+".sha256", err)
 	}
 	defer obj.Close()
 	text, err := io.ReadAll(io.LimitReader(obj, 1024))
 	if err != nil {
-		if minio.ToErrorResponse(err).Code == "NoSuchKey" {
-			return "", false, nil
+		if absent(err) {
+			return "", 0, false, nil
 		}
-		return "", false, fmt.Errorf("read %s: %w", b.object(key)+".sha256", err)
+		return "", 0, false, fmt.Errorf("read %s: %w", b.object(key)+".sha256", err)
 	}
-	if _, err := b.client.StatObject(ctx, b.name, b.object(key), minio.StatObjectOptions{}); err != nil {
-		if minio.ToErrorResponse(err).Code == "NoSuchKey" {
-			return "", false, nil
+	info, err := b.client.StatObject(ctx, b.name, b.object(key), minio.StatObjectOptions{})
+	if err != nil {
+		if absent(err) {
+			return "", 0, false, nil
 		}
-		return "", false, fmt.Errorf("stat %s: %w", b.object(key), err)
+		return "", 0, false, fmt.Errorf("stat %s: %w", b.object(key), err)
 	}
 	sha, ok := parseSidecar(text)
-	return sha, ok, nil
+	return sha, info.Size, ok, nil
+}
+
+func (b *bucket) ReadAt(ctx context.Context, key string) (io.ReaderAt, int64, io.Closer, error) {
+	obj, err := b.client.GetObject(ctx, b.name, b.object(key), minio.GetObjectOptions{})
+	if err != nil {
+		return nil, 0, nil, err
+	}
+	info, err := obj.Stat()
+	if err != nil {
+		obj.Close()
+		return nil, 0, nil, err
+	}
+	return obj, info.Size, obj, nil
 }
 
 func (b *bucket) Put(ctx context.Context, key string, r io.Reader) (int64, error) {

@@ -109,6 +109,9 @@ func Run(ctx context.Context, conn *pgx.Conn, schema string, dest Destination, r
 		return nil, err
 	}
 	res := &Result{ID: req.ID, Manifest: req.ID + "/manifest.json"}
+	if err := sameExport(ctx, dest, res.Manifest, req); err != nil {
+		return nil, err
+	}
 	created := time.Now().UTC()
 	for from := monthStart(req.Filter.Since); from.Before(req.Filter.Until); from = from.AddDate(0, 1, 0) {
 		f := req.Filter
@@ -123,18 +126,24 @@ func Run(ctx context.Context, conn *pgx.Conn, schema string, dest Destination, r
 			continue
 		}
 		sh := Shard{Key: req.ID + "/" + from.Format("2006-01") + ".zip", Month: from.Format("2006-01"), Entries: n, FirstID: *first, LastID: *last}
-		sha, stored, err := dest.Stored(ctx, sh.Key)
+		m := manifest{ExportID: req.ID, Format: req.Format, Filter: req.Filter, Since: f.Since, Until: f.Until,
+			Entries: n, FirstID: sh.FirstID, LastID: sh.LastID, Checkpoint: checkpoint, Created: created}
+		sha, size, stored, err := dest.Stored(ctx, sh.Key)
 		if err != nil {
 			return nil, err
 		}
+		same := false
 		if stored {
-			sh.SHA256, sh.Resumed = sha, true
-		} else {
-			m := manifest{ExportID: req.ID, Format: req.Format, Filter: req.Filter, Since: f.Since, Until: f.Until,
-				Entries: n, FirstID: sh.FirstID, LastID: sh.LastID, Checkpoint: checkpoint, Created: created}
-			if sh.Bytes, sh.SHA256, err = putArchive(ctx, tx, schema, dest, sh.Key, f, m, progress); err != nil {
+			if same, err = sameArchive(ctx, dest, sh.Key, m); err != nil {
 				return nil, err
 			}
+		}
+		if same {
+			sh.SHA256, sh.Bytes, sh.Resumed = sha, size, true
+		} else if sh.Bytes, sh.SHA256, err = putArchive(ctx, tx, schema, dest, sh.Key, f, m, progress); err != nil {
+			// (An archive stored whole but of other entries — some came
+			// in since — is written again.)
+			return nil, err
 		}
 		res.Shards = append(res.Shards, sh)
 		res.Entries += sh.Entries
@@ -156,19 +165,85 @@ func Run(ctx context.Context, conn *pgx.Conn, schema string, dest Destination, r
 	return res, tx.Commit(ctx)
 }
 
+// sameExport refuses to write export req where an export of that id with
+// another format or filter was stored.
+func sameExport(ctx context.Context, dest Destination, key string, req Request) error {
+	if _, _, ok, err := dest.Stored(ctx, key); err != nil || !ok {
+		return err
+	}
+	rc, err := dest.Get(ctx, key)
+	if err != nil {
+		return fmt.Errorf("read %s: %w", key, err)
+	}
+	defer rc.Close()
+	var stored manifest
+	if err := json.NewDecoder(io.LimitReader(rc, 64<<20)).Decode(&stored); err != nil {
+		return fmt.Errorf("read %s: %w", key, err)
+	}
+	want, _ := json.Marshal(req.Filter)
+	got, _ := json.Marshal(stored.Filter)
+	if stored.ExportID != req.ID || stored.Format != req.Format || string(got) != string(want) {
+		return fmt.Errorf("%s is %s's manifest, of another format or filter: give this export another id", key, stored.ExportID)
+	}
+	return nil
+}
+
+// sameArchive reports whether the archive stored at key is the one m
+// describes: its manifest names the same export, format, filter, window,
+// entries and id range. One of another export is an error.
+func sameArchive(ctx context.Context, dest Destination, key string, m manifest) (bool, error) {
+	r, size, closer, err := dest.ReadAt(ctx, key)
+	if err != nil {
+		return false, fmt.Errorf("read %s: %w", key, err)
+	}
+	defer closer.Close()
+	zr, err := zip.NewReader(r, size)
+	if err != nil {
+		return false, nil // not a whole archive: written again
+	}
+	var stored manifest
+	for _, f := range zr.File {
+		if f.Name != "manifest.json" {
+			continue
+		}
+		rc, err := f.Open()
+		if err != nil {
+			return false, nil
+		}
+		err = json.NewDecoder(io.LimitReader(rc, 1<<20)).Decode(&stored)
+		rc.Close()
+		if err != nil {
+			return false, nil
+		}
+	}
+	want, _ := json.Marshal(m.Filter)
+	got, _ := json.Marshal(stored.Filter)
+	if stored.ExportID != m.ExportID || stored.Format != m.Format || string(got) != string(want) {
+		return false, fmt.Errorf("%s holds an archive of another export (%s, %s): give this one another id", key, stored.ExportID, stored.Format)
+	}
+	return stored.Since.Equal(m.Since) && stored.Until.Equal(m.Until) && stored.Entries == m.Entries &&
+		stored.FirstID == m.FirstID && stored.LastID == m.LastID, nil
+}
+
 // putArchive writes the archive of the entries f selects to dest at key:
 // the entries, then the manifest m completed with their file's size and
 // hash; then its sidecar. It returns the archive's size and SHA-256.
 func putArchive(ctx context.Context, tx pgx.Tx, schema string, dest Destination, key string, f query.Filter, m manifest, progress func()) (int64, string, error) {
 	pr, pw := io.Pipe()
 	archiveHash := sha256.New()
+	produced := &counter{w: io.MultiWriter(pw, archiveHash)}
 	made := make(chan error, 1)
+	readCtx, stop := context.WithCancel(ctx)
+	defer stop()
 	go func() {
-		err := writeArchive(ctx, tx, schema, io.MultiWriter(pw, archiveHash), f, m, progress)
+		err := writeArchive(readCtx, tx, schema, produced, f, m, progress)
 		pw.CloseWithError(err)
 		made <- err
 	}()
 	n, putErr := dest.Put(ctx, key, pr)
+	if putErr != nil {
+		stop() // the reading stops now, not at the month's end
+	}
 	pr.CloseWithError(errors.New("the upload stopped")) // the writer, if still writing, stops
 	madeErr := <-made
 	if putErr != nil {
@@ -176,6 +251,9 @@ func putArchive(ctx context.Context, tx pgx.Tx, schema string, dest Destination,
 	}
 	if madeErr != nil {
 		return 0, "", fmt.Errorf("export %s: %w", key, madeErr)
+	}
+	if n != produced.n {
+		return 0, "", fmt.Errorf("export %s: %d bytes stored of %d written", key, n, produced.n)
 	}
 	sha := hex.EncodeToString(archiveHash.Sum(nil))
 	if err := dest.PutHash(ctx, key, sha); err != nil {
@@ -189,7 +267,7 @@ func writeArchive(ctx context.Context, tx pgx.Tx, schema string, w io.Writer, f 
 	bw := bufio.NewWriterSize(w, 1<<20)
 	zw := zip.NewWriter(bw)
 	name := "entries." + m.Format
-	// Archives of the same entries are the same bytes: dated by the month.
+	// The files are dated by their month, not by when they were written.
 	modified := monthStart(m.Since)
 	fw, err := zw.CreateHeader(&zip.FileHeader{Name: name, Method: zip.Deflate, Modified: modified})
 	if err != nil {

@@ -99,7 +99,7 @@ func checkExport(t *testing.T, conn *pgx.Conn, dest Destination, req Request, re
 		if sum := sha256.Sum256(archive); hex.EncodeToString(sum[:]) != sh.SHA256 {
 			t.Errorf("%s: SHA-256 %x, the result says %s", sh.Key, sum, sh.SHA256)
 		}
-		if sha, ok, err := dest.Stored(ctx, sh.Key); err != nil || !ok || sha != sh.SHA256 {
+		if sha, size, ok, err := dest.Stored(ctx, sh.Key); err != nil || !ok || sha != sh.SHA256 || size != int64(len(archive)) {
 			t.Errorf("%s: the sidecar says %s, %v, %v", sh.Key, sha, ok, err)
 		}
 		zr, err := zip.NewReader(bytes.NewReader(archive), int64(len(archive)))
@@ -189,6 +189,25 @@ func TestExportToDirectory(t *testing.T) {
 		if !sh.Resumed {
 			t.Errorf("%s written again", sh.Key)
 		}
+	}
+	// An entry come in since: its month's archive is written again, the
+	// others kept.
+	pgtest.Exec(t, conn.Config().ConnString(), `INSERT INTO audit.entries (id, commit_lsn, seq, committed_at, schema_name, table_name, action)
+		VALUES (100000, '9/0', 1, now() - interval '1 minute', 'public', 'orders', 'insert')`)
+	again, err = Run(ctx, conn, `"audit"`, dest, req, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	last := again.Shards[len(again.Shards)-1]
+	if last.Resumed || !again.Shards[0].Resumed || last.Entries != res.Shards[len(res.Shards)-1].Entries+1 {
+		t.Errorf("after a new entry: %+v", again.Shards)
+	}
+	checkExport(t, conn, dest, req, again)
+	// Another filter under the same id is refused.
+	other := req
+	other.Filter.Tables = []string{"public.users"}
+	if _, err := Run(ctx, conn, `"audit"`, dest, other, nil); err == nil || !strings.Contains(err.Error(), "another format or filter") {
+		t.Errorf("another filter under the same id: %v", err)
 	}
 
 	// CSV too: the same entries, quoted against formulas.

@@ -5,7 +5,6 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
-	"slices"
 	"time"
 
 	"github.com/jackc/pgx/v5"
@@ -66,20 +65,39 @@ func Log(ctx context.Context, conn *pgx.Conn, schema, state, requester string, r
 	return nil
 }
 
+// SameRequest refuses export req to dest where the history holds an
+// export of that id with another filter, format or destination.
+func SameRequest(ctx context.Context, conn *pgx.Conn, schema string, req Request, dest Destination) error {
+	rec, ok, err := Find(ctx, conn, schema, req.ID)
+	if err != nil || !ok {
+		return err
+	}
+	want, err := json.Marshal(req.Filter)
+	if err != nil {
+		return err
+	}
+	var recorded Request
+	if err := json.Unmarshal(rec.Filter, &recorded.Filter); err != nil {
+		return fmt.Errorf("export %s: its recorded filter: %w", req.ID, err)
+	}
+	got, _ := json.Marshal(recorded.Filter)
+	if string(got) != string(want) || rec.Format != req.Format || rec.Destination != dest.String() {
+		return fmt.Errorf("export %s was given another filter, format or destination (%s, %s, %s): run it again with --id %s alone, or give this export another id",
+			req.ID, got, rec.Format, rec.Destination, req.ID)
+	}
+	return nil
+}
+
 // List returns the newest state of the newest exports (at most limit).
 func List(ctx context.Context, conn *pgx.Conn, schema string, limit int) ([]Record, error) {
-	rows, err := conn.Query(ctx, `SELECT DISTINCT ON (export_id) export_id, state, at, requester, filter, destination, format, entries, bytes, shards, error
-		FROM `+schema+`.exports ORDER BY export_id, at DESC`)
+	rows, err := conn.Query(ctx, `SELECT * FROM (SELECT DISTINCT ON (export_id) export_id, state, at, requester, filter, destination, format, entries, bytes, shards, error
+		FROM `+schema+`.exports ORDER BY export_id, at DESC) newest ORDER BY at DESC LIMIT $1`, limit)
 	if err != nil {
 		return nil, fmt.Errorf("read the export history: %w", err)
 	}
 	recs, err := pgx.CollectRows(rows, scanRecord)
 	if err != nil {
 		return nil, fmt.Errorf("read the export history: %w", err)
-	}
-	slices.SortFunc(recs, func(a, b Record) int { return b.At.Compare(a.At) }) // newest first
-	if len(recs) > limit {
-		recs = recs[:limit]
 	}
 	return recs, nil
 }

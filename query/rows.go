@@ -95,7 +95,10 @@ type Querier interface {
 // WriteCSV writes the entries f selects to w as CSV, a header first; each
 // row read is told to progress (nil: nobody). A cell a spreadsheet would
 // take for a formula (it starts with =, +, -, @, a tab or a carriage
-// return) is written after a single quote. It returns the rows written.
+// return) is written after a single quote, and so is one that starts with
+// a single quote: the value is the cell less one leading quote, if it has
+// one. NULL and empty text are both an empty cell (JSON lines tell them
+// apart). It returns the rows written.
 func WriteCSV(ctx context.Context, q Querier, schema string, f Filter, w io.Writer, progress func()) (int64, error) {
 	sql, args := CSVSQL(schema, f, 0)
 	rows, err := q.Query(ctx, sql, args...)
@@ -140,9 +143,9 @@ func WriteCSV(ctx context.Context, q Querier, schema string, f Filter, w io.Writ
 }
 
 // CSVCell is a value as WriteCSV writes it: a single quote before one a
-// spreadsheet would take for a formula.
+// spreadsheet would take for a formula, or that starts with one.
 func CSVCell(v string) string {
-	if v != "" && strings.ContainsRune("=+-@\t\r", rune(v[0])) {
+	if v != "" && strings.ContainsRune("=+-@\t\r'", rune(v[0])) {
 		return "'" + v
 	}
 	return v

@@ -146,13 +146,16 @@ func orNone(s string) string {
 	return s
 }
 
-// clean is a value written by the application, made harmless for a
-// terminal: control characters (escape sequences, tabs, line breaks) are
-// shown escaped, and it is cut at 80 characters.
-func clean(s string) string {
+func clean(s string) string { return Clean(s, 80) }
+
+// Clean is a value written by the application (or anyone else), made
+// harmless for a terminal: control and format characters (escape
+// sequences, tabs, line breaks, right-to-left overrides) are shown
+// escaped, and it is cut at max characters.
+func Clean(s string, max int) string {
 	var b strings.Builder
 	for i, r := range s {
-		if i >= 80 {
+		if i >= max {
 			b.WriteString("…")
 			break
 		}

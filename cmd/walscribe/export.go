@@ -6,6 +6,7 @@ import (
 	"crypto/rand"
 	"encoding/hex"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"io"
 	"os"
@@ -20,6 +21,7 @@ import (
 	"github.com/walscribe/walscribe/config"
 	"github.com/walscribe/walscribe/export"
 	"github.com/walscribe/walscribe/internal/pg"
+	"github.com/walscribe/walscribe/query"
 	"github.com/walscribe/walscribe/sink"
 )
 
@@ -39,8 +41,10 @@ the store, credentials from the environment).
 
 Every export is in the audit schema's exports table (queued, running, succeeded or
 failed, with who asked, the filter, the destination, rows, bytes and hashes) and, once
-done, an entry of action exported in the trail. Run again with the same --id, an
-export skips the archives already stored whole: a failed one is resumed.
+done, an entry of action exported in the trail. walscribe export --id ID, without
+filters, runs export ID again with the filter, format and destination it was given:
+the archives stored whole (and still of the same entries) are kept, so a failed
+export is resumed. An id is never reused for another filter.
 
   walscribe export list             the history
   walscribe export url ID           links to download an export's archives`,
@@ -50,19 +54,30 @@ export skips the archives already stored whole: a failed one is resumed.
 			if err != nil {
 				return err
 			}
-			f, err := ff.filter(time.Now())
-			if err != nil {
-				return err
-			}
-			if id == "" {
-				id = newExportID()
-			}
 			log, err := newLogger(c)
 			if err != nil {
 				return err
 			}
-			req := export.Request{ID: id, Filter: f, Format: cmp.Or(format, c.Export.Format)}
-			res, err := runExport(cmd.Context(), c, log, req, cmp.Or(to, c.Export.To), requester(), cmd.ErrOrStderr())
+			req := export.Request{ID: id, Format: cmp.Or(format, c.Export.Format)}
+			dest := cmp.Or(to, c.Export.To)
+			if id == "" {
+				req.ID = newExportID()
+			} else if rec, ok, err := findExport(cmd.Context(), c, id); err != nil {
+				return err
+			} else if ok && !ff.given(cmd) && format == "" && to == "" {
+				// The same export again: what it was asked to do.
+				if err := json.Unmarshal(rec.Filter, &req.Filter); err != nil {
+					return fmt.Errorf("export %s: its recorded filter: %w", id, err)
+				}
+				req.Format, dest = rec.Format, rec.Destination
+				fmt.Fprintf(cmd.ErrOrStderr(), "export %s again (it %s): the filter, format and destination it was given\n", id, rec.State)
+			}
+			if req.Filter.Since.IsZero() {
+				if req.Filter, err = ff.filter(time.Now()); err != nil {
+					return err
+				}
+			}
+			res, err := runExport(cmd.Context(), c, log, req, dest, requester(), cmd.ErrOrStderr())
 			if err != nil {
 				return err
 			}
@@ -83,7 +98,7 @@ export skips the archives already stored whole: a failed one is resumed.
 	ff.add(fl)
 	fl.StringVar(&format, "format", "", "jsonl or csv (default export.format)")
 	fl.StringVar(&to, "to", "", "a directory, or s3://bucket/prefix (default export.to)")
-	fl.StringVar(&id, "id", "", "the export's id, which names its folder (default: the time and a random suffix); the same id resumes it")
+	fl.StringVar(&id, "id", "", "the export's id, which names its folder (default: the time and a random suffix); an id alone resumes that export")
 	cmd.AddCommand(newExportListCmd(g), newExportURLCmd(g))
 	return cmd
 }
@@ -112,7 +127,8 @@ func s3Config(c *config.Config) export.S3Config {
 }
 
 // runExport runs one export, keeping its history, and records it in the
-// trail once done. Progress goes to progressOut.
+// trail once done. Progress goes to progressOut. One run of an export id
+// at a time; an id given another filter or format before is refused.
 func runExport(ctx context.Context, c *config.Config, log *zap.Logger, req export.Request, to, requester string, progressOut io.Writer) (*export.Result, error) {
 	dest, err := export.Open(to, s3Config(c))
 	if err != nil {
@@ -121,31 +137,60 @@ func runExport(ctx context.Context, c *config.Config, log *zap.Logger, req expor
 	if err := export.CheckID(req.ID); err != nil {
 		return nil, err
 	}
+	// The history has a connection of its own: an export cancelled while
+	// reading takes its connection down with it, and the failure must
+	// still be recorded.
+	hist, err := pg.Connect(ctx, c.SinkDSN(), "walscribe export")
+	if err != nil {
+		return nil, fmt.Errorf("connect to the sink: %w", err)
+	}
+	defer hist.Close(context.WithoutCancel(ctx))
+	schema := pgx.Identifier{c.Sink.Schema}.Sanitize()
+	var locked bool
+	if err := hist.QueryRow(ctx, `SELECT pg_try_advisory_lock(hashtext('walscribe.export.' || $1 || '.' || $2))`, c.Sink.Schema, req.ID).Scan(&locked); err != nil {
+		return nil, fmt.Errorf("take the export's lock: %w", err)
+	}
+	if !locked {
+		return nil, fmt.Errorf("export %s is running elsewhere: try again once it is done", req.ID)
+	}
+	if err := export.SameRequest(ctx, hist, schema, req, dest); err != nil {
+		return nil, err
+	}
+	for _, state := range []string{export.Queued, export.Running} {
+		if err := export.Log(ctx, hist, schema, state, requester, req, dest, nil, nil); err != nil {
+			return nil, err
+		}
+	}
+	res, err := exportAndRecord(ctx, c, log, req, dest, requester, progressOut)
+	if err != nil {
+		if lerr := export.Log(context.WithoutCancel(ctx), hist, schema, export.Failed, requester, req, dest, nil, err); lerr != nil {
+			log.Error("export: the failure could not be recorded", zap.Error(lerr))
+		}
+		return nil, err
+	}
+	if err := export.Log(ctx, hist, schema, export.Succeeded, requester, req, dest, res, nil); err != nil {
+		return nil, err
+	}
+	log.Debug("export done", zap.String("export_id", res.ID), zap.Int64("entries", res.Entries), zap.String("destination", dest.String()))
+	return res, nil
+}
+
+// exportAndRecord runs the export, then records it in the trail (an entry
+// of action exported): an export is done once both are.
+func exportAndRecord(ctx context.Context, c *config.Config, log *zap.Logger, req export.Request, dest export.Destination, requester string, progressOut io.Writer) (*export.Result, error) {
 	conn, err := pg.Connect(ctx, c.SinkDSN(), "walscribe export")
 	if err != nil {
 		return nil, fmt.Errorf("connect to the sink: %w", err)
 	}
 	defer conn.Close(context.WithoutCancel(ctx))
-	schema := pgx.Identifier{c.Sink.Schema}.Sanitize()
-	for _, state := range []string{export.Queued, export.Running} {
-		if err := export.Log(ctx, conn, schema, state, requester, req, dest, nil, nil); err != nil {
-			return nil, err
-		}
-	}
 	step, done := newCountProgress(progressOut, true, "export")
-	res, err := export.Run(ctx, conn, schema, dest, req, step)
+	res, err := export.Run(ctx, conn, pgx.Identifier{c.Sink.Schema}.Sanitize(), dest, req, step)
 	if res != nil {
 		done(res.Entries)
 	} else {
 		done(0)
 	}
 	if err != nil {
-		if lerr := export.Log(context.WithoutCancel(ctx), conn, schema, export.Failed, requester, req, dest, nil, err); lerr != nil {
-			log.Error("export: the failure could not be recorded", zap.Error(lerr))
-		}
-		return nil, err
-	}
-	if err := export.Log(ctx, conn, schema, export.Succeeded, requester, req, dest, res, nil); err != nil {
 		return nil, err
 	}
 	_, scfg, err := daemonConfig(c)
@@ -162,8 +207,17 @@ func runExport(ctx context.Context, c *config.Config, log *zap.Logger, req expor
 		"shards": res.Shards}); err != nil {
 		return nil, fmt.Errorf("record the export in the trail: %w", err)
 	}
-	log.Debug("export done", zap.String("export_id", res.ID), zap.Int64("entries", res.Entries), zap.String("destination", dest.String()))
 	return res, nil
+}
+
+// findExport is the newest state of export id in the history.
+func findExport(ctx context.Context, c *config.Config, id string) (export.Record, bool, error) {
+	conn, err := pg.Connect(ctx, c.SinkDSN(), "walscribe export")
+	if err != nil {
+		return export.Record{}, false, fmt.Errorf("connect to the sink: %w", err)
+	}
+	defer conn.Close(context.WithoutCancel(ctx))
+	return export.Find(ctx, conn, pgx.Identifier{c.Sink.Schema}.Sanitize(), id)
 }
 
 func newExportListCmd(g *globals) *cobra.Command {
@@ -183,6 +237,9 @@ func newExportListCmd(g *globals) *cobra.Command {
 				return fmt.Errorf("connect to the sink: %w", err)
 			}
 			defer conn.Close(cmd.Context())
+			if limit < 1 {
+				return errors.New("--limit: 1 or more")
+			}
 			recs, err := export.List(cmd.Context(), conn, pgx.Identifier{c.Sink.Schema}.Sanitize(), limit)
 			if err != nil {
 				return err
@@ -194,8 +251,8 @@ func newExportListCmd(g *globals) *cobra.Command {
 			w := tabwriter.NewWriter(out, 0, 0, 2, ' ', 0)
 			fmt.Fprintln(w, "export\tstate\tat\tentries\tbytes\tdestination\terror")
 			for _, r := range recs {
-				fmt.Fprintf(w, "%s\t%s\t%s\t%s\t%s\t%s\t%s\n", r.ID, r.State, r.At.UTC().Format(time.DateTime), orDash(r.Entries), orDash(r.Bytes),
-					r.Destination, cmp.Or(deref(r.Error), "-"))
+				fmt.Fprintf(w, "%s\t%s\t%s\t%s\t%s\t%s\t%s\n", query.Clean(r.ID, 100), r.State, r.At.UTC().Format(time.DateTime), orDash(r.Entries), orDash(r.Bytes),
+					query.Clean(r.Destination, 200), cmp.Or(query.Clean(deref(r.Error), 300), "-"))
 			}
 			return w.Flush()
 		},
@@ -216,19 +273,7 @@ func deref(s *string) string {
 	if s == nil {
 		return ""
 	}
-	return s2line(*s)
-}
-
-// s2line is s on one line.
-func s2line(s string) string {
-	out := []rune{}
-	for _, r := range s {
-		if r == '\n' || r == '\r' || r == '\t' {
-			r = ' '
-		}
-		out = append(out, r)
-	}
-	return string(out)
+	return *s
 }
 
 func newExportURLCmd(g *globals) *cobra.Command {
@@ -242,7 +287,7 @@ func newExportURLCmd(g *globals) *cobra.Command {
 			if err != nil {
 				return err
 			}
-			if expires <= 0 || expires > 7*24*time.Hour {
+			if expires < time.Second || expires > 7*24*time.Hour {
 				return fmt.Errorf("--expires %s: from 1s to 168h (S3's longest)", expires)
 			}
 			ctx := cmd.Context()
@@ -294,11 +339,6 @@ func shardKeys(shards []export.Shard) []string {
 
 // exportSucceeded reports whether the export id succeeded.
 func exportSucceeded(ctx context.Context, c *config.Config, id string) (bool, error) {
-	conn, err := pg.Connect(ctx, c.SinkDSN(), "walscribe export")
-	if err != nil {
-		return false, err
-	}
-	defer conn.Close(context.WithoutCancel(ctx))
-	rec, ok, err := export.Find(ctx, conn, pgx.Identifier{c.Sink.Schema}.Sanitize(), id)
+	rec, ok, err := findExport(ctx, c, id)
 	return ok && rec.State == export.Succeeded, err
 }

@@ -21,7 +21,7 @@ import (
 
 // TestExportCommand: walscribe export to an S3 store (checking
 // signatures) whose bucket is missing fails, and the history says so; run
-// again under its id once the bucket exists, it succeeds, the history and
+// again under its id alone once the bucket exists, it succeeds, the history and
 // the trail record it, export list shows it, and export url prints links
 // that download its archives.
 func TestExportCommand(t *testing.T) {
@@ -59,7 +59,12 @@ func TestExportCommand(t *testing.T) {
 	if err := backend.CreateBucket(context.Background(), "trail"); err != nil {
 		t.Fatal(err)
 	}
-	out, code = walscribe(t, "export", "--config", cfg, "--days", "400", "--id", "cli-1")
+	// The same filter again, relative window and all, is refused; the id
+	// alone runs the export again as it was asked.
+	if out, code := walscribe(t, "export", "--config", cfg, "--days", "400", "--id", "cli-1"); code == 0 || !strings.Contains(out, "another filter") {
+		t.Errorf("the export's id with a filter of now: %d\n%s", code, out)
+	}
+	out, code = walscribe(t, "export", "--config", cfg, "--id", "cli-1")
 	if code != 0 || !strings.Contains(out, "export cli-1: 305 entries in 3 archives") {
 		t.Fatalf("the export run again: %d\n%s", code, out)
 	}

@@ -46,6 +46,16 @@ func (ff *filterFlags) add(f *pflag.FlagSet) {
 	f.Int64Var(&ff.xid, "xid", 0, "only entries of this source transaction id")
 }
 
+// given reports whether any filter flag was given to cmd.
+func (ff *filterFlags) given(cmd *cobra.Command) bool {
+	for _, name := range []string{"days", "since", "until", "table", "action", "actor", "actor-name", "request", "db-user", "ip", "pk", "changed", "xid"} {
+		if cmd.Flags().Changed(name) {
+			return true
+		}
+	}
+	return false
+}
+
 // filter is the filter the flags select, at time now.
 func (ff *filterFlags) filter(now time.Time) (query.Filter, error) {
 	f := query.Filter{Tables: ff.tables, Actions: ff.actions, ActorID: ff.actorID, Actor: ff.actor, RequestID: ff.requestID,
@@ -61,8 +71,8 @@ func (ff *filterFlags) filter(now time.Time) (query.Filter, error) {
 	switch {
 	case ff.days != 0 && (ff.since != "" || ff.until != ""):
 		return f, errors.New("--days or --since/--until, not both")
-	case ff.days < 0:
-		return f, errors.New("--days: a number of days above 0")
+	case ff.days < 0 || ff.days > 36500:
+		return f, errors.New("--days: a number of days from 1 to 36500")
 	case ff.since != "":
 		var err error
 		if f.Since, err = parse("since", ff.since); err != nil {
@@ -109,6 +119,9 @@ a single quote, so that a spreadsheet does not run it as a formula.`,
 			if err != nil {
 				return err
 			}
+			if top < 1 {
+				return errors.New("--top: 1 or more")
+			}
 			schema := "audit"
 			if dsn == "" {
 				c, err := g.load()
@@ -125,7 +138,8 @@ a single quote, so that a spreadsheet does not run it as a formula.`,
 			quoted := pgx.Identifier{schema}.Sanitize()
 			out := cmd.OutOrStdout()
 			if output != "" {
-				file, err := os.Create(output)
+				// Audit data: readable by its owner only.
+				file, err := os.OpenFile(output, os.O_WRONLY|os.O_CREATE|os.O_TRUNC, 0o600)
 				if err != nil {
 					return err
 				}

@@ -8,9 +8,12 @@ import (
 	"net"
 	"os"
 	"os/signal"
+	"strings"
 	"syscall"
 	"time"
 
+	"github.com/jackc/pglogrepl"
+	"github.com/jackc/pgx/v5"
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/spf13/cobra"
 	"go.uber.org/zap"
@@ -19,6 +22,7 @@ import (
 	"github.com/walscribe/walscribe/daemon"
 	"github.com/walscribe/walscribe/decoder"
 	"github.com/walscribe/walscribe/export"
+	"github.com/walscribe/walscribe/internal/pg"
 	"github.com/walscribe/walscribe/metrics"
 	"github.com/walscribe/walscribe/query"
 	"github.com/walscribe/walscribe/retention"
@@ -89,7 +93,7 @@ rules in force stay. Tables to add to or remove from the publication need
 				go expireOnSchedule(ctx, c, cfg.Metrics, log)
 			}
 			if c.Export.Schedule == "daily" {
-				go exportDaily(ctx, c, cfg.Metrics, log)
+				go exportDaily(ctx, c, d, cfg.Metrics, log)
 			}
 			if err := d.Run(ctx); err != nil {
 				logStop(log, err)
@@ -126,11 +130,13 @@ func expireOnSchedule(ctx context.Context, c *config.Config, m *metrics.Metrics,
 	}
 }
 
-// exportDaily ships the previous UTC day to export.to, as the export
-// daily-YYYY-MM-DD, once: it checks every hour (the first time shortly
-// after the start) whether that export succeeded, and runs it (again,
-// resuming it) when not.
-func exportDaily(ctx context.Context, c *config.Config, m *metrics.Metrics, log *zap.Logger) {
+// exportDaily ships each UTC day to export.to as the export
+// daily-YYYY-MM-DD, once: every 10 minutes (the first time shortly after
+// the start) it exports the days since the newest daily export that
+// succeeded (yesterday at first; at most 31 days back), once the daemon
+// has stored everything committed before the check — so that a day is
+// exported whole, also after a restart with a backlog.
+func exportDaily(ctx context.Context, c *config.Config, d *daemon.Daemon, m *metrics.Metrics, log *zap.Logger) {
 	wait := 5 * time.Second
 	for {
 		select {
@@ -138,28 +144,97 @@ func exportDaily(ctx context.Context, c *config.Config, m *metrics.Metrics, log 
 			return
 		case <-time.After(wait):
 		}
-		wait = time.Hour
+		wait = 10 * time.Minute
 		today := time.Now().UTC().Truncate(24 * time.Hour)
-		day := today.AddDate(0, 0, -1)
-		req := export.Request{ID: "daily-" + day.Format(time.DateOnly), Format: c.Export.Format,
-			Filter: query.Filter{Since: day, Until: today}}
-		if done, err := exportSucceeded(ctx, c, req.ID); err != nil || done {
-			if err != nil {
-				log.Warn("export: the history could not be read; trying again in an hour", zap.Error(err))
-			}
-			continue
-		}
-		res, err := runExport(ctx, c, log, req, c.Export.To, "walscribe run (export.schedule)", io.Discard)
+		days, err := pendingDays(ctx, c, today)
 		if err != nil {
-			if ctx.Err() != nil {
-				return
-			}
-			m.Errors.WithLabelValues("export").Inc()
-			log.Error("export: the daily export failed; it is tried again in an hour", zap.String("export_id", req.ID), zap.Error(err))
+			log.Warn("export: the history could not be read; trying again later", zap.Error(err))
 			continue
 		}
-		log.Info("export: the daily export is done", zap.String("export_id", res.ID), zap.Int64("entries", res.Entries), zap.String("destination", c.Export.To))
+		if len(days) == 0 {
+			continue
+		}
+		if caught, err := caughtUp(ctx, c, d); err != nil || !caught {
+			if err != nil {
+				log.Warn("export: the source's position could not be read; trying again later", zap.Error(err))
+			}
+			continue
+		}
+		for _, day := range days {
+			req := export.Request{ID: "daily-" + day.Format(time.DateOnly), Format: c.Export.Format,
+				Filter: query.Filter{Since: day, Until: day.AddDate(0, 0, 1)}}
+			res, err := runExport(ctx, c, log, req, c.Export.To, "walscribe run (export.schedule)", io.Discard)
+			if err != nil {
+				if ctx.Err() != nil {
+					return
+				}
+				m.Errors.WithLabelValues("export").Inc()
+				log.Error("export: a daily export failed; it is tried again in 10 minutes", zap.String("export_id", req.ID), zap.Error(err))
+				break
+			}
+			log.Info("export: a daily export is done", zap.String("export_id", res.ID), zap.Int64("entries", res.Entries), zap.String("destination", c.Export.To))
+		}
 	}
+}
+
+// pendingDays are the days (UTC midnights) before today whose daily export
+// is due: those after the newest that succeeded, at most 31.
+func pendingDays(ctx context.Context, c *config.Config, today time.Time) ([]time.Time, error) {
+	conn, err := pg.Connect(ctx, c.SinkDSN(), "walscribe export")
+	if err != nil {
+		return nil, err
+	}
+	defer conn.Close(context.WithoutCancel(ctx))
+	var newest *string
+	if err := conn.QueryRow(ctx, `SELECT max(export_id) FROM `+pgx.Identifier{c.Sink.Schema}.Sanitize()+`.exports
+		WHERE state = 'succeeded' AND export_id LIKE 'daily-____-__-__'`).Scan(&newest); err != nil {
+		return nil, err
+	}
+	from := today.AddDate(0, 0, -1)
+	if newest != nil {
+		if done, err := time.Parse(time.DateOnly, strings.TrimPrefix(*newest, "daily-")); err == nil {
+			from = done.AddDate(0, 0, 1)
+		}
+	}
+	from = later(from, today.AddDate(0, 0, -31))
+	var days []time.Time
+	for day := from; day.Before(today); day = day.AddDate(0, 0, 1) {
+		days = append(days, day)
+	}
+	return days, nil
+}
+
+func later(a, b time.Time) time.Time {
+	if a.After(b) {
+		return a
+	}
+	return b
+}
+
+// caughtUp reports whether the daemon stores, within a minute, everything
+// the source had written when it was asked.
+func caughtUp(ctx context.Context, c *config.Config, d *daemon.Daemon) (bool, error) {
+	conn, err := pg.Connect(ctx, c.Source.DSN, "walscribe export")
+	if err != nil {
+		return false, err
+	}
+	var target pglogrepl.LSN
+	err = conn.QueryRow(ctx, `SELECT pg_current_wal_lsn()`).Scan(&target)
+	conn.Close(context.WithoutCancel(ctx))
+	if err != nil {
+		return false, err
+	}
+	for range 60 {
+		if d.StoredThrough(target) {
+			return true, nil
+		}
+		select {
+		case <-ctx.Done():
+			return false, ctx.Err()
+		case <-time.After(time.Second):
+		}
+	}
+	return false, nil
 }
 
 // reloadOnHangup reloads the rules on each SIGHUP until ctx is done.
