@@ -6,11 +6,12 @@ import (
 	"path"
 	"regexp"
 	"slices"
+	"strconv"
 	"strings"
 )
 
 // retentionPeriod is a retention such as 90d or 7y.
-var retentionPeriod = regexp.MustCompile(`^[0-9]+[dwmy]$`)
+var retentionPeriod = regexp.MustCompile(`^[1-9][0-9]{0,4}[dwmy]$`)
 
 // tableProblems checks exclude_tables, the tables entries and the masking
 // secret they may need.
@@ -230,10 +231,23 @@ func checkPatternChars(part string) string {
 	return ""
 }
 
+// CheckPeriod checks a retention period such as 90d or 7y: a whole number
+// above 0 and a unit, at most 36500 days, 5215 weeks, 1200 months or 100
+// years.
+func CheckPeriod(s string) error {
+	if msg := checkRetention(s); msg != "" {
+		return errors.New(msg)
+	}
+	return nil
+}
+
 // checkRetention checks a retention period such as 90d or 7y.
 func checkRetention(s string) string {
-	if retentionPeriod.MatchString(s) && strings.TrimLeft(s[:len(s)-1], "0") != "" {
-		return ""
+	if retentionPeriod.MatchString(s) {
+		n, err := strconv.Atoi(s[:len(s)-1])
+		if most := map[byte]int{'d': 36500, 'w': 5215, 'm': 1200, 'y': 100}[s[len(s)-1]]; err == nil && n >= 1 && n <= most {
+			return ""
+		}
 	}
-	return fmt.Sprintf("%q is not a retention period: write a whole number above 0 and a unit d (days), w (weeks), m (months) or y (years), e.g. 90d or 7y, or leave the key out for the default", s)
+	return fmt.Sprintf("%q is not a retention period: write a whole number above 0 and a unit d (days), w (weeks), m (months) or y (years), at most 100 years, e.g. 90d or 7y, or leave the key out for the default", s)
 }

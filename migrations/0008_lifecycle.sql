@@ -78,20 +78,25 @@ END
 $$;
 REVOKE ALL ON FUNCTION {{schema}}.reject_change() FROM PUBLIC;
 
--- retention_period is the period a class stands for (NULL: never expires).
+-- retention_period is the period a class stands for: 1 to 36500 days, 5215
+-- weeks, 1200 months or 100 years (NULL: never expires).
 CREATE FUNCTION {{schema}}.retention_period(p_class text) RETURNS interval
 LANGUAGE sql IMMUTABLE SET search_path = pg_catalog, pg_temp AS $$
-    SELECT CASE WHEN p_class ~ '^[0-9]{1,6}[dwmy]$' THEN
+    SELECT CASE WHEN p_class ~ '^[1-9][0-9]{0,4}[dwmy]$'
+                 AND left(p_class, -1)::integer <= CASE right(p_class, 1) WHEN 'd' THEN 36500 WHEN 'w' THEN 5215
+                                                                         WHEN 'm' THEN 1200 ELSE 100 END THEN
         (left(p_class, -1) || ' ' || CASE right(p_class, 1) WHEN 'd' THEN 'days' WHEN 'w' THEN 'weeks'
                                                            WHEN 'm' THEN 'months' ELSE 'years' END)::interval
     END
 $$;
 
 -- retention_leaves lists the leaf partitions of entries: each month of each
--- class, with the month's bounds and when the leaf expires (NULL: never).
+-- class, with the month's bounds and when the leaf expires (NULL: never),
+-- all reckoned in UTC whatever the session's settings.
 CREATE FUNCTION {{schema}}.retention_leaves()
 RETURNS TABLE (leaf text, class text, month_start timestamptz, month_end timestamptz, expires_at timestamptz)
-LANGUAGE sql STABLE SET search_path = pg_catalog, pg_temp AS $$
+LANGUAGE sql STABLE
+SET search_path = pg_catalog, pg_temp SET TimeZone = 'UTC' SET DateStyle = 'ISO, YMD' SET IntervalStyle = 'postgres' AS $$
     SELECT l.relname::text, b.class, b.lo, b.hi, b.hi + {{schema}}.retention_period(b.class)
       FROM pg_class e
       JOIN pg_namespace n ON n.oid = e.relnamespace
@@ -107,12 +112,20 @@ LANGUAGE sql STABLE SET search_path = pg_catalog, pg_temp AS $$
 $$;
 
 -- expire_leaf drops one leaf partition, once expired (its month's end plus
--- its class's period is past), and returns the ids it held.
-CREATE FUNCTION {{schema}}.expire_leaf(p_leaf text) RETURNS int8multirange
-LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
+-- its class's period is past), and records it in prunes in the same
+-- transaction: p_entry (the id of the entry of action pruned the caller
+-- writes), what it removed, and the caller's digests and signed note. The
+-- ids it holds must be those the caller hashed (p_ids_sha256: SHA-256 of
+-- the ids, ascending, 8 bytes each big-endian). It returns how many went.
+CREATE FUNCTION {{schema}}.expire_leaf(p_leaf text, p_entry bigint, p_scope jsonb, p_ids_sha256 bytea, p_leaves_sha256 bytea, p_note text)
+RETURNS bigint
+LANGUAGE plpgsql SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp SET TimeZone = 'UTC' SET DateStyle = 'ISO, YMD' SET IntervalStyle = 'postgres' AS $$
 DECLARE
     v_expires timestamptz;
     v_ids     int8multirange;
+    v_n       bigint;
+    v_sha     bytea;
 BEGIN
     SELECT l.expires_at INTO v_expires FROM {{schema}}.retention_leaves() l WHERE l.leaf = p_leaf;
     IF NOT FOUND THEN
@@ -123,44 +136,67 @@ BEGIN
         RAISE EXCEPTION 'walscribe: %.% has not expired (it expires %)', '{{schema_raw}}', p_leaf, coalesce(v_expires::text, 'never')
             USING ERRCODE = 'invalid_parameter_value';
     END IF;
-    EXECUTE format('SELECT range_agg(int8range(id, id, %L)) FROM %I.%I', '[]', '{{schema_raw}}', p_leaf) INTO v_ids;
+    EXECUTE format('LOCK TABLE %I.%I IN ACCESS EXCLUSIVE MODE', '{{schema_raw}}', p_leaf);
+    EXECUTE format('SELECT range_agg(int8range(id, id, %L)), count(*), sha256(coalesce(string_agg(int8send(id), %L ORDER BY id), %L)) FROM %I.%I',
+        '[]', '', '', '{{schema_raw}}', p_leaf) INTO v_ids, v_n, v_sha;
+    IF v_n > 0 AND v_sha IS DISTINCT FROM p_ids_sha256 THEN
+        RAISE EXCEPTION 'walscribe: %.% holds other entries than the caller read (some came in): try again', '{{schema_raw}}', p_leaf
+            USING ERRCODE = 'serialization_failure';
+    END IF;
     EXECUTE format('DROP TABLE %I.%I', '{{schema_raw}}', p_leaf);
-    RETURN coalesce(v_ids, '{}');
+    IF v_n > 0 THEN
+        INSERT INTO {{schema}}.prunes (entry_id, scope, ids, entries, ids_sha256, leaves_sha256, note)
+        VALUES (p_entry, p_scope, v_ids, v_n, v_sha, p_leaves_sha256, p_note);
+    END IF;
+    RETURN v_n;
 END
 $$;
-REVOKE ALL ON FUNCTION {{schema}}.expire_leaf(text) FROM PUBLIC;
+REVOKE ALL ON FUNCTION {{schema}}.expire_leaf(text, bigint, jsonb, bytea, bytea, text) FROM PUBLIC;
 
--- expire_rows deletes up to p_limit entries of one table committed before
--- p_before (only from classes p_classes, when given), oldest first, and
--- returns their ids. p_before must be in the past.
-CREATE FUNCTION {{schema}}.expire_rows(p_schema text, p_table text, p_before timestamptz, p_classes text[], p_limit integer)
-RETURNS int8multirange
-LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
+-- expire_rows deletes the entries p_ids of one table committed before
+-- p_before, at least a day ago (only from classes p_classes, when given;
+-- never walscribe's own), at most 1000000 at a time, and records it in
+-- prunes as expire_leaf does. Every id must be such an entry, or nothing
+-- is deleted. It returns how many went.
+CREATE FUNCTION {{schema}}.expire_rows(p_schema text, p_table text, p_before timestamptz, p_classes text[], p_ids bigint[],
+    p_entry bigint, p_scope jsonb, p_leaves_sha256 bytea, p_note text)
+RETURNS bigint
+LANGUAGE plpgsql SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp SET TimeZone = 'UTC' SET DateStyle = 'ISO, YMD' SET IntervalStyle = 'postgres' AS $$
 DECLARE
     v_ids int8multirange;
+    v_n   bigint;
+    v_sha bytea;
 BEGIN
-    IF p_before > now() THEN
-        RAISE EXCEPTION 'walscribe: expire_rows removes entries committed before a time in the past, not %', p_before
+    IF p_before > now() - interval '1 day' THEN
+        RAISE EXCEPTION 'walscribe: expire_rows removes entries committed more than a day ago, not before %', p_before
             USING ERRCODE = 'invalid_parameter_value';
     END IF;
-    IF p_limit IS NULL OR p_limit < 1 OR p_limit > 1000000 THEN
-        RAISE EXCEPTION 'walscribe: expire_rows removes from 1 to 1000000 entries at a time, not %', p_limit
+    IF p_schema = 'walscribe' THEN
+        RAISE EXCEPTION 'walscribe: walscribe''s own entries do not expire'
+            USING ERRCODE = 'invalid_parameter_value';
+    END IF;
+    IF cardinality(p_ids) IS NULL OR cardinality(p_ids) > 1000000 THEN
+        RAISE EXCEPTION 'walscribe: expire_rows removes from 1 to 1000000 entries at a time'
             USING ERRCODE = 'invalid_parameter_value';
     END IF;
     PERFORM set_config('walscribe.expiring', 'on', true);
-    WITH victims AS (
-        SELECT e.id, e.committed_at, e.retention_class FROM {{schema}}.entries e
-         WHERE e.schema_name = p_schema AND e.table_name = p_table AND e.committed_at < p_before
+    WITH gone AS (
+        DELETE FROM {{schema}}.entries e
+         WHERE e.id = ANY (p_ids) AND e.schema_name = p_schema AND e.table_name = p_table AND e.committed_at < p_before
            AND (p_classes IS NULL OR e.retention_class = ANY (p_classes))
-         ORDER BY e.committed_at, e.id LIMIT p_limit
-    ), gone AS (
-        DELETE FROM {{schema}}.entries e USING victims v
-         WHERE e.id = v.id AND e.committed_at = v.committed_at AND e.retention_class = v.retention_class
         RETURNING e.id
     )
-    SELECT range_agg(int8range(id, id, '[]')) INTO v_ids FROM gone;
+    SELECT range_agg(int8range(id, id, '[]')), count(*), sha256(coalesce(string_agg(int8send(id), '' ORDER BY id), ''))
+      INTO v_ids, v_n, v_sha FROM gone;
     PERFORM set_config('walscribe.expiring', 'off', true);
-    RETURN coalesce(v_ids, '{}');
+    IF v_n <> (SELECT count(DISTINCT i) FROM unnest(p_ids) i) THEN
+        RAISE EXCEPTION 'walscribe: % of the % entries to remove are not entries of %.% committed before %', cardinality(p_ids) - v_n, cardinality(p_ids), p_schema, p_table, p_before
+            USING ERRCODE = 'invalid_parameter_value';
+    END IF;
+    INSERT INTO {{schema}}.prunes (entry_id, scope, ids, entries, ids_sha256, leaves_sha256, note)
+    VALUES (p_entry, p_scope, v_ids, v_n, v_sha, p_leaves_sha256, p_note);
+    RETURN v_n;
 END
 $$;
-REVOKE ALL ON FUNCTION {{schema}}.expire_rows(text, text, timestamptz, text[], integer) FROM PUBLIC;
+REVOKE ALL ON FUNCTION {{schema}}.expire_rows(text, text, timestamptz, text[], bigint[], bigint, jsonb, bytea, text) FROM PUBLIC;

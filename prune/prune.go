@@ -233,3 +233,16 @@ func (s Scope) String() string {
 	}
 	return fmt.Sprintf("%s entries committed before %s", what, s.Before.UTC().Format(time.RFC3339))
 }
+
+// FromSorted are the ids of an ascending list, as ranges.
+func FromSorted(ids []int64) IDs {
+	var out IDs
+	for _, id := range ids {
+		if n := len(out); n > 0 && id <= out[n-1].Last+1 {
+			out[n-1].Last = max(out[n-1].Last, id)
+			continue
+		}
+		out = append(out, Range{id, id})
+	}
+	return out
+}

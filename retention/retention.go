@@ -32,18 +32,26 @@ type Policy struct {
 
 // held reports whether a hold covers the table.
 func (p Policy) held(schema, table string) bool {
+	if p.holdsAll() {
+		return true
+	}
 	for _, h := range p.Holds {
 		hs, ht, ok := strings.Cut(h, ".")
 		if !ok {
 			hs, ht = "public", h
 		}
-		ms, _ := path.Match(hs, schema)
-		mt, _ := path.Match(ht, table)
-		if ms && mt {
+		if match(hs, schema) && match(ht, table) {
 			return true
 		}
 	}
 	return false
+}
+
+// match is path.Match on a name taken whole: a name holds any character,
+// a slash too, which path.Match's * would not match.
+func match(pattern, name string) bool {
+	ok, _ := path.Match(pattern, strings.ReplaceAll(name, "/", "\uffff"))
+	return ok
 }
 
 // holdsAll reports whether a hold covers every table.
@@ -56,30 +64,36 @@ func (p Policy) holdsAll() bool {
 	return false
 }
 
-// days is a period's length in days, roughly (months 31, years 366): only
-// to compare two periods.
-func days(period string) int {
+// days is a period's length in days, at least (months 28, years 365) or
+// at most (31, 366): only to compare two periods. -1: no period, kept for
+// ever.
+func days(period string, most bool) int {
 	if len(period) < 2 {
-		return -1 // no period: kept for ever, longer than any
+		return -1
 	}
 	n, err := strconv.Atoi(period[:len(period)-1])
 	if err != nil {
 		return -1
 	}
+	month, year := 28, 365
+	if most {
+		month, year = 31, 366
+	}
 	switch period[len(period)-1] {
 	case 'w':
 		return 7 * n
 	case 'm':
-		return 31 * n
+		return month * n
 	case 'y':
-		return 366 * n
+		return year * n
 	}
 	return n
 }
 
-// longer reports whether period a keeps entries longer than period b.
+// longer reports whether period a may keep entries longer than period b:
+// its longest reckoning is longer than b's shortest.
 func longer(a, b string) bool {
-	da, db := days(a), days(b)
+	da, db := days(a, true), days(b, false)
 	switch {
 	case da < 0:
 		return db >= 0
@@ -242,8 +256,8 @@ func planPeriods(ctx context.Context, q querier, schema string, pol Policy, now 
 		// those of the period's own class a month at a time, with their
 		// partition (here: one kept for another table's sake).
 		var before, monthly time.Time
-		if err := q.QueryRow(ctx, `SELECT $1::timestamptz - `+schema+`.retention_period($2),
-				date_trunc('month', ($1::timestamptz - `+schema+`.retention_period($2)) AT TIME ZONE 'UTC') AT TIME ZONE 'UTC'`,
+		if err := q.QueryRow(ctx, `SELECT ($1::timestamptz AT TIME ZONE 'UTC' - `+schema+`.retention_period($2)) AT TIME ZONE 'UTC',
+				date_trunc('month', $1::timestamptz AT TIME ZONE 'UTC' - `+schema+`.retention_period($2)) AT TIME ZONE 'UTC'`,
 			now, period).Scan(&before, &monthly); err != nil {
 			return fmt.Errorf("the cutoff of %s: %w", period, err)
 		}
@@ -255,7 +269,7 @@ func planPeriods(ctx context.Context, q querier, schema string, pol Policy, now 
 			GROUP BY 1 ORDER BY 1`,
 			t[0], t[1], before, classes, starts, ends, period, monthly)
 		if err != nil {
-			return fmt.Errorf("read the entries of %s.%s: %w", t[0], t[1], err)
+			return fmt.Errorf("read the entries of %q.%q: %w", t[0], t[1], err)
 		}
 		var class string
 		var n int64
@@ -276,7 +290,7 @@ func planPeriods(ctx context.Context, q querier, schema string, pol Policy, now 
 			return nil
 		})
 		if err != nil {
-			return fmt.Errorf("read the entries of %s.%s: %w", t[0], t[1], err)
+			return fmt.Errorf("read the entries of %q.%q: %w", t[0], t[1], err)
 		}
 	}
 	return nil
@@ -291,7 +305,7 @@ func planTables(ctx context.Context, q querier, schema string, pol Policy, now t
 	}
 	plan := &Plan{}
 	var before *time.Time
-	if err := q.QueryRow(ctx, `SELECT $1::timestamptz - `+schema+`.retention_period($2)`, now, o.OlderThan).Scan(&before); err != nil {
+	if err := q.QueryRow(ctx, `SELECT ($1::timestamptz AT TIME ZONE 'UTC' - `+schema+`.retention_period($2)) AT TIME ZONE 'UTC'`, now, o.OlderThan).Scan(&before); err != nil {
 		return nil, fmt.Errorf("the cutoff of %s: %w", o.OlderThan, err)
 	}
 	if before == nil {
@@ -305,7 +319,7 @@ func planTables(ctx context.Context, q querier, schema string, pol Policy, now t
 		var oldest, newest *time.Time
 		if err := q.QueryRow(ctx, `SELECT count(*), min(committed_at), max(committed_at) FROM `+schema+`.entries
 			WHERE schema_name = $1 AND table_name = $2 AND committed_at < $3`, t[0], t[1], *before).Scan(&n, &oldest, &newest); err != nil {
-			return nil, fmt.Errorf("read the entries of %s.%s: %w", t[0], t[1], err)
+			return nil, fmt.Errorf("read the entries of %q.%q: %w", t[0], t[1], err)
 		}
 		if n == 0 {
 			continue

@@ -132,7 +132,7 @@ func TestRetention(t *testing.T) {
 	before := tableCounts(t, conn)
 
 	got, err := Execute(ctx, plan, func(ctx context.Context, scope prune.Scope, limit int) (int64, error) {
-		p, err := tr.sink.Prune(ctx, scope, limit)
+		p, err := tr.sink.Prune(ctx, scope, limit, nil)
 		if err != nil {
 			return 0, err
 		}
@@ -224,4 +224,61 @@ func tableCounts(t *testing.T, conn *pgx.Conn) map[string]int64 {
 		t.Fatal(err)
 	}
 	return out
+}
+
+// TestRetentionFunctions: what the audit schema's retention functions
+// refuse, whoever calls them, and that they record what they remove
+// themselves, reckoning months in UTC whatever the session's settings.
+func TestRetentionFunctions(t *testing.T) {
+	ctx := context.Background()
+	tr := newTrail(t, "30d")
+	now := time.Now().UTC()
+	tr.write(t, "a", "30d", now.AddDate(0, -6, 0), 3)
+	tr.write(t, "a", "30d", now.Add(-time.Hour), 2)
+	conn := pgtest.Connect(t, tr.dsn)
+	refused := func(what, sql string, args ...any) {
+		t.Helper()
+		tx, err := conn.Begin(ctx)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer tx.Rollback(ctx)
+		var n int64
+		if err := tx.QueryRow(ctx, sql, args...).Scan(&n); err == nil {
+			t.Errorf("%s: removed %d entries", what, n)
+		}
+	}
+	var recent, old []int64
+	rows, _ := conn.Query(ctx, `SELECT id FROM audit.entries WHERE committed_at > now() - interval '1 day' ORDER BY id`)
+	recent, _ = pgx.CollectRows(rows, pgx.RowTo[int64])
+	rows, _ = conn.Query(ctx, `SELECT id FROM audit.entries WHERE committed_at < now() - interval '1 day' ORDER BY id`)
+	old, _ = pgx.CollectRows(rows, pgx.RowTo[int64])
+	refused("entries of the last day", `SELECT audit.expire_rows('public', 'a', now(), NULL, $1, 99, '{}', NULL, NULL)`, recent)
+	refused("walscribe's own entries", `SELECT audit.expire_rows('walscribe', 'retention', now() - interval '2 days', NULL, $1, 99, '{}', NULL, NULL)`, old)
+	refused("ids of other entries", `SELECT audit.expire_rows('public', 'a', now() - interval '2 days', NULL, $1, 99, '{}', NULL, NULL)`, append(old, recent[0]))
+	refused("a partition not expired", `SELECT audit.expire_leaf($1, 99, '{}', NULL, NULL, NULL)`, "entries_"+now.Format("2006m01")+"_30d")
+	refused("a table that is not a partition", `SELECT audit.expire_leaf('checkpoints', 99, '{}', NULL, NULL, NULL)`)
+
+	// Called directly, a removal is still recorded, by the function.
+	var n int64
+	if err := conn.QueryRow(ctx, `SELECT audit.expire_rows('public', 'a', now() - interval '2 days', NULL, $1, 99, '{}', NULL, NULL)`, old).Scan(&n); err != nil || n != 3 {
+		t.Fatalf("expire_rows: %d, %v", n, err)
+	}
+	var recorded, count int64
+	if err := conn.QueryRow(ctx, `SELECT entries, (SELECT count(*) FROM audit.prunes) FROM audit.prunes WHERE entry_id = 99`).Scan(&recorded, &count); err != nil || recorded != 3 || count != 1 {
+		t.Errorf("the prune record: %d entries, %d records, %v", recorded, count, err)
+	}
+
+	// Months are UTC months, however the session reckons time.
+	pgtest.Exec(t, tr.dsn, `ALTER DATABASE `+pgx.Identifier{conn.Config().Database}.Sanitize()+` SET TimeZone = 'America/Los_Angeles'`,
+		`ALTER DATABASE `+pgx.Identifier{conn.Config().Database}.Sanitize()+` SET DateStyle = 'SQL, DMY'`)
+	other := pgtest.Connect(t, tr.dsn)
+	var start, expires time.Time
+	if err := other.QueryRow(ctx, `SELECT month_start, expires_at FROM audit.retention_leaves() WHERE leaf = $1`, "entries_"+now.Format("2006m01")+"_30d").Scan(&start, &expires); err != nil {
+		t.Fatal(err)
+	}
+	month := time.Date(now.Year(), now.Month(), 1, 0, 0, 0, 0, time.UTC)
+	if !start.Equal(month) || !expires.Equal(month.AddDate(0, 1, 30)) {
+		t.Errorf("the month's start %s and expiry %s, want %s and %s", start.UTC(), expires.UTC(), month, month.AddDate(0, 1, 30))
+	}
 }

@@ -213,7 +213,7 @@ func grantTrail(ctx context.Context, conn *pgx.Conn, schema string, r Roles, wri
 		}
 		return strings.Join(out, ", ")
 	}
-	trail := s + ".entries, " + s + ".checkpoints, " + s + ".rules, " + s + ".gaps, " + s + ".integrity_leaves, " + s + ".integrity_checkpoints, " + s + ".prunes, " + s + ".own_entries, " + s + ".exports"
+	trail := s + ".entries, " + s + ".checkpoints, " + s + ".rules, " + s + ".gaps, " + s + ".integrity_leaves, " + s + ".integrity_checkpoints, " + s + ".own_entries, " + s + ".exports"
 	stmts := []string{
 		`REVOKE ALL ON SCHEMA ` + s + ` FROM PUBLIC`,
 		`REVOKE ALL ON ALL TABLES IN SCHEMA ` + s + ` FROM PUBLIC`,
@@ -222,6 +222,8 @@ func grantTrail(ctx context.Context, conn *pgx.Conn, schema string, r Roles, wri
 		`GRANT USAGE ON SCHEMA ` + s + ` TO ` + idents(append([]string{r.Reader}, writers...)),
 		`GRANT SELECT ON ` + trail + `, ` + s + `.schema_migrations TO ` + idents([]string{r.Reader}),
 		`GRANT EXECUTE ON FUNCTION ` + s + `.retention_leaves(), ` + s + `.retention_period(text) TO ` + idents(append([]string{r.Reader}, writers...)),
+		// Written only by the retention functions, which record each purge.
+		`GRANT SELECT ON ` + s + `.prunes TO ` + idents(append([]string{r.Reader}, writers...)),
 	}
 	if len(writers) > 0 {
 		stmts = append(stmts,
@@ -229,8 +231,9 @@ func grantTrail(ctx context.Context, conn *pgx.Conn, schema string, r Roles, wri
 			`GRANT SELECT ON `+s+`.schema_migrations TO `+idents(writers),
 			`GRANT EXECUTE ON FUNCTION `+s+`.ensure_partitions(timestamptz, timestamptz, text[]) TO `+idents(writers),
 			// Expired entries go only through these two, which record
-			// nothing themselves: the caller records the purge (Prune).
-			`GRANT EXECUTE ON FUNCTION `+s+`.expire_leaf(text), `+s+`.expire_rows(text, text, timestamptz, text[], integer) TO `+idents(writers))
+			// each purge in prunes themselves.
+			`GRANT EXECUTE ON FUNCTION `+s+`.expire_leaf(text, bigint, jsonb, bytea, bytea, text), `+
+				s+`.expire_rows(text, text, timestamptz, text[], bigint[], bigint, jsonb, bytea, text) TO `+idents(writers))
 	}
 	for _, stmt := range stmts {
 		if _, err := conn.Exec(ctx, stmt); err != nil {

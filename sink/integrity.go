@@ -16,6 +16,7 @@ import (
 	"golang.org/x/mod/sumdb/tlog"
 
 	"github.com/walscribe/walscribe/integrity"
+	"github.com/walscribe/walscribe/prune"
 )
 
 // IntegrityConfig turns on the integrity log: in the database transaction
@@ -54,7 +55,8 @@ type logState struct {
 // the logState once it commits.
 type logUpdate struct {
 	tree   *integrity.Tree
-	signed []byte // the signed checkpoint stored, if one was
+	signed []byte    // the signed checkpoint stored, if one was
+	pruned prune.IDs // entries the database transaction removed, on the record
 }
 
 // leafChunk bounds the leaves hashed by one query when the log catches up
@@ -468,7 +470,7 @@ func (p *Postgres) sign(ctx context.Context, dbtx pgx.Tx, u *logUpdate) error {
 		EXISTS (SELECT FROM `+p.schema+`.entries WHERE id = $1)`, p.ilog.signedSize).Scan(&newest, &last); err != nil {
 		return fmt.Errorf("integrity: read the newest entries: %w", err)
 	}
-	if newest != u.tree.Size() || !last && p.ilog.signedSize > 0 {
+	if newest != u.tree.Size() || !last && p.ilog.signedSize > 0 && !u.pruned.Contains(p.ilog.signedSize) {
 		p.violation(fmt.Sprintf("the trail's newest entry is %d, and entry %d, the newest of the last checkpoint, is %s; the integrity log's newest is %d",
 			newest, p.ilog.signedSize, map[bool]string{true: "there", false: "gone"}[last], u.tree.Size()))
 	}

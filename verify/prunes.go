@@ -17,7 +17,7 @@ import (
 // record and the log. Any other is a finding, and its ids stay missing.
 func loadPrunes(ctx context.Context, conn, leavesConn querier, schema string, o Options, r *Report) (prune.IDs, error) {
 	var exists bool
-	if err := conn.QueryRow(ctx, `SELECT to_regclass($1) IS NOT NULL`, o.Schema+".prunes").Scan(&exists); err != nil {
+	if err := conn.QueryRow(ctx, `SELECT to_regclass($1) IS NOT NULL`, schema+".prunes").Scan(&exists); err != nil {
 		return nil, fmt.Errorf("read the audit schema: %w", err)
 	}
 	if !exists {
@@ -61,14 +61,20 @@ func loadPrunes(ctx context.Context, conn, leavesConn querier, schema string, o 
 			bad(fmt.Sprintf("its signature does not hold with the verifier key: %v", err))
 			continue
 		}
-		switch d := ids.Digest(); {
+		// The cheap checks first: the ids are hashed one by one.
+		switch {
 		case rec.Entry != s.entry:
 			bad(fmt.Sprintf("signed for entry %d, stored with entry %d", rec.Entry, s.entry))
 			continue
-		case rec.Count != ids.Count() || rec.Count != s.entries || rec.IDs != d || string(s.idsSHA) != string(d[:]):
+		case len(ids) == 0 || rec.Count != ids.Count() || rec.Count != s.entries:
 			bad("the ids stored are not those signed")
 			continue
-		case len(ids) == 0:
+		case ids[len(ids)-1].Last >= rec.Entry || ids[0].First < 1:
+			bad(fmt.Sprintf("it names entries after its own, %d", rec.Entry))
+			continue
+		}
+		if d := ids.Digest(); rec.IDs != d || string(s.idsSHA) != string(d[:]) {
+			bad("the ids stored are not those signed")
 			continue
 		}
 		leaves, err := integrity.OpenLeaves(ctx, leavesConn, schema, ids[0].First, ids[len(ids)-1].Last)

@@ -13,7 +13,9 @@ import (
 	"os"
 	"path/filepath"
 	"slices"
+	"strconv"
 	"strings"
+	"unicode"
 
 	"github.com/jackc/pglogrepl"
 	"github.com/jackc/pgx/v5"
@@ -56,7 +58,9 @@ func (f Finding) String() string {
 		fmt.Fprintf(&b, " id=%d", f.ID)
 	}
 	if f.Table != "" {
-		fmt.Fprintf(&b, " table=%s", f.Table)
+		// A table's name is the application's: nothing in it may start a
+		// line or move the terminal.
+		fmt.Fprintf(&b, " table=%s", printable(f.Table))
 	}
 	if f.CommitLSN != "" {
 		fmt.Fprintf(&b, " commit_lsn=%s", f.CommitLSN)
@@ -131,7 +135,7 @@ func Run(ctx context.Context, c1, c2 *pgx.Conn, o Options) (*Report, error) {
 	r := &Report{Findings: []Finding{}}
 	schema := pgx.Identifier{o.Schema}.Sanitize()
 	var exists bool
-	if err := conn.QueryRow(ctx, `SELECT to_regclass($1) IS NOT NULL`, o.Schema+".integrity_checkpoints").Scan(&exists); err != nil {
+	if err := conn.QueryRow(ctx, `SELECT to_regclass($1) IS NOT NULL`, schema+".integrity_checkpoints").Scan(&exists); err != nil {
 		return nil, fmt.Errorf("read the audit schema: %w", err)
 	}
 	if !exists {
@@ -463,4 +467,15 @@ func (w *walk) end() error {
 			Detail: fmt.Sprintf("%s vouches for %d entries; the trail and its log end at %d (cut short, or restored from an older backup)", where, maxSigned, w.tree.Size())})
 	}
 	return nil
+}
+
+// printable is s, quoted when it holds anything but printable characters
+// other than spaces.
+func printable(s string) string {
+	for _, r := range s {
+		if !unicode.IsPrint(r) || r == ' ' {
+			return strconv.Quote(s)
+		}
+	}
+	return s
 }

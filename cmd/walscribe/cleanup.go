@@ -2,6 +2,7 @@ package main
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
@@ -57,6 +58,9 @@ from. --dry-run shows what would go, and removes nothing.`,
 			case olderThan == "" && len(tables) > 0:
 				return errors.New("--table needs --older-than: how old the entries removed are, e.g. --older-than 90d")
 			case olderThan != "":
+				if err := config.CheckPeriod(olderThan); err != nil {
+					return fmt.Errorf("--older-than: %w", err)
+				}
 				o = retention.Options{Tables: tables, OlderThan: olderThan}
 			}
 			log, err := newLogger(c)
@@ -120,12 +124,23 @@ func cleanup(ctx context.Context, c *config.Config, log *zap.Logger, o retention
 	defer s.Close(context.WithoutCancel(ctx))
 	began := time.Now()
 	removed, err := retention.Execute(ctx, plan, func(ctx context.Context, scope prune.Scope, limit int) (int64, error) {
+		var expect func(prune.IDs) error
 		if scope.Leaf != "" && c.Retention.Archive {
-			if err := archive(ctx, c, log, scope, out); err != nil {
+			shard, err := archive(ctx, c, log, scope, plannedEntries(plan, scope), out)
+			if err != nil {
 				return 0, err
 			}
+			// What goes is what was archived: entries that came in since
+			// (a backlog replayed) keep the partition until the next run
+			// archives them too.
+			expect = func(ids prune.IDs) error {
+				if shard == nil || ids.Count() != shard.Entries || ids[0].First != shard.FirstID || ids[len(ids)-1].Last != shard.LastID {
+					return fmt.Errorf("partition %s holds other entries than its archive: it stays until the next cleanup archives it again", scope.Leaf)
+				}
+				return nil
+			}
 		}
-		p, err := s.Prune(ctx, scope, limit)
+		p, err := s.Prune(ctx, scope, limit, expect)
 		if err != nil {
 			return 0, err
 		}
@@ -140,23 +155,47 @@ func cleanup(ctx context.Context, c *config.Config, log *zap.Logger, o retention
 }
 
 // archive exports the partition scope names (retention.archive) before
-// it is dropped, unless that export succeeded already.
-func archive(ctx context.Context, c *config.Config, log *zap.Logger, scope prune.Scope, out io.Writer) error {
+// it is dropped, as the export archive-<partition>-<entries>, unless that
+// export succeeded already, and returns its archive (nil: the partition is
+// empty).
+func archive(ctx context.Context, c *config.Config, log *zap.Logger, scope prune.Scope, entries int64, out io.Writer) (*export.Shard, error) {
 	month, err := time.Parse("2006-01", scope.Month)
 	if err != nil {
-		return fmt.Errorf("archive %s: %w", scope.Leaf, err)
+		return nil, fmt.Errorf("archive %s: %w", scope.Leaf, err)
 	}
-	req := export.Request{ID: "archive-" + scope.Leaf, Format: c.Export.Format,
+	req := export.Request{ID: fmt.Sprintf("archive-%s-%d", scope.Leaf, entries), Format: c.Export.Format,
 		Filter: query.Filter{Since: month, Until: month.AddDate(0, 1, 0), Classes: []string{scope.Class}}}
-	if done, err := exportSucceeded(ctx, c, req.ID); err != nil || done {
-		return err
-	}
-	res, err := runExport(ctx, c, log, req, c.Export.To, "walscribe cleanup (retention.archive)", io.Discard)
+	rec, ok, err := findExport(ctx, c, req.ID)
 	if err != nil {
-		return fmt.Errorf("archive %s before it is dropped (it stays): %w", scope.Leaf, err)
+		return nil, err
 	}
-	fmt.Fprintf(out, "archived %d entries of %s to %s (export %s)\n", res.Entries, scope.Leaf, c.Export.To, res.ID)
-	return nil
+	var shards []export.Shard
+	if ok && rec.State == export.Succeeded {
+		if err := json.Unmarshal(rec.Shards, &shards); err != nil {
+			return nil, fmt.Errorf("archive %s: the export %s: %w", scope.Leaf, req.ID, err)
+		}
+	} else {
+		res, err := runExport(ctx, c, log, req, c.Export.To, "walscribe cleanup (retention.archive)", io.Discard)
+		if err != nil {
+			return nil, fmt.Errorf("archive %s before it is dropped (it stays): %w", scope.Leaf, err)
+		}
+		fmt.Fprintf(out, "archived %d entries of %s to %s (export %s)\n", res.Entries, scope.Leaf, c.Export.To, res.ID)
+		shards = res.Shards
+	}
+	if len(shards) != 1 {
+		return nil, nil
+	}
+	return &shards[0], nil
+}
+
+// plannedEntries is how many entries the plan says scope removes.
+func plannedEntries(plan *retention.Plan, scope prune.Scope) int64 {
+	for _, s := range plan.Steps {
+		if s.Scope.Leaf == scope.Leaf && s.Scope.Schema == scope.Schema && s.Scope.Table == scope.Table {
+			return s.Entries
+		}
+	}
+	return 0
 }
 
 // printPlan prints what a cleanup removes.

@@ -178,12 +178,12 @@ func TestCleanupArchive(t *testing.T) {
 		t.Fatalf("cleanup: %d\n%s", code, out)
 	}
 	leaf := regexp.MustCompile(`entries_\d{4}m\d\d_30d`).FindString(out)
-	matches, _ := filepath.Glob(filepath.Join(dir, "archive-"+leaf, "*.zip"))
+	matches, _ := filepath.Glob(filepath.Join(dir, "archive-"+leaf+"-270", "*.zip"))
 	if len(matches) != 1 {
 		t.Errorf("the archive of %s: %v", leaf, matches)
 	}
 	conn := pgtest.Connect(t, dsn)
-	if n := count(t, conn, `SELECT count(*) FROM audit.exports WHERE export_id = $1 AND state = 'succeeded' AND entries = 270`, "archive-"+leaf); n != 1 {
+	if n := count(t, conn, `SELECT count(*) FROM audit.exports WHERE export_id = $1 AND state = 'succeeded' AND entries = 270`, "archive-"+leaf+"-270"); n != 1 {
 		t.Errorf("the archive's export is not in the history as succeeded with 270 entries")
 	}
 	if out, code := walscribe(t, "verify", "--config", cfg, "--key", signerFile+".pub"); code != 0 {

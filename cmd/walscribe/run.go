@@ -90,7 +90,7 @@ rules in force stay. Tables to add to or remove from the publication need
 			defer signal.Stop(hup)
 			go reloadOnHangup(ctx, hup, g, d, log)
 			if c.Retention.Schedule > 0 {
-				go expireOnSchedule(ctx, c, cfg.Metrics, log)
+				go expireOnSchedule(ctx, g, c, cfg.Metrics, log)
 			}
 			if c.Export.Schedule == "daily" {
 				go exportDaily(ctx, c, d, cfg.Metrics, log)
@@ -105,9 +105,11 @@ rules in force stay. Tables to add to or remove from the publication need
 }
 
 // expireOnSchedule runs a cleanup every retention.schedule (the first
-// shortly after the start) until ctx is done. A failed one is logged and
-// counted; the next one tries again.
-func expireOnSchedule(ctx context.Context, c *config.Config, m *metrics.Metrics, log *zap.Logger) {
+// shortly after the start) until ctx is done, each with the configuration
+// file as it is then (holds and periods change without a restart; a file
+// with errors leaves the last good one in force). A failed cleanup is
+// logged and counted; the next one tries again.
+func expireOnSchedule(ctx context.Context, g *globals, c *config.Config, m *metrics.Metrics, log *zap.Logger) {
 	wait := 5 * time.Second
 	for {
 		select {
@@ -115,7 +117,16 @@ func expireOnSchedule(ctx context.Context, c *config.Config, m *metrics.Metrics,
 			return
 		case <-time.After(wait):
 		}
+		if fresh, err := g.load(); err == nil {
+			c = fresh
+		} else {
+			log.Warn("retention: the configuration file has errors; the cleanup keeps the last good one", zap.Error(err))
+		}
 		wait = c.Retention.Schedule
+		if wait <= 0 {
+			wait = time.Hour // turned off since: checked again in an hour
+			continue
+		}
 		removed, err := cleanup(ctx, c, log, retention.Options{}, false, io.Discard)
 		if err != nil {
 			if ctx.Err() != nil {
