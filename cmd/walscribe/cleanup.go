@@ -12,6 +12,8 @@ import (
 
 	"github.com/jackc/pgx/v5"
 	"github.com/spf13/cobra"
+	"github.com/vbauerster/mpb/v8"
+	"github.com/vbauerster/mpb/v8/decor"
 	"go.uber.org/zap"
 
 	"github.com/walscribe/walscribe/config"
@@ -123,6 +125,17 @@ func cleanup(ctx context.Context, c *config.Config, log *zap.Logger, o retention
 	}
 	defer s.Close(context.WithoutCancel(ctx))
 	began := time.Now()
+	// On a terminal, a bar of the entries removed; the lines of each
+	// removal go above it.
+	var bar *mpb.Bar
+	var progress *mpb.Progress
+	terminal := out
+	if isTerminal(out) {
+		progress = mpb.New(mpb.WithOutput(out), mpb.WithRefreshRate(200*time.Millisecond))
+		bar = progress.AddBar(plan.Entries(), mpb.PrependDecorators(decor.Name("cleanup "), decor.CountersNoUnit("%d / %d")),
+			mpb.AppendDecorators(decor.Percentage(), decor.Name(" "), decor.AverageETA(decor.ET_STYLE_GO)))
+		out = progress
+	}
 	removed, err := retention.Execute(ctx, plan, func(ctx context.Context, scope prune.Scope, limit int) (int64, error) {
 		var expect func(prune.IDs) error
 		if scope.Leaf != "" && c.Retention.Archive {
@@ -144,12 +157,20 @@ func cleanup(ctx context.Context, c *config.Config, log *zap.Logger, o retention
 		if err != nil {
 			return 0, err
 		}
+		if bar != nil {
+			bar.IncrInt64(p.Entries)
+		}
 		if p.Entries > 0 {
 			fmt.Fprintf(out, "removed %d entries: %s (recorded as entry %d)\n", p.Entries, scope, p.Entry)
 			log.Info("retention: entries removed", zap.Int64("entries", p.Entries), zap.String("scope", scope.JSON()), zap.Int64("entry", p.Entry))
 		}
 		return p.Entries, nil
 	}, c.Retention.DeleteBatch, nil)
+	if progress != nil {
+		bar.SetTotal(-1, true)
+		progress.Wait()
+		out = terminal
+	}
 	fmt.Fprintf(out, "%d entries removed in %s\n", removed, time.Since(began).Round(time.Millisecond))
 	return removed, err
 }
