@@ -3,7 +3,6 @@ package integrity
 import (
 	"crypto/sha256"
 	"fmt"
-	"hash"
 	"net/netip"
 	"slices"
 	"strconv"
@@ -27,33 +26,28 @@ type RowBuilder struct {
 	n     int
 	exact bool
 	json  jsonb.Canonicalizer
-	sha   hash.Hash
 }
 
 // Reset starts a new row.
 func (r *RowBuilder) Reset() {
-	r.b = append(r.b[:0], '(')
+	// The leaf's prefix leads the buffer: the hash is one call, without
+	// allocating.
+	r.b = append(append(r.b[:0], leafPrefix...), '(')
 	r.n, r.exact = 0, true
 }
 
 // Row returns the row's text, and whether it is exact.
 func (r *RowBuilder) Row() (string, bool) {
-	return string(r.b) + ")", r.exact && r.n == len(columns)
+	return string(r.b[len(leafPrefix):]) + ")", r.exact && r.n == len(columns)
 }
 
 // LeafHash returns the leaf hash of the row (LeafHash of Row's text), and
 // whether the row is exact.
 func (r *RowBuilder) LeafHash() (tlog.Hash, bool) {
-	if r.sha == nil {
-		r.sha = sha256.New()
-	}
-	r.sha.Reset()
-	r.sha.Write(leafPrefix)
-	r.sha.Write(r.b)
-	r.sha.Write([]byte{')'})
-	var h tlog.Hash
-	r.sha.Sum(h[:0])
-	return h, r.exact && r.n == len(columns)
+	r.b = append(r.b, ')')
+	h := sha256.Sum256(r.b)
+	r.b = r.b[:len(r.b)-1]
+	return tlog.Hash(h), r.exact && r.n == len(columns)
 }
 
 // leafPrefix is RecordHash's leaf prefix (RFC 6962) and the header.
