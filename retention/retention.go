@@ -10,7 +10,6 @@ package retention
 import (
 	"context"
 	"fmt"
-	"path"
 	"strconv"
 	"strings"
 	"time"
@@ -18,6 +17,7 @@ import (
 	"github.com/jackc/pgx/v5"
 
 	"github.com/walscribe/walscribe/prune"
+	"github.com/walscribe/walscribe/rules"
 )
 
 // Policy is what the configuration says.
@@ -40,18 +40,11 @@ func (p Policy) held(schema, table string) bool {
 		if !ok {
 			hs, ht = "public", h
 		}
-		if match(hs, schema) && match(ht, table) {
+		if rules.MatchName(hs, schema) && rules.MatchName(ht, table) {
 			return true
 		}
 	}
 	return false
-}
-
-// match is path.Match on a name taken whole: a name holds any character,
-// a slash too, which path.Match's * would not match.
-func match(pattern, name string) bool {
-	ok, _ := path.Match(pattern, strings.ReplaceAll(name, "/", "\uffff"))
-	return ok
 }
 
 // holdsAll reports whether a hold covers every table.

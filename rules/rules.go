@@ -196,9 +196,16 @@ func (p pattern) match(schema, table string) bool {
 	if p.exact {
 		return p.schema == schema && p.table == table
 	}
-	ms, _ := path.Match(p.schema, schema)
-	mt, _ := path.Match(p.table, table)
-	return ms && mt
+	return MatchName(p.schema, schema) && MatchName(p.table, table)
+}
+
+// MatchName reports whether a name (a schema's or a table's, taken whole)
+// matches one part of a glob, in path.Match syntax — except that * and ?
+// match a slash too, as they do in the database (GlobToRegexp): a table
+// named "q1/2024" is one of public.*.
+func MatchName(glob, name string) bool {
+	ok, _ := path.Match(glob, strings.ReplaceAll(name, "/", "\uffff"))
+	return ok
 }
 
 // New compiles a configuration.

@@ -111,21 +111,32 @@ func TestMasking(t *testing.T) {
 }
 
 // TestGlobToRegexp: the regular expression the database matches new tables
-// with agrees with path.Match.
+// with agrees with the decoder's matching (MatchName: path.Match, a slash
+// in a name being any other character).
 func TestGlobToRegexp(t *testing.T) {
 	globs := []string{"*", "invoice_*", "invoice_2?2?", "[ab]*", "[!a]x", "[^a]x", "a.b", `x\*y`, "*_log", "a+b", "(x)"}
-	names := []string{"", "invoice_", "invoice_2024", "invoice_x", "alpha", "beta", "gamma", "bx", "ax", "a.b", "axb", "x*y", "xzy", "audit_log", "a+b", "aab", "(x)", "x"}
+	names := []string{"", "invoice_", "invoice_2024", "invoice_x", "alpha", "beta", "gamma", "bx", "ax", "a.b", "axb", "x*y", "xzy", "audit_log", "a+b", "aab", "(x)", "x",
+		"q1/2024", "invoice_a/b", "a/x", "/", "a/b_log"}
 	for _, g := range globs {
 		re := regexp.MustCompile(GlobToRegexp(g))
+		if _, err := path.Match(g, ""); err != nil {
+			t.Fatalf("%s: %v", g, err)
+		}
 		for _, n := range names {
-			want, err := path.Match(g, n)
-			if err != nil {
-				t.Fatalf("%s: %v", g, err)
-			}
+			want := MatchName(g, n)
 			if got := re.MatchString(n); got != want {
-				t.Errorf("glob %q (regexp %s) on %q: %v, path.Match says %v", g, re, n, got, want)
+				t.Errorf("glob %q (regexp %s) on %q: %v, MatchName says %v", g, re, n, got, want)
 			}
 		}
+	}
+	// A table whose name holds a slash gets its pattern's rules (its masks),
+	// not the defaults.
+	set, err := New(Config{Secret: testKey, Tables: []TableConfig{{Name: "public.*", Mask: map[string]Style{"card": Redact}}}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if tb, ok := set.For("public", "q1/2024"); !ok || tb.Mask["card"] != Redact {
+		t.Errorf("public.\"q1/2024\": %+v, %v; want the rules of public.*", tb, ok)
 	}
 }
 
