@@ -139,6 +139,11 @@ func TestCleanupCommand(t *testing.T) {
 	if code != 0 || !regexp.MustCompile(`280 entries removed by retention, as [0-9]+ signed prune records say`).MatchString(out) {
 		t.Errorf("verify after the cleanups: %d\n%s", code, out)
 	}
+	out, code = walscribe(t, "status", "--config", cfg)
+	if code != 0 || !regexp.MustCompile(`retention +periods 30d; schedule off; [0-9]+ purges recorded, 280 entries removed`).MatchString(out) ||
+		!strings.Contains(out, "legal holds         public.invoices") {
+		t.Errorf("status after the cleanups: %d\n%s", code, out)
+	}
 	out, code = walscribe(t, "cleanup", "--config", cfg, "--older-than", "7d")
 	if code == 0 || !strings.Contains(out, "--older-than needs the tables") {
 		t.Errorf("--older-than without --table: %d\n%s", code, out)

@@ -19,6 +19,7 @@ import (
 	"github.com/walscribe/walscribe/cdc"
 	"github.com/walscribe/walscribe/config"
 	"github.com/walscribe/walscribe/internal/pg"
+	"github.com/walscribe/walscribe/query"
 	"github.com/walscribe/walscribe/setup"
 )
 
@@ -46,6 +47,10 @@ type statusReport struct {
 	LastGap         *gapInfo `json:"last_gap,omitempty"`
 	// Integrity is the integrity log's state; nil when it has none.
 	Integrity *integrityStatus `json:"integrity,omitempty"`
+	// Retention is what the configuration says of expiry, and the last
+	// purge; Export the newest export.
+	Retention retentionStatus `json:"retention"`
+	Export    *exportStatus   `json:"last_export,omitempty"`
 	// Daemon is what the running walscribe says of itself on /readyz
 	// (http.listen); nil when no HTTP server is configured.
 	Daemon *daemonState `json:"daemon,omitempty"`
@@ -71,6 +76,24 @@ type integrityStatus struct {
 	TreeSize   int64      `json:"tree_size"`
 	SignedSize int64      `json:"signed_size"`
 	SignedAt   *time.Time `json:"signed_at,omitempty"`
+}
+
+// retentionStatus is expiry as configured, and the last purge recorded.
+type retentionStatus struct {
+	Classes   []string   `json:"classes"`         // the periods entries are stamped with
+	Schedule  string     `json:"schedule"`        // "off", or how often walscribe run expires entries
+	Holds     []string   `json:"holds,omitempty"` // legal holds
+	Prunes    int64      `json:"prunes"`          // purges recorded
+	Removed   int64      `json:"entries_removed"` // entries they removed
+	LastPrune *time.Time `json:"last_prune,omitempty"`
+}
+
+// exportStatus is the newest export's newest state.
+type exportStatus struct {
+	ID    string    `json:"export_id"`
+	State string    `json:"state"`
+	At    time.Time `json:"at"`
+	Error string    `json:"error,omitempty"`
 }
 
 // askDaemon asks the walscribe serving http.listen how it is.
@@ -217,6 +240,28 @@ func readStatus(ctx context.Context, c *config.Config) (*statusReport, error) {
 	if in.TreeSize > 0 {
 		r.Integrity = in
 	}
+	r.Retention = retentionStatus{Classes: c.RetentionClasses(), Schedule: "off", Holds: c.Retention.Holds}
+	if c.Retention.Schedule > 0 {
+		r.Retention.Schedule = "every " + c.Retention.Schedule.String()
+	}
+	if err := sinkConn.QueryRow(ctx, `SELECT count(*), coalesce(sum(entries), 0), max(pruned_at) FROM `+pgx.Identifier{c.Sink.Schema, "prunes"}.Sanitize()).Scan(
+		&r.Retention.Prunes, &r.Retention.Removed, &r.Retention.LastPrune); err != nil {
+		return nil, fmt.Errorf("read the prune records (run `walscribe setup` to bring the audit schema up to date): %w", err)
+	}
+	ex := &exportStatus{}
+	var exErr *string
+	err = sinkConn.QueryRow(ctx, `SELECT export_id, state, at, error FROM `+pgx.Identifier{c.Sink.Schema, "exports"}.Sanitize()+` ORDER BY at DESC LIMIT 1`).Scan(
+		&ex.ID, &ex.State, &ex.At, &exErr)
+	switch {
+	case errors.Is(err, pgx.ErrNoRows):
+	case err != nil:
+		return nil, fmt.Errorf("read the export history: %w", err)
+	default:
+		if exErr != nil {
+			ex.Error = *exErr
+		}
+		r.Export = ex
+	}
 	return r, nil
 }
 
@@ -247,6 +292,27 @@ func printStatus(w io.Writer, r *statusReport) {
 	}
 	if in := r.Integrity; in != nil {
 		fmt.Fprintf(tw, "integrity log\t%d entries, signed up to %d (%s)\n", in.TreeSize, in.SignedSize, fmtTime(in.SignedAt))
+	}
+	rt := r.Retention
+	classes := "none (entries are kept until a cleanup names them)"
+	if len(rt.Classes) > 0 {
+		classes = strings.Join(rt.Classes, ", ")
+	}
+	fmt.Fprintf(tw, "retention\tperiods %s; schedule %s; %d purges recorded, %d entries removed", classes, rt.Schedule, rt.Prunes, rt.Removed)
+	if rt.LastPrune != nil {
+		fmt.Fprintf(tw, ", the last %s", fmtTime(rt.LastPrune))
+	}
+	fmt.Fprintln(tw)
+	if len(rt.Holds) > 0 {
+		fmt.Fprintf(tw, "legal holds\t%s\n", strings.Join(rt.Holds, ", "))
+	}
+	if ex := r.Export; ex != nil {
+		at := ex.At
+		line := fmt.Sprintf("%s %s %s", query.Clean(ex.ID, 100), ex.State, fmtTime(&at))
+		if ex.Error != "" {
+			line += ": " + query.Clean(ex.Error, 200)
+		}
+		fmt.Fprintf(tw, "last export\t%s\n", line)
 	}
 	fmt.Fprintf(tw, "slot\t%s: %s\n", r.Slot, state)
 	fmt.Fprintf(tw, "wal_status\t%s\n", r.WALStatus)
