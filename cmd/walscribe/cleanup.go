@@ -162,7 +162,13 @@ func cleanup(ctx context.Context, c *config.Config, log *zap.Logger, o retention
 		}
 		if p.Entries > 0 {
 			fmt.Fprintf(out, "removed %d entries: %s (recorded as entry %d)\n", p.Entries, scope, p.Entry)
-			log.Info("retention: entries removed", zap.Int64("entries", p.Entries), zap.String("scope", scope.JSON()), zap.Int64("entry", p.Entry))
+			// Logged for the daemon's scheduled cleanups, which print
+			// nothing; a command prints the line above.
+			level := zap.DebugLevel
+			if out == io.Discard {
+				level = zap.InfoLevel
+			}
+			log.Log(level, "retention: entries removed", zap.Int64("entries", p.Entries), zap.String("scope", scope.JSON()), zap.Int64("entry", p.Entry))
 		}
 		return p.Entries, nil
 	}, c.Retention.DeleteBatch, nil)
