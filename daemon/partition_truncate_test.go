@@ -63,6 +63,14 @@ func TestPartitionTruncateInSavepoints(t *testing.T) {
 	h.exec(`BEGIN; SAVEPOINT s; TRUNCATE p_2024; INSERT INTO big SELECT i, repeat('x', 100) FROM generate_series(1, 3000) i;
 		ROLLBACK TO s; INSERT INTO p VALUES (3, '2025-06-01'); COMMIT`)
 	// Committed, then a savepoint rolled back: recorded.
+	t.Cleanup(func() {
+		if t.Failed() {
+			log := srv.Log()
+			if i := strings.Index(log, "deadlock"); i >= 0 {
+				t.Logf("SERVER LOG:\n%s", log[max(0, i-3000):min(len(log), i+3000)])
+			}
+		}
+	})
 	h.exec(`BEGIN; TRUNCATE p_2025; SAVEPOINT b; INSERT INTO big SELECT i, repeat('x', 100) FROM generate_series(10000, 13000) i;
 		ROLLBACK TO b; INSERT INTO p VALUES (4, '2024-06-01'); COMMIT`)
 	h.sync()
