@@ -125,13 +125,12 @@ func LeafDigest(ids IDs, leaf func(id int64) (tlog.Hash, bool, error)) ([32]byte
 // pruned) that records it, which is also the log's size once it is
 // appended, what was removed, and the ids and their leaves' digests.
 type Record struct {
-	Origin  string
-	Entry   int64
-	Scope   string // what was removed: Scope.JSON
-	Count   int64
-	IDs     [32]byte // IDs.Digest
-	Leaves  [32]byte // LeafDigest
-	Removed IDs      // not in the text: filled by whoever checks it
+	Origin string
+	Entry  int64
+	Scope  string // what was removed: Scope.JSON
+	Count  int64
+	IDs    [32]byte // IDs.Digest
+	Leaves [32]byte // LeafDigest
 }
 
 // header is the first line of a record's text.

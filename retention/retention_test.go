@@ -281,4 +281,13 @@ func TestRetentionFunctions(t *testing.T) {
 	if !start.Equal(month) || !expires.Equal(month.AddDate(0, 1, 30)) {
 		t.Errorf("the month's start %s and expiry %s, want %s and %s", start.UTC(), expires.UTC(), month, month.AddDate(0, 1, 30))
 	}
+	// A month added across a change to summer time: reckoned in Los Angeles,
+	// February 2026's 1m partition would expire on 28 March, 23:00 UTC.
+	pgtest.Exec(t, tr.dsn, `SELECT audit.ensure_partitions('2026-02-15', '2026-02-15', ARRAY['1m'])`)
+	if err := other.QueryRow(ctx, `SELECT expires_at FROM audit.retention_leaves() WHERE leaf = 'entries_2026m02_1m'`).Scan(&expires); err != nil {
+		t.Fatal(err)
+	}
+	if want := time.Date(2026, 4, 1, 0, 0, 0, 0, time.UTC); !expires.Equal(want) {
+		t.Errorf("February 2026's 1m partition expires %s, want %s", expires.UTC(), want)
+	}
 }
