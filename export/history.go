@@ -8,6 +8,8 @@ import (
 	"time"
 
 	"github.com/jackc/pgx/v5"
+
+	"github.com/walscribe/walscribe/query"
 )
 
 // The states of an export, in the audit schema's exports table.
@@ -89,8 +91,8 @@ func SameRequest(ctx context.Context, conn *pgx.Conn, schema string, req Request
 }
 
 // List returns the newest state of the newest exports (at most limit).
-func List(ctx context.Context, conn *pgx.Conn, schema string, limit int) ([]Record, error) {
-	rows, err := conn.Query(ctx, `SELECT * FROM (SELECT DISTINCT ON (export_id) export_id, state, at, requester, filter, destination, format, entries, bytes, shards, error
+func List(ctx context.Context, q query.Querier, schema string, limit int) ([]Record, error) {
+	rows, err := q.Query(ctx, `SELECT * FROM (SELECT DISTINCT ON (export_id) export_id, state, at, requester, filter, destination, format, entries, bytes, shards, error
 		FROM `+schema+`.exports ORDER BY export_id, at DESC) newest ORDER BY at DESC LIMIT $1`, limit)
 	if err != nil {
 		return nil, fmt.Errorf("read the export history: %w", err)

@@ -25,11 +25,12 @@ type Filter struct {
 	RequestID string    `json:"request_id,omitempty"`
 	Xid       int64     `json:"xid,omitempty"` // 0: any
 	DBUser    string    `json:"db_user,omitempty"`
-	IP        string    `json:"ip,omitempty"`       // an address, or a network in CIDR form (the entry's ip inside it)
-	PK        string    `json:"pk,omitempty"`       // a JSON object: the row key, as the entry's pk holds it
-	Changed   string    `json:"changed,omitempty"`  // a column among the entry's changed columns
-	AfterID   int64     `json:"after_id,omitempty"` // only entries with a larger id (keyset pagination); 0: from the first
-	Classes   []string  `json:"classes,omitempty"`  // retention classes; any of them
+	IP        string    `json:"ip,omitempty"`        // an address, or a network in CIDR form (the entry's ip inside it)
+	PK        string    `json:"pk,omitempty"`        // a JSON object: the row key, as the entry's pk holds it
+	Changed   string    `json:"changed,omitempty"`   // a column among the entry's changed columns
+	AfterID   int64     `json:"after_id,omitempty"`  // only entries with a larger id (keyset pagination); 0: from the first
+	BeforeID  int64     `json:"before_id,omitempty"` // only entries with a smaller id (keyset pagination, newest first); 0: from the newest
+	Classes   []string  `json:"classes,omitempty"`   // retention classes; any of them
 }
 
 // Days is the filter of the last n days up to now.
@@ -64,7 +65,7 @@ func (f Filter) Check() error {
 	if f.PK != "" && !strings.HasPrefix(strings.TrimSpace(f.PK), "{") {
 		problems = append(problems, fmt.Sprintf(`pk %q: a JSON object of the key's columns, e.g. {"id": 42}`, f.PK))
 	}
-	if f.Xid < 0 || f.AfterID < 0 {
+	if f.Xid < 0 || f.AfterID < 0 || f.BeforeID < 0 {
 		problems = append(problems, "xid and the cursor are not negative")
 	}
 	if len(problems) > 0 {
@@ -135,6 +136,9 @@ func (f Filter) Where(alias string) (string, []any) {
 	}
 	if f.AfterID > 0 {
 		conds = append(conds, col("id")+" > "+arg(f.AfterID))
+	}
+	if f.BeforeID > 0 {
+		conds = append(conds, col("id")+" < "+arg(f.BeforeID))
 	}
 	if len(f.Classes) > 0 {
 		conds = append(conds, col("retention_class")+" = ANY ("+arg(f.Classes)+"::text[])")

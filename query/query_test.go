@@ -112,7 +112,7 @@ func newTrail(t *testing.T) (string, []entry) {
 
 // match is the oracle: whether e is one f selects, decided in Go.
 func (e entry) match(f Filter) bool {
-	if e.at.Before(f.Since) || !e.at.Before(f.Until) || f.AfterID > 0 && e.id <= f.AfterID {
+	if e.at.Before(f.Since) || !e.at.Before(f.Until) || f.AfterID > 0 && e.id <= f.AfterID || f.BeforeID > 0 && e.id >= f.BeforeID {
 		return false
 	}
 	if len(f.Tables) > 0 && !slices.ContainsFunc(f.Tables, func(t string) bool {
@@ -200,6 +200,9 @@ func TestFilter(t *testing.T) {
 		}
 		if r.IntN(5) == 0 {
 			f.AfterID = int64(r.IntN(len(all)))
+		}
+		if r.IntN(5) == 0 {
+			f.BeforeID = int64(r.IntN(len(all) + 2))
 		}
 		if err := f.Check(); err != nil {
 			t.Fatalf("filter %d: %v", i, err)
@@ -362,8 +365,60 @@ func TestSummary(t *testing.T) {
 	if len(s.TopActors) != len(byActor) || s.Actors != int64(len(byActor)-1) {
 		t.Errorf("%d top actors, %d distinct; want %d and %d", len(s.TopActors), s.Actors, len(byActor), len(byActor)-1)
 	}
+	byAction, byTable := map[string]int64{}, map[string]int64{}
+	for _, e := range all {
+		byAction[e.action]++
+		byTable[e.schema+"."+e.table+" "+e.action]++
+	}
+	if len(s.ByAction) != len(byAction) || len(s.ByTable) != len(byTable) {
+		t.Errorf("%d actions and %d table actions, want %d and %d", len(s.ByAction), len(s.ByTable), len(byAction), len(byTable))
+	}
+	for _, c := range s.ByAction {
+		if byAction[c.Key] != c.Entries {
+			t.Errorf("action %q: %d entries, want %d", c.Key, c.Entries, byAction[c.Key])
+		}
+	}
+	for i, c := range s.ByTable {
+		if byTable[c.Schema+"."+c.Table+" "+c.Action] != c.Entries || i > 0 && c.Entries > s.ByTable[i-1].Entries {
+			t.Errorf("table %s.%s %s: %d entries (want %d), or out of order", c.Schema, c.Table, c.Action, c.Entries, byTable[c.Schema+"."+c.Table+" "+c.Action])
+		}
+	}
+	for _, a := range s.TopActors {
+		if a.ActorID != "" && a.Actor != "name of "+a.ActorID {
+			t.Errorf("actor %q named %q", a.ActorID, a.Actor)
+		}
+	}
 	var text bytes.Buffer
 	if err := s.WriteText(&text); err != nil || !strings.Contains(text.String(), "top actors") || strings.Contains(text.String(), "\x1b") {
 		t.Errorf("WriteText: %v\n%s", err, text.String())
+	}
+}
+
+// TestDeleteSpikes: a day is a spike when its deletes are at least 10 and
+// more than three times the median day's.
+func TestDeleteSpikes(t *testing.T) {
+	day := func(d string, n int64) DayCount { return DayCount{Day: d, Entries: n, Deletes: n} }
+	since := time.Date(2026, 3, 1, 0, 0, 0, 0, time.UTC)
+	for _, c := range []struct {
+		name string
+		days []DayCount
+		want []string
+	}{
+		{"quiet", []DayCount{day("2026-03-01", 2), day("2026-03-02", 3), day("2026-03-03", 4)}, nil},
+		{"one spike over zeros", []DayCount{day("2026-03-02", 10)}, []string{"2026-03-02"}},
+		{"below ten", []DayCount{day("2026-03-02", 9)}, nil},
+		{"steady high", []DayCount{day("2026-03-01", 50), day("2026-03-02", 50), day("2026-03-03", 50), day("2026-03-04", 50), day("2026-03-05", 160)}, []string{"2026-03-05"}},
+		{"three times is not more", []DayCount{day("2026-03-01", 50), day("2026-03-02", 50), day("2026-03-03", 50), day("2026-03-04", 50), day("2026-03-05", 150)}, nil},
+	} {
+		t.Run(c.name, func(t *testing.T) {
+			s := Summary{Since: since, Until: since.Add(5 * 24 * time.Hour), ByDay: c.days}
+			var got []string
+			for _, sp := range s.DeleteSpikes() {
+				got = append(got, sp.Day)
+			}
+			if !slices.Equal(got, c.want) {
+				t.Errorf("spikes %v, want %v", got, c.want)
+			}
+		})
 	}
 }

@@ -1,9 +1,12 @@
 package query
 
 import (
+	"cmp"
 	"context"
 	"fmt"
 	"io"
+	"slices"
+	"strconv"
 	"strings"
 	"text/tabwriter"
 	"time"
@@ -53,46 +56,149 @@ type DayCount struct {
 }
 
 // Summarize adds up the entries f selects in schema (an SQL identifier,
-// quoted): at most top tables and actors.
+// quoted): at most top tables and actors. It reads them once (one scan,
+// three groupings), then the latest name of each top actor.
 func Summarize(ctx context.Context, q Querier, schema string, f Filter, top int) (*Summary, error) {
 	where, args := f.Where("e")
-	from := ` FROM ` + schema + `.entries e WHERE ` + where
+	day := `to_char(e.committed_at AT TIME ZONE 'UTC', 'YYYY-MM-DD')`
+	rows, err := q.Query(ctx, `SELECT GROUPING(`+day+`, e.schema_name, e.table_name, e.actor_id), `+day+`, e.schema_name, e.table_name, e.action, e.actor_id, count(*)
+		FROM `+schema+`.entries e WHERE `+where+`
+		GROUP BY GROUPING SETS ((`+day+`, e.action), (e.schema_name, e.table_name, e.action), (e.actor_id, e.action))`, args...)
+	if err != nil {
+		return nil, fmt.Errorf("summarize: %w", err)
+	}
 	s := &Summary{Since: f.Since, Until: f.Until}
-	run := func(what, sql string, dest []any, each func()) error {
-		rows, err := q.Query(ctx, sql, args...)
-		if err != nil {
-			return fmt.Errorf("summarize %s: %w", what, err)
-		}
-		if _, err := pgx.ForEachRow(rows, dest, func() error { each(); return nil }); err != nil {
-			return fmt.Errorf("summarize %s: %w", what, err)
+	actions, days, actors := map[string]int64{}, map[string]*DayCount{}, map[string]*ActorCount{}
+	var (
+		g                    int32
+		d, sc, tb, ac, actor *string
+		n                    int64
+	)
+	_, err = pgx.ForEachRow(rows, []any{&g, &d, &sc, &tb, &ac, &actor, &n}, func() error {
+		action := deref(ac)
+		switch g {
+		case 0b0111: // day, action
+			actions[action] += n
+			s.Entries += n
+			dc := days[deref(d)]
+			if dc == nil {
+				dc = &DayCount{Day: deref(d)}
+				days[dc.Day] = dc
+			}
+			dc.Entries += n
+			if action == "delete" {
+				dc.Deletes += n
+			}
+		case 0b1001: // table, action
+			s.ByTable = append(s.ByTable, TableCount{Schema: deref(sc), Table: deref(tb), Action: action, Entries: n})
+		case 0b1110: // actor, action
+			key := deref(actor)
+			a := actors[key]
+			if a == nil {
+				a = &ActorCount{ActorID: key}
+				actors[key] = a
+				if actor != nil {
+					s.Actors++
+				}
+			}
+			a.Entries += n
+			if action == "delete" {
+				a.Deletes += n
+			}
 		}
 		return nil
+	})
+	if err != nil {
+		return nil, fmt.Errorf("summarize: %w", err)
 	}
-	var c Count
-	if err := run("actions", `SELECT e.action, count(*)`+from+` GROUP BY 1 ORDER BY 2 DESC, 1`,
-		[]any{&c.Key, &c.Entries}, func() { s.ByAction = append(s.ByAction, c); s.Entries += c.Entries }); err != nil {
-		return nil, err
+	for k, v := range actions {
+		s.ByAction = append(s.ByAction, Count{Key: k, Entries: v})
 	}
-	var t TableCount
-	if err := run("tables", `SELECT e.schema_name, e.table_name, e.action, count(*)`+from+fmt.Sprintf(` GROUP BY 1, 2, 3 ORDER BY 4 DESC, 1, 2, 3 LIMIT %d`, top),
-		[]any{&t.Schema, &t.Table, &t.Action, &t.Entries}, func() { s.ByTable = append(s.ByTable, t) }); err != nil {
-		return nil, err
+	slices.SortFunc(s.ByAction, func(a, b Count) int { return cmp.Or(cmp.Compare(b.Entries, a.Entries), cmp.Compare(a.Key, b.Key)) })
+	slices.SortFunc(s.ByTable, func(a, b TableCount) int {
+		return cmp.Or(cmp.Compare(b.Entries, a.Entries), cmp.Compare(a.Schema, b.Schema), cmp.Compare(a.Table, b.Table), cmp.Compare(a.Action, b.Action))
+	})
+	s.ByTable = s.ByTable[:min(len(s.ByTable), top)]
+	for _, a := range actors {
+		s.TopActors = append(s.TopActors, *a)
 	}
-	var a ActorCount
-	if err := run("actors", `SELECT coalesce(e.actor_id, ''), coalesce((array_agg(e.actor ORDER BY e.id DESC) FILTER (WHERE e.actor IS NOT NULL))[1], ''),
-			count(*), count(*) FILTER (WHERE e.action = 'delete')`+from+fmt.Sprintf(` GROUP BY e.actor_id ORDER BY 3 DESC, 1 LIMIT %d`, top),
-		[]any{&a.ActorID, &a.Actor, &a.Entries, &a.Deletes}, func() { s.TopActors = append(s.TopActors, a) }); err != nil {
-		return nil, err
+	slices.SortFunc(s.TopActors, func(a, b ActorCount) int {
+		return cmp.Or(cmp.Compare(b.Entries, a.Entries), cmp.Compare(a.ActorID, b.ActorID))
+	})
+	s.TopActors = s.TopActors[:min(len(s.TopActors), top)]
+	for _, dc := range days {
+		s.ByDay = append(s.ByDay, *dc)
 	}
-	var d DayCount
-	if err := run("days", `SELECT to_char(e.committed_at AT TIME ZONE 'UTC', 'YYYY-MM-DD'), count(*), count(*) FILTER (WHERE e.action = 'delete')`+from+` GROUP BY 1 ORDER BY 1`,
-		[]any{&d.Day, &d.Entries, &d.Deletes}, func() { s.ByDay = append(s.ByDay, d) }); err != nil {
-		return nil, err
-	}
-	if err := run("actors", `SELECT count(DISTINCT e.actor_id)`+from, []any{&s.Actors}, func() {}); err != nil {
+	slices.SortFunc(s.ByDay, func(a, b DayCount) int { return cmp.Compare(a.Day, b.Day) })
+	if err := s.actorNames(ctx, q, schema, f); err != nil {
 		return nil, err
 	}
 	return s, nil
+}
+
+// actorNames fills in the latest name each top actor had in f's window.
+func (s *Summary) actorNames(ctx context.Context, q Querier, schema string, f Filter) error {
+	var ids []string
+	for _, a := range s.TopActors {
+		if a.ActorID != "" {
+			ids = append(ids, a.ActorID)
+		}
+	}
+	if len(ids) == 0 {
+		return nil
+	}
+	where, args := f.Where("e")
+	rows, err := q.Query(ctx, `SELECT DISTINCT ON (e.actor_id) e.actor_id, e.actor FROM `+schema+`.entries e
+		WHERE `+where+` AND e.actor_id = ANY ($`+strconv.Itoa(len(args)+1)+`::text[]) AND e.actor IS NOT NULL ORDER BY e.actor_id, e.id DESC`, append(args, ids)...)
+	if err != nil {
+		return fmt.Errorf("summarize actors: %w", err)
+	}
+	names := map[string]string{}
+	var id, name string
+	if _, err := pgx.ForEachRow(rows, []any{&id, &name}, func() error { names[id] = name; return nil }); err != nil {
+		return fmt.Errorf("summarize actors: %w", err)
+	}
+	for i := range s.TopActors {
+		s.TopActors[i].Actor = names[s.TopActors[i].ActorID]
+	}
+	return nil
+}
+
+func deref(s *string) string {
+	if s == nil {
+		return ""
+	}
+	return *s
+}
+
+// Spike is a day with unusually many deletes.
+type Spike struct {
+	Day      string `json:"day"`
+	Deletes  int64  `json:"deletes"`
+	Baseline int64  `json:"baseline"` // the median of the window's daily deletes
+}
+
+// DeleteSpikes are the days of s whose deletes are at least 10 and more
+// than three times the median of its days' deletes (days without entries
+// count as 0).
+func (s *Summary) DeleteSpikes() []Spike {
+	span := int(s.Until.Sub(s.Since).Hours()/24) + 1
+	per := make([]int64, 0, max(span, len(s.ByDay)))
+	for _, d := range s.ByDay {
+		per = append(per, d.Deletes)
+	}
+	for len(per) < span {
+		per = append(per, 0)
+	}
+	slices.Sort(per)
+	median := per[len(per)/2]
+	var out []Spike
+	for _, d := range s.ByDay {
+		if d.Deletes >= 10 && d.Deletes > 3*median {
+			out = append(out, Spike{Day: d.Day, Deletes: d.Deletes, Baseline: median})
+		}
+	}
+	return out
 }
 
 // rowActions are the actions of row changes; the others are events.

@@ -96,7 +96,7 @@ func EnsureRoles(ctx context.Context, conn *pgx.Conn, r Roles) (created, warning
 // schema (the partitions of entries besides), in this version or an earlier
 // one.
 var (
-	knownRelations = []string{"entries", "checkpoints", "rules", "gaps", "schema_migrations", "bridge_emits", "bridge_key_a", "bridge_key_b", "capture_patterns", "partition_truncates", "integrity_leaves", "integrity_checkpoints"}
+	knownRelations = []string{"entries", "checkpoints", "rules", "gaps", "schema_migrations", "bridge_emits", "bridge_key_a", "bridge_key_b", "capture_patterns", "partition_truncates", "integrity_leaves", "integrity_checkpoints", "prunes", "own_entries", "exports", "api_tokens", "api_token_revocations"}
 	knownFunctions = []string{"reject_change", "ensure_partitions", "current_context", "emit_context", "set_context", "log_event", "capture_table", "capture_new_tables"}
 )
 
@@ -213,7 +213,7 @@ func grantTrail(ctx context.Context, conn *pgx.Conn, schema string, r Roles, wri
 		}
 		return strings.Join(out, ", ")
 	}
-	trail := s + ".entries, " + s + ".checkpoints, " + s + ".rules, " + s + ".gaps, " + s + ".integrity_leaves, " + s + ".integrity_checkpoints, " + s + ".own_entries, " + s + ".exports"
+	trail := s + ".entries, " + s + ".checkpoints, " + s + ".rules, " + s + ".gaps, " + s + ".integrity_leaves, " + s + ".integrity_checkpoints, " + s + ".own_entries, " + s + ".exports, " + s + ".api_tokens, " + s + ".api_token_revocations"
 	stmts := []string{
 		`REVOKE ALL ON SCHEMA ` + s + ` FROM PUBLIC`,
 		`REVOKE ALL ON ALL TABLES IN SCHEMA ` + s + ` FROM PUBLIC`,
