@@ -7,20 +7,14 @@ package api
 
 import (
 	"bytes"
-	"compress/flate"
 	"context"
-	"encoding/base64"
 	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
 	"net/http"
-	"net/url"
-	"path"
-	"strings"
 	"time"
 
-	"github.com/getkin/kin-openapi/openapi3"
 	"github.com/oapi-codegen/runtime"
 	"github.com/walscribe/walscribe/browse"
 	"github.com/walscribe/walscribe/query"
@@ -2940,169 +2934,4 @@ func (sh *strictHandler) WhoAmI(w http.ResponseWriter, r *http.Request) {
 	} else if response != nil {
 		sh.options.ResponseErrorHandlerFunc(w, r, fmt.Errorf("unexpected response type: %T", response))
 	}
-}
-
-// Base64 encoded, compressed with deflate, json marshaled OpenAPI spec.
-// Stored as a slice of fixed-width chunks rather than one concatenated
-// const string: with thousands of chunks the chained `+` fold is several
-// times slower for the Go compiler than parsing a slice literal.
-var swaggerSpec = []string{
-	"7Fzrcts4ln6VU9ypil1DS3ac7kzbv9zd6Z3MZtNZ273zI8paEHkkYkwCDACa0qZctU+zD7ZPsoULbxIo",
-	"UbYyM12V6h8diRBwcK7fudBfgohnOWfIlAwuvgQ5ESRDhcJ8IpGinOl/xSgjQXP7MaBMolAhFHlMFIYQ",
-	"Y4r6/0oULCIKgQsgDPABmXohoeQivgSBORIFc/NsBXwOEh9QkDQIA1zmKY8xuFCiwDCg+pDPBYpVEAaM",
-	"ZBhcVLSEgYwSzIgmiirMDJ0ZWb5DtlBJcPHy9DQMMsqqz2dhoFa53kAqQdkieAz18rf2p9+d1o+JEGSl",
-	"n0q1SvUXcy4y/ZlEigtznJ8qLjpEtWg5O91JTLX/HY23HqGfP+uUKCFsgfGmLAlEPC0yBiTjbAEqQUCm",
-	"xOqFBPcbt0AGfsFUO/eQ93IQdYWQlsld4hgu1Z19qBVGE5cLfKC8kJCTBfaRZLfrZ5iPhpis5CYF+siU",
-	"SAXvQS+AoxjnpEgVvD4OoUyQgaQsQqASGFewoA/IeqgyB6zRRLMiCy7Ov//Occl+bnhEmcIFCkvg7K6Q",
-	"2KuK1ePnyKGlhTlRSbO5UT+BnwsqtBJZM23O0bZClKX3+1fBzqvQ3KOIDEgcC5QSjs5OR/q/18fGkwBD",
-	"VXJxX39/Ov7TcQ+Tad7HgO+693/pu39KM6o2SdMGQVFCjmKb2tlft493yuIOr8Q9RNj5vV8XBS/hHldA",
-	"JBD4y82v74HP/oaRCgFHixF8mQQ0ngQX8OrlYw+V+X0fh16texIvj7QWoFRbPFZrxbN8lrGsfmlEPMuo",
-	"UhgDUUZP5goFqIRKUDRDOLr+5Sc4Pz//oU9X7P5ePdZx7UTvEvgIU2SWegiz+4zMUzgioI+BkqqEFwoI",
-	"xFxpN0EZ5MUspdHxs2OipWNXSDw/eEgsmKLpEMHMcM4F+mRyCZUjZbzsE5A95wkCWvYr53JNK/dzXUb/",
-	"Zc6ZRMPmNzpUftAu4UJDKaaQGf9B8jylEdGMGf9NWgzVnPkHgfPgIviXcQO+xvapHDc7mtO6HL4y7kfr",
-	"ieN1CAxLlArmVEilZfNB8FmK2RZ6crvij/vRVe3ro4qBFusPr757DXm9rGKy4dOVQW8/8cKSkwueo1DU",
-	"MtHdxSuNdQmEwT2u9Eq/Y7Lh6aNZFNYbf6r3sc4yCIPlyYKfuC+Nhowsca0nJzTLubD06mB4ESyoSorZ",
-	"KOLZuCSpZsEMW/+ymqZJudKYree2NZ70AQ2lZWn8BlWQkFh7C/2kpCzmZeCx3DZ87O44CSaBcS2VXVau",
-	"iDP07WRR/FAx7CO0NeG0EG2Fn6vdGioGyazF58MI7mey6hFbTFabLP7t9qcg7DqlfyhnNZFPZmZ998Ow",
-	"0jiyTZZdgVRcYGyzjBG8eUCxAoVLpXWdKiiJhFLo+MFgtoIy4TokQkZiNKZg841LQBmR3NhJmaAwa6gJ",
-	"sDLhJRsF4abduWTWb0P6CSvS1MZ2G3S3WtvuxY3TvbPRZ8CPIpKrQmB8R9TQgNfJ7moEsLGo5+g6ykcp",
-	"RabuNAgfRqkJ83ep9DO1RgH73UTHrKUPgxs94SpBAW6RAcJaJVqMBolagbvEd5OnnRebp2Qhn8dLqyED",
-	"jN1mQjtJSvmCsuE3YFj2pw8VTq5MKVwr18REETjSeFTnF8c+bvI07t+/Bn3VARoLt1IV74678p0BW3QT",
-	"k508EqjBkbbNKCXSL+YGGm0+ws/rIj5/6RVxnS1s7KHleUcWDqPtpHjZo1U9P+wLEibwtozX3iV0yLhj",
-	"tl13VPMjrDOPuipnskqtFlb5wlZZyBPuTZbeun3YzRmbUkZL77sOyuNdG+exKdzKqHcEwpngpcSRDV3P",
-	"CYN2oyYOvqPSiylUN2vbmRgYfer4mg0EoMjmLSsyqkzl8GSEQULkXcZFW9NnnKdImPVIdSVvgK77LtU6",
-	"obud97bal701gYnEMdWaQNIPrVvPSSqxHyKs10hLLmKQRZQAkYBLrQwYa79pFXROaGp0fc9KdMX59UrY",
-	"SiWULQA1jRulnsBzX/sv5/o2Ci0e39d2lbvXKyIW6AnKZUKUQ11kxouqCmXrGyPKHjiNDBBdL0dsl7eT",
-	"g1ewy9oQu6LbA2PMVn1gfJcnNZmvooz0Qslt4H337ijEQCBqddAJcBPBuKO/9IreAonNqKZ0CmNy8iLT",
-	"ovhcYGE0WxSM6UVhIIsoQozNt07xP+2SaENudUYYkJbfN/69zdv6Dj4laNU41jwZKmIrUxs3o0wq4uqJ",
-	"3msXbQjQDt9U9YRv+8WuUoR5Wm1TH+W71jWa1OhDSphHwXW4w9jvXU0udTcYdN5T5sFvwh5/UnXzTE6l",
-	"Tqom3//9z//6jCnnUtIuwGkRJpBIn0ctk5X2GxFhjCuYIcScoWuoVDtqr2LctO9Y+Tn1A8ab/3gHSrul",
-	"gsUcZdPQgiPMcrWyZwicFxLj42Cn4lacdVxrXdgS4RPkTU7vPXF2RiSmlKGf8AxjShjEZKUxuE3cN8o/",
-	"A4TrChUHLUp4ywzVBmFzsUF1BsudwxQZboosI7bM4Kmyefp5MdU+JlJgFgCN5TCuzlZ3DToYBJTaJU8P",
-	"XJqt7pykBu1WF2f8W9U5xqDNbvXq3u2sXO+kFpMcvKeVqme7/aq7dc9nWChXPL9rRD1ULlXN0ENt3doY",
-	"2Glom0XVT6raFk0dzpHYVqOW2DrXqDVjXRA+R9MSpM8CngJSPCLpT4L7Utt1xvSmjXtV6Fu3PYz3uOX3",
-	"yHp8x9AyQiSQ7F3kcr+ZrfziWeZUoNy25e4KkKs3evDfA7/fTu/u0glPOyDxgWJpEBwpYmozfBJnlHlw",
-	"odb1e2R+4LqOnKqV7jru4A7PO8zcNBFTqIkKQdXqRiuhC8RIhAXARjMNZrFf1RskSuW2HsnvKdbNRPex",
-	"7ibWWnUnUUqr05VLyem/4cr2yyib881YdI0ktvVLzTZQgtAU6h3hHjGXF53uDcxpqlDIEDhzsCbUO0xY",
-	"QjV4My1kAoKXGksRBUTvyqS1NztM4RB3Nd1TLWQ2Ik5YTOMQCEgbWS81HFOdCqupE8pLcHgRiEMrsSnW",
-	"ceGA44QR5ibERhM2YbbQn1Jp0sV229LexnQ2Lck0wwuY8zTlJUxbqf4UyoSmOGHTqhQw1XtpLR3BOyqV",
-	"BCIQZrxgMdremWk6T41nno6nxjNPTcFzGpOVnF5OWD3h89pO+Bh8yJCaSjOVdqTnGAiLgZkuQ6Q9EOCS",
-	"RCpdjaqLCS1MKoEqiekcBEZcVEQkaIVrc3nHQSMqK5ep/vHUcOmqUAkyRc0YnRH5VH/FBf1vw/0L+NFo",
-	"KkyK09PzyJiI+SdO4ch8Mv13hLng2YRNG3UyD8Fay/R4BNc8RXkB1nbhSJNwHIKzYDj6oytzyONwwow1",
-	"6++czEO7mzwewRudslq+rzeBIeZRkWllGU20YaQ0QiZtG8Saz1VOogRPXo5OW5lWY1Rw9eFtEAYPKKS1",
-	"mDNT68iRkZwGF8H56HR0riE5UYkx7LENouMvlQt/1N/QB6qMp3U1DO3rDTPfxpoGvfSqWhV2RiA/eoeh",
-	"WgXN/pGofadd/KClIWZsY+eAhS64DlhpAcuAhRbRDFhoZtwGrLOjUgMWuhrf46e1wYuXp6d9QK9e156l",
-	"CJtZrF2/+tAeYajyi+Cv2ktqP2UTh9iIX5lG0cc2jFme2OhYBUW9y7gFuLw6qH3Xmxotrmng318vagUf",
-	"unbIwlbNccDq5bBlVadgwFKaD1mV3w/SStfc+GZjB7UxZwJAHM4BiSlGan3KaW+7G3+h8WOv8f0rqqrh",
-	"s5/laRXt4dnhRsF8A1e3VU3rADz/tQKST2Tr2EGCFnu7xP5iUGf9ikCC8Pb9zZvrW1ulc7+2dTrBy0s3",
-	"DFm/W2DQ7W8ffr66fVP9QqNLDbRGcG3LeKFFSmYLU3AM7UyI+caOm0wYzcgCZVVyrMBr1WOeE6qSeZGm",
-	"KzjKiLzXm+IySovY9Hk0LJ7PTzhLV2A3MqPJzSl6j2pe3pi8hTxdTfuQEuaKvP90ytYuPveoXJ7aou4z",
-	"Ne7PvGxVZUtepDHM0NRrGcJRrMF0wY4vwaJOzfOWblbq1tZNm2zaYrQP4eV5uvqd8v1nzvCyPUuh8xCi",
-	"Mwar11OXTAgkUdJkGgcQ028s5i05cZvHSF6ICM2MyIxI3F9Ixn881O8bOYF5XEbDUVkZPolNWgMCzTNp",
-	"mOEMuhRUmer/CG61y2ixxXkXm1+rRPBikfguAym9RzuIrZO/cMKkIlmOceNeIpKmKF5Il00dGfRjk0P3",
-	"8oLX7rlUpiPdNLx+5PHqcIHCdbsfuxWUei6mo7ov9zq2Wxlr+mRV6YdEEeZqSAuwt/G1qfTXa8nzhtK1",
-	"k2rgLMJW2SQhshoxNPDnuXZgiTEFkvUiCBxpHdQZ8yjlizv7XcxRHreDqVX23lhaN7S94MT2u3tzA9+E",
-	"u6vped9DCSL5YMquVnr2k5Z66hXgt+TjW/LhSz72D4hp16143qnBpRprfdy6rhcKa+s4QAJiSnk24G0m",
-	"ITyNWzVLM5bz081/ahz4l5tf35+klKGEmJcs5SS+hKYY3oRFU1HrhkW3quUMdtQJ3JpBvuBwr6Q9FwM9",
-	"Z+TMusgnjr716Izj4vN1ptkNqiL8URON7JPjbgb7JN1wm/fqxjUv/+yWbKhG/3tqwfY3ywbVN88HlTe/",
-	"2ruMg2gc9G7jt2LOAYs52i5aXSmd25m+FFVuvEXDKMpsir1H8SHD3TX9f1/1F/S/ldn/6cvsnUyLl6we",
-	"1oGYxnBkoL/Ov17I+snxHhrkwKAcf2lg4dby4LVdNqg51Blk/zu2h74p2RN6OWu98D10SDaDZ31aU82m",
-	"/c4aOk9QpIF/MuP89Pjr/GmMdQoSXkJG2AoMK22ZyHaGQXE7glATddZLlOK5n6azrw6Wtw7aObXqAbaV",
-	"Yj7fSsyklYTZSosxtLwMq5GFmqWXoHjuuHvpyvzgRta2o9u2Odlxgq15z61d8o9LQ+y02EGzEHftQyWu",
-	"rihpx1QISIwEqqqQPgLLQTOqYd6m1TJ042C2wrk2LDJqCdBR2lPQbQ0ZbfOIt61lO3IUAwHMq2jw7ua9",
-	"ybarQagFfTCv/R6ZLOF0fPb9j+evX/X+RRj7ilt/JM6JUij0D//r4+nJD1cnv5CT+acvZ+GfHsfrX/zB",
-	"MwP61TuA5t2xPgVqOPpCNn8UwtVHuYjtW9HVy9PZgWskDte7+myLmFC7DY30GxnuEVzLhJOM9mrSXxN+",
-	"lb0NviLfnalvMdrKyvQdnZ0dKGfqthi2m2DNtNacozGmasLx4ycdHashxo+ftLZKFA+V0RUiDS6CMcnp",
-	"+OEsePz0+P8BAAD//w==",
-}
-
-// decodeSpec returns the embedded OpenAPI spec as raw JSON bytes,
-// after base64-decoding and flate-decompressing the embedded blob.
-func decodeSpec() ([]byte, error) {
-	encoded := strings.Join(swaggerSpec, "")
-	compressed, err := base64.StdEncoding.DecodeString(encoded)
-	if err != nil {
-		return nil, fmt.Errorf("error base64 decoding spec: %w", err)
-	}
-	zr := flate.NewReader(bytes.NewReader(compressed))
-	var buf bytes.Buffer
-	if _, err := buf.ReadFrom(zr); err != nil {
-		return nil, fmt.Errorf("read flate: %w", err)
-	}
-	if err := zr.Close(); err != nil {
-		return nil, fmt.Errorf("close flate reader: %w", err)
-	}
-
-	return buf.Bytes(), nil
-}
-
-var rawSpec = decodeSpecCached()
-
-// a naive cache of the decoded OpenAPI spec
-func decodeSpecCached() func() ([]byte, error) {
-	data, err := decodeSpec()
-	return func() ([]byte, error) {
-		return data, err
-	}
-}
-
-// Constructs a synthetic filesystem for resolving external references when loading openapi specifications.
-func PathToRawSpec(pathToFile string) map[string]func() ([]byte, error) {
-	res := make(map[string]func() ([]byte, error))
-	if len(pathToFile) > 0 {
-		res[pathToFile] = rawSpec
-	}
-
-	return res
-}
-
-// GetSpec returns the OpenAPI specification corresponding to the generated
-// code in this file. External references in the spec are resolved through
-// PathToRawSpec; externally-referenced files must be embedded in their
-// corresponding Go packages (via the import-mapping feature). URL-based
-// external refs are not supported.
-func GetSpec() (swagger *openapi3.T, err error) {
-	resolvePath := PathToRawSpec("")
-
-	loader := openapi3.NewLoader()
-	loader.IsExternalRefsAllowed = true
-	loader.ReadFromURIFunc = func(loader *openapi3.Loader, url *url.URL) ([]byte, error) {
-		pathToFile := url.String()
-		pathToFile = path.Clean(pathToFile)
-		getSpec, ok := resolvePath[pathToFile]
-		if !ok {
-			err1 := fmt.Errorf("path not found: %s", pathToFile)
-			return nil, err1
-		}
-		return getSpec()
-	}
-	var specData []byte
-	specData, err = rawSpec()
-	if err != nil {
-		return
-	}
-	swagger, err = loader.LoadFromData(specData)
-	if err != nil {
-		return
-	}
-	return
-}
-
-// GetSpecJSON returns the raw JSON bytes of the embedded OpenAPI
-// specification: decompressed but not unmarshaled. External references
-// are not resolved here; the bytes are the spec exactly as embedded by
-// codegen. The result is cached at package init time, so repeated calls
-// are cheap.
-func GetSpecJSON() ([]byte, error) {
-	return rawSpec()
-}
-
-// GetSwagger returns the OpenAPI specification corresponding to the
-// generated code in this file.
-//
-// Deprecated: GetSwagger predates kin-openapi renaming openapi3.Swagger
-// to openapi3.T. Use [GetSpec] instead. This wrapper is retained for
-// backwards compatibility.
-func GetSwagger() (*openapi3.T, error) {
-	return GetSpec()
 }

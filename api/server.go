@@ -8,6 +8,8 @@ package api
 
 import (
 	"context"
+	_ "embed"
+	"fmt"
 	"encoding/json"
 	"errors"
 	"net"
@@ -103,14 +105,20 @@ func New(cfg Config, pool *pgxpool.Pool, events Events, log *zap.Logger, reg pro
 	return s, nil
 }
 
+// specYAML is the API's description, as written: the server code is
+// generated from it, and it is served as it is.
+//
+//go:embed openapi.yaml
+var specYAML []byte
+
 // Spec is the API's OpenAPI document.
 func Spec() (*openapi3.T, error) {
-	spec, err := GetSwagger()
+	spec, err := openapi3.NewLoader().LoadFromData(specYAML)
 	if err != nil {
-		return nil, err
+		return nil, fmt.Errorf("load the API's description: %w", err)
 	}
 	if err := spec.Validate(context.Background()); err != nil {
-		return nil, err
+		return nil, fmt.Errorf("the API's description: %w", err)
 	}
 	return spec, nil
 }

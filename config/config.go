@@ -57,6 +57,8 @@ type Config struct {
 	SkipUnchangedUpdates bool    `mapstructure:"skip_unchanged_updates"`
 	Tables               []Table `mapstructure:"tables"`
 	HTTP                 HTTP    `mapstructure:"http"`
+	// API serves the REST API and the web UI.
+	API API `mapstructure:"api"`
 	Log                  Log     `mapstructure:"log"`
 }
 
@@ -352,6 +354,63 @@ type HTTP struct {
 	Pprof bool `mapstructure:"pprof"`
 }
 
+// API configures the REST API (/api/v1) and the web UI (/), served by
+// walscribe serve, and by walscribe run when Listen is set.
+type API struct {
+	// Listen is the host:port of the API and UI (api.listen). walscribe run
+	// serves them only when it is set; walscribe serve uses
+	// 127.0.0.1:9188 when it is not. Default "".
+	Listen string `mapstructure:"listen"`
+	// DSN is the connection the API reads the trail through (api.dsn): a
+	// role with the reader role (roles.reader) and nothing more; a replica
+	// of the sink database will do. Default "": sink.dsn (or source.dsn).
+	DSN string `mapstructure:"dsn"`
+	// EventsDSN is the connection reads and posted events are recorded
+	// through, with log_event in the source database (api.events_dsn): a
+	// role with the application group (roles.app). Default "": source.dsn.
+	EventsDSN string `mapstructure:"events_dsn"`
+	// RestoreDSN is the connection restores are applied through
+	// (api.restore_dsn): a role that may write the application's tables and
+	// has the application group. Default "": restores are shown as plans
+	// but not applied from the API or the UI.
+	RestoreDSN string `mapstructure:"restore_dsn"`
+	// TLSCertFile and TLSKeyFile serve HTTPS (api.tls_cert_file,
+	// api.tls_key_file); both or neither. Default "" (plain HTTP: keep
+	// Listen on 127.0.0.1 or behind a TLS proxy).
+	TLSCertFile string `mapstructure:"tls_cert_file"`
+	TLSKeyFile  string `mapstructure:"tls_key_file"`
+	// PoolSize is the most connections the API reads with (api.pool_size),
+	// 1 to 64: small, so that readers never starve the sink. Default 4.
+	PoolSize int `mapstructure:"pool_size"`
+	// StatementTimeout is the longest one read may run
+	// (api.statement_timeout), 100ms to 10m. Default 10s.
+	StatementTimeout time.Duration `mapstructure:"statement_timeout"`
+	// RateLimit is how many requests per second each token may send
+	// (api.rate_limit), in bursts of twice as many; 1 to 10000. Default 20.
+	RateLimit int `mapstructure:"rate_limit"`
+	// SessionTTL is how long a sign-in to the web UI lasts
+	// (api.session_ttl), 5m to 720h. Default 12h.
+	SessionTTL time.Duration `mapstructure:"session_ttl"`
+}
+
+// APIDSN is the connection the API reads through: api.dsn, else the
+// sink's.
+func (c *Config) APIDSN() string {
+	if c.API.DSN != "" {
+		return c.API.DSN
+	}
+	return c.SinkDSN()
+}
+
+// EventsDSN is the connection the API records events through:
+// api.events_dsn, else source.dsn.
+func (c *Config) EventsDSN() string {
+	if c.API.EventsDSN != "" {
+		return c.API.EventsDSN
+	}
+	return c.Source.DSN
+}
+
 // Log configures logging.
 type Log struct {
 	// Level is debug, info, warn or error (log.level). Default "info".
@@ -384,6 +443,7 @@ func Default() Config {
 		Export:               Export{Format: "jsonl", S3: S3{Endpoint: "s3.amazonaws.com", PartSize: 16 << 20}},
 		SkipUnchangedUpdates: true,
 		HTTP:                 HTTP{Listen: "127.0.0.1:9187"},
+		API:                  API{PoolSize: 4, StatementTimeout: 10 * time.Second, RateLimit: 20, SessionTTL: 12 * time.Hour},
 		Log:                  Log{Level: "info", Format: "auto"},
 	}
 }

@@ -516,6 +516,16 @@ func TestEnvVarNames(t *testing.T) {
 	values["export.s3.secret_key"] = "secret-example"
 	values["export.s3.insecure"] = "true"
 	values["export.s3.part_size"] = "32MiB"
+	values["api.listen"] = "0.0.0.0:8443"
+	values["api.dsn"] = "postgres://reader@replica/app"
+	values["api.events_dsn"] = "postgres://app@db/app"
+	values["api.restore_dsn"] = "postgres://restorer@db/app"
+	values["api.tls_cert_file"] = "/etc/walscribe/tls.crt"
+	values["api.tls_key_file"] = "/etc/walscribe/tls.key"
+	values["api.pool_size"] = "8"
+	values["api.statement_timeout"] = "30s"
+	values["api.rate_limit"] = "50"
+	values["api.session_ttl"] = "1h0m0s"
 	isolateEnv(t)
 	t.Setenv("WALSCRIBE_TABLES", "public.orders")
 	for _, l := range leaves("", reflect.ValueOf(Default())) {
@@ -617,7 +627,7 @@ func TestLoadErrors(t *testing.T) {
 		{
 			name: "unknown top-level key, nothing close",
 			yaml: valid + "colour: red\n",
-			want: []string{"colour: unknown key", "the keys here are source, sink, spool, context, masking, roles, integrity, retention, export, exclude_tables, skip_unchanged_updates, tables, http, log"},
+			want: []string{"colour: unknown key", "the keys here are source, sink, spool, context, masking, roles, integrity, retention, export, exclude_tables, skip_unchanged_updates, tables, http, api, log"},
 		},
 		{
 			name: "role names",

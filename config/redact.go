@@ -82,6 +82,10 @@ func (c *Config) Redacted() map[string]any {
 		"skip_unchanged_updates": c.SkipUnchangedUpdates,
 		"tables":                 tables,
 		"http":                   map[string]any{"listen": c.HTTP.Listen, "pprof": c.HTTP.Pprof},
+		"api": map[string]any{"listen": c.API.Listen, "dsn": redactDSN(c.API.DSN), "events_dsn": redactDSN(c.API.EventsDSN),
+			"restore_dsn": redactDSN(c.API.RestoreDSN), "tls_cert_file": c.API.TLSCertFile, "tls_key_file": c.API.TLSKeyFile,
+			"pool_size": c.API.PoolSize, "statement_timeout": c.API.StatementTimeout.String(), "rate_limit": c.API.RateLimit,
+			"session_ttl": c.API.SessionTTL.String()},
 		"log":                    map[string]any{"level": c.Log.Level, "format": c.Log.Format},
 	}
 }

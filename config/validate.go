@@ -82,6 +82,7 @@ func (c *Config) problems() []problem {
 	c.integrityProblems(check)
 	c.retentionProblems(check)
 	c.exportProblems(check)
+	c.apiProblems(check)
 	c.tableProblems(check)
 
 	if c.HTTP.Listen != "" {
@@ -197,6 +198,30 @@ func (c *Config) exportProblems(check func(key, msg string)) {
 	if e.S3.Endpoint == "" {
 		check("export.s3.endpoint", "empty: write host[:port], e.g. s3.amazonaws.com")
 	}
+}
+
+// apiProblems checks the api section.
+func (c *Config) apiProblems(check func(key, msg string)) {
+	a := c.API
+	if a.Listen != "" {
+		check("api.listen", checkListen(a.Listen))
+	}
+	for _, d := range []struct{ key, dsn string }{{"api.dsn", a.DSN}, {"api.events_dsn", a.EventsDSN}, {"api.restore_dsn", a.RestoreDSN}} {
+		if d.dsn != "" {
+			check(d.key, checkDSN(d.dsn))
+		}
+	}
+	if (a.TLSCertFile == "") != (a.TLSKeyFile == "") {
+		check("api.tls_cert_file", "give both api.tls_cert_file and api.tls_key_file, or neither")
+	}
+	if a.PoolSize < 1 || a.PoolSize > 64 {
+		check("api.pool_size", fmt.Sprintf("%d: write a number from 1 to 64, e.g. 4", a.PoolSize))
+	}
+	check("api.statement_timeout", checkDuration(a.StatementTimeout, 100*time.Millisecond, 10*time.Minute, "from 100ms to 10m, e.g. 10s"))
+	if a.RateLimit < 1 || a.RateLimit > 10000 {
+		check("api.rate_limit", fmt.Sprintf("%d: write a number of requests per second from 1 to 10000, e.g. 20", a.RateLimit))
+	}
+	check("api.session_ttl", checkDuration(a.SessionTTL, 5*time.Minute, 720*time.Hour, "from 5m to 720h, e.g. 12h"))
 }
 
 // retentionProblems checks the retention section.

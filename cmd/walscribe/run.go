@@ -85,6 +85,26 @@ rules in force stay. Tables to add to or remove from the publication need
 				}
 				go serveHTTP(ctx, ln, newHTTP(reg, d, c.HTTP.Pprof), log)
 			}
+			if c.API.Listen != "" {
+				srv, err := openAPI(ctx, c, log, reg)
+				if err != nil {
+					return err
+				}
+				ln, err := net.Listen("tcp", c.API.Listen)
+				if err != nil {
+					srv.Close()
+					return fmt.Errorf("api.listen %s: %w (choose another address, or \"\" for no API)", c.API.Listen, err)
+				}
+				served := make(chan struct{})
+				go func() {
+					defer close(served)
+					if err := serveAPI(ctx, ln, srv.handler, c, log); err != nil {
+						log.Error("the API stopped; the daemon goes on", zap.Error(err))
+					}
+				}()
+				// The API drains its requests before its connections close.
+				defer func() { stop(); <-served; srv.Close() }()
+			}
 			hup := make(chan os.Signal, 1)
 			signal.Notify(hup, syscall.SIGHUP)
 			defer signal.Stop(hup)

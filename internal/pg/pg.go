@@ -15,6 +15,7 @@ import (
 	"github.com/jackc/pgerrcode"
 	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgconn"
+	"github.com/jackc/pgx/v5/pgxpool"
 )
 
 // ConnectTimeout bounds connecting when the DSN sets no connect_timeout: a
@@ -31,6 +32,7 @@ const (
 	AppDaemon = "walscribe"      // the replication connection
 	AppSink   = "walscribe sink" // the sink's writer
 	AppTool   = "walscribe tool" // catalog lookups, setup, status, slot reads
+	AppAPI    = "walscribe api"  // the API's reads and events
 )
 
 // SearchPath is the search_path of every walscribe connection, whatever
@@ -90,6 +92,23 @@ func Connect(ctx context.Context, dsn, appName string) (*pgx.Conn, error) {
 		return nil, err
 	}
 	return conn, nil
+}
+
+// Pool opens a pool of at most size connections to dsn, each with
+// walscribe's connection defaults and the session settings params (such as
+// statement_timeout). It connects lazily: Ping to check.
+func Pool(ctx context.Context, dsn, appName string, size int32, params map[string]string) (*pgxpool.Pool, error) {
+	cfg, err := pgxpool.ParseConfig(dsn)
+	if err != nil {
+		return nil, fmt.Errorf("parse dsn: %w", err)
+	}
+	configure(&cfg.ConnConfig.Config, appName)
+	for k, v := range params {
+		cfg.ConnConfig.RuntimeParams[k] = v
+	}
+	cfg.MaxConns = size
+	cfg.MinConns = 0
+	return pgxpool.NewWithConfig(ctx, cfg)
 }
 
 // ConnectReplication opens a logical replication connection (replication =
