@@ -9,9 +9,9 @@ package api
 import (
 	"context"
 	_ "embed"
-	"fmt"
 	"encoding/json"
 	"errors"
+	"fmt"
 	"net"
 	"net/http"
 	"regexp"

@@ -59,7 +59,7 @@ type Config struct {
 	HTTP                 HTTP    `mapstructure:"http"`
 	// API serves the REST API and the web UI.
 	API API `mapstructure:"api"`
-	Log                  Log     `mapstructure:"log"`
+	Log Log `mapstructure:"log"`
 }
 
 // Source is the database whose changes are audited, read through logical

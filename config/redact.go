@@ -86,7 +86,7 @@ func (c *Config) Redacted() map[string]any {
 			"restore_dsn": redactDSN(c.API.RestoreDSN), "tls_cert_file": c.API.TLSCertFile, "tls_key_file": c.API.TLSKeyFile,
 			"pool_size": c.API.PoolSize, "statement_timeout": c.API.StatementTimeout.String(), "rate_limit": c.API.RateLimit,
 			"session_ttl": c.API.SessionTTL.String()},
-		"log":                    map[string]any{"level": c.Log.Level, "format": c.Log.Format},
+		"log": map[string]any{"level": c.Log.Level, "format": c.Log.Format},
 	}
 }
 
