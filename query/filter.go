@@ -104,7 +104,11 @@ func (f Filter) Where(alias string) (string, []any) {
 	}
 	col := func(name string) string { return alias + "." + name }
 	conds = append(conds, col("committed_at")+" >= "+arg(f.Since), col("committed_at")+" < "+arg(f.Until))
-	if len(f.Tables) > 0 {
+	if len(f.Tables) == 1 {
+		// Equalities, which the row-history index serves.
+		s, tb := SplitTable(f.Tables[0])
+		conds = append(conds, col("schema_name")+" = "+arg(s), col("table_name")+" = "+arg(tb))
+	} else if len(f.Tables) > 1 {
 		var schemas, tables []string
 		for _, t := range f.Tables {
 			s, tb := SplitTable(t)
