@@ -167,8 +167,11 @@ type RestorePlan struct {
 	EntryId int64 `json:"entry_id"`
 
 	// Kind restore-delete, revert-update, …
-	Kind     string `json:"kind"`
-	Possible bool   `json:"possible"`
+	Kind string `json:"kind"`
+
+	// Notes what the restore does not bring back exactly, or assumes
+	Notes    *[]string `json:"notes,omitempty"`
+	Possible bool      `json:"possible"`
 
 	// Reason why it cannot be done, when possible is false
 	Reason *string `json:"reason,omitempty"`

@@ -56,7 +56,7 @@ func newRoot() *cobra.Command {
 		"config file (YAML); every key can also be set as WALSCRIBE_<SECTION>_<KEY> (default $WALSCRIBE_CONFIG)")
 	root.AddCommand(newSetupCmd(g), newRunCmd(g), newStatusCmd(g), newMigrateCmd(g), newConfigCmd(g), newTeardownCmd(g))
 	root.AddCommand(newKeygenCmd(), newVerifyCmd(g), newCleanupCmd(g), newReportCmd(g), newExportCmd(g))
-	root.AddCommand(newServeCmd(g), newTokenCmd(g))
+	root.AddCommand(newServeCmd(g), newTokenCmd(g), newRestoreCmd(g))
 	return root
 }
 

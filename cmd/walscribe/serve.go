@@ -113,7 +113,19 @@ func openAPI(ctx context.Context, c *config.Config, log *zap.Logger, reg prometh
 		s.Close()
 		return nil, err
 	}
-	s.api, err = api.New(api.Config{Schema: c.Sink.Schema, RatePerSecond: float64(c.API.RateLimit)}, reader,
+	// Restores are planned on the source through the events role (or the
+	// restore role), and applied only through api.restore_dsn.
+	restores := &apiRestorer{restorer: restorerOn(c, reader, events)}
+	if c.API.RestoreDSN != "" {
+		src, err := pg.Pool(ctx, c.API.RestoreDSN, pg.AppAPI, 2, nil)
+		if err != nil {
+			s.Close()
+			return nil, fmt.Errorf("api.restore_dsn: %w", err)
+		}
+		s.pools = append(s.pools, src)
+		restores = &apiRestorer{restorer: restorerOn(c, reader, src), apply: true}
+	}
+	s.api, err = api.New(api.Config{Schema: c.Sink.Schema, RatePerSecond: float64(c.API.RateLimit), Restore: restores}, reader,
 		api.NewSourceEvents(events, c.Sink.Schema, c.Context.Prefix), log, reg)
 	if err != nil {
 		s.Close()
