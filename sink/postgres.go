@@ -291,14 +291,9 @@ func (p *Postgres) writeRetrying(ctx context.Context, batch []*audit.Transaction
 // progressQuery reads the stored progress: this slot's newest checkpoint
 // (end LSN and commit time; compared and sorted as pg_lsn, never as text)
 // and the last entry id of the schema, which every writer and slot
-// continues. With the lock, it first takes the schema's writer lock for the
-// transaction.
-func (p *Postgres) progressQuery(lock bool) string {
-	first := `NULL::void`
-	if lock {
-		first = pg.AdvisoryLock(`'walscribe.sink.' || $2`)
-	}
-	return `SELECT ` + first + `, c.end_lsn, c.committed_at,
+// continues.
+func (p *Postgres) progressQuery() string {
+	return `SELECT c.end_lsn, c.committed_at,
 			greatest((SELECT coalesce(max(last_id), 0) FROM ` + p.schema + `.checkpoints),
 			         (SELECT coalesce(max(entry_id), 0) FROM ` + p.schema + `.gaps),
 			         (SELECT coalesce(max(entry_id), 0) FROM ` + p.schema + `.prunes),
@@ -309,16 +304,20 @@ func (p *Postgres) progressQuery(lock bool) string {
 }
 
 // readProgress loads the stored progress into p; with lock, under the
-// schema's writer lock for the transaction q is in.
+// schema's writer lock for the transaction q is in. The lock is taken by a
+// statement of its own: a statement reads what was committed when it
+// began, so a read in the statement that waited for the lock would miss
+// what the lock's last holder committed meanwhile (and reuse its ids).
 func (p *Postgres) readProgress(ctx context.Context, q querier, lock bool) error {
 	var end *pglogrepl.LSN
 	var committed *time.Time
 	var lastID int64
-	args := []any{p.cfg.Slot}
 	if lock {
-		args = append(args, p.cfg.Schema)
+		if _, err := q.Exec(ctx, `SELECT `+pg.AdvisoryLock(`'walscribe.sink.' || $1::text`), p.cfg.Schema); err != nil {
+			return fmt.Errorf("take the writer lock: %w", err)
+		}
 	}
-	if err := q.QueryRow(ctx, p.progressQuery(lock), args...).Scan(nil, &end, &committed, &lastID); err != nil {
+	if err := q.QueryRow(ctx, p.progressQuery(), p.cfg.Slot).Scan(&end, &committed, &lastID); err != nil {
 		return fmt.Errorf("read the stored progress: %w", err)
 	}
 	p.lastEnd, p.lastID = 0, lastID

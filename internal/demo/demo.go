@@ -96,7 +96,10 @@ type demo struct {
 	// signer and checkpoints: the integrity log's key and its checkpoints
 	// kept outside the database.
 	signer, checkpoints string
-	daemon              *proc
+	// apiURL is where walscribe run serves the API and the web UI; apiDSN
+	// the role the API reads as (granted walscribe_reader only).
+	apiURL, apiDSN string
+	daemon         *proc
 	db                  *pgx.Conn
 	shop                *shop
 	shown               int64 // highest entry id printed so far
@@ -229,6 +232,12 @@ func (d *demo) startServer(ctx context.Context) error {
 		return fmt.Errorf("create role walscribe: %w", err)
 	}
 	d.daemonDSN = strings.Replace(d.dsn, "://postgres@", "://walscribe@", 1)
+	// The API's role reads the trail and nothing else (setup grants it
+	// walscribe_reader below).
+	if _, err := conn.Exec(ctx, `CREATE ROLE walscribe_api LOGIN`); err != nil {
+		return fmt.Errorf("create role walscribe_api: %w", err)
+	}
+	d.apiDSN = strings.Replace(d.dsn, "://postgres@", "://walscribe_api@", 1)
 	return nil
 }
 
@@ -248,6 +257,12 @@ func (d *demo) writeConfig(ctx context.Context) error {
 		fmt.Fprintf(&b, "  - name: public.%s\n", t)
 	}
 	b.WriteString("http:\n  listen: \"\"   # no /metrics server in the demo\n")
+	port, err := pgtest.FreePort()
+	if err != nil {
+		return err
+	}
+	d.apiURL = fmt.Sprintf("http://127.0.0.1:%d", port)
+	fmt.Fprintf(&b, "api:                  # the REST API and the web UI\n  listen: 127.0.0.1:%d\n  dsn: %s\n", port, d.apiDSN)
 	b.WriteString("log:\n  format: console\n")
 	// Tamper evidence: a key pair made here, checkpoints beside the config.
 	d.signer = filepath.Join(dir, "signer.key")
@@ -279,6 +294,20 @@ func (d *demo) setup(ctx context.Context) error {
 	}
 	if err != nil {
 		return fmt.Errorf("walscribe setup failed (%w): its output is above", err)
+	}
+	// The API reads as a member of walscribe_reader, and records each read
+	// through log_event, as the daemon's role: a member of walscribe_app.
+	grants := []string{`GRANT walscribe_reader TO walscribe_api`, `GRANT walscribe_app TO walscribe`}
+	d.say("▸ roles for the API: %s", strings.Join(grants, "; "))
+	conn, err := pgx.Connect(ctx, d.dsn)
+	if err != nil {
+		return err
+	}
+	defer conn.Close(context.WithoutCancel(ctx))
+	for _, g := range grants {
+		if _, err := conn.Exec(ctx, g); err != nil {
+			return fmt.Errorf("%s: %w", g, err)
+		}
 	}
 	return nil
 }

@@ -61,6 +61,7 @@ func (d *demo) summary(ctx context.Context) error {
 			problems = append(problems, fmt.Sprintf("walscribe %s failed (%v): its output is above", args[0], err))
 		}
 	}
+	problems = append(problems, d.showAPI(ctx)...)
 	if err := d.printQueries(ctx); err != nil {
 		return err
 	}
