@@ -8,7 +8,11 @@
 //     UPDATE, with no audit, with walscribe attached, and with a classic
 //     trigger-based audit;
 //  3. commit-to-durable latency at a fixed transaction rate;
-//  4. walscribe's peak memory through one huge transaction.
+//  4. walscribe's peak memory through one huge transaction;
+//  5. exports and cleanups of a trail;
+//  6. the REST API's reads (list, filters, row history, actor, request,
+//     summary) on a trail of -read entries, with walscribe storing writes
+//     beside them.
 //
 // Usage (make bench does this, then the decoder micro-benchmarks):
 //
@@ -45,10 +49,12 @@ type options struct {
 	// gomaxprocs is the GOMAXPROCS of every walscribe run (0: Go's default).
 	gomaxprocs int
 	lifecycle  int
+	// read is the entries of the trail the API is read from.
+	read int
 }
 
 // allSteps are the measurements, in the order they run.
-const allSteps = "drain,app,memory,lifecycle,decoder"
+const allSteps = "drain,app,memory,lifecycle,read,decoder"
 
 // runs reports whether step is among -steps.
 func (o options) runs(step string) bool {
@@ -75,6 +81,7 @@ func main() {
 	flag.StringVar(&o.steps, "steps", allSteps, "the measurements to run, comma-separated (a partial run prints the others as not run)")
 	flag.StringVar(&o.pprofDir, "pprof", "", "write CPU profiles of walscribe (drain, OLTP) into this directory, for go tool pprof")
 	flag.IntVar(&o.lifecycle, "lifecycle", 1_000_000, "entries exported, then removed by each of the two cleanup paths; 0 skips it")
+	flag.IntVar(&o.read, "read", 10_000_000, "entries seeded into the trail that the API's reads are timed on; 0 skips it")
 	flag.IntVar(&o.gomaxprocs, "gomaxprocs", 0, "GOMAXPROCS of every walscribe run (0: Go's default, the machine's cores)")
 	flag.Parse()
 	for _, c := range strings.Split(*clients, ",") {
@@ -91,8 +98,8 @@ func main() {
 			os.Exit(2)
 		}
 	}
-	if o.changes < 2 || o.updateRow < 1 || o.huge < 0 || o.duration < time.Second || o.rate < 1 || o.repeat < 1 {
-		fmt.Fprintln(os.Stderr, "bench: -changes must be at least 2, -update-rows at least 1, -huge 0 or more, -duration at least 1s, -rate and -repeat at least 1")
+	if o.changes < 2 || o.updateRow < 1 || o.huge < 0 || o.duration < time.Second || o.rate < 1 || o.repeat < 1 || o.read < 0 || o.read > 0 && o.read < 1000 {
+		fmt.Fprintln(os.Stderr, "bench: -changes must be at least 2, -update-rows at least 1, -huge 0 or more, -duration at least 1s, -rate and -repeat at least 1, -read 0 or at least 1000")
 		os.Exit(2)
 	}
 	if _, err := os.Stat(o.bin); err != nil {

@@ -34,6 +34,7 @@ type results struct {
 		updateSeconds, storedSeconds float64
 	}
 	lifecycle lifecycleRun
+	read      readRun
 }
 
 // drainRound is one backlog drained three ways.
@@ -160,6 +161,9 @@ func (r *results) markdown(o options) string {
 	if o.gomaxprocs > 0 {
 		cmdline += " -gomaxprocs " + strconv.Itoa(o.gomaxprocs)
 	}
+	if o.runs("read") {
+		cmdline += " -read " + strconv.Itoa(o.read)
+	}
 	p("%s", cmdline)
 	p("```")
 	p("")
@@ -267,7 +271,18 @@ func (r *results) markdown(o options) string {
 		p("| cleanup: %d entries deleted in batches | %.1f | %.0f | | %.0f MiB |", lc.entries, lc.delSeconds, float64(lc.entries)/lc.delSeconds, float64(lc.delWAL)/(1<<20))
 	}
 	p("")
-	p("## 6. Decoder micro-benchmarks")
+	p("## 6. Reading the trail: the API")
+	p("")
+	switch {
+	case !o.runs("read"):
+		p("Not run (-steps %s).", o.steps)
+	case r.read.entries == 0:
+		p("Skipped (-read 0).")
+	default:
+		r.readMarkdown(&w)
+	}
+	p("")
+	p("## 7. Decoder micro-benchmarks")
 	p("")
 	if !o.runs("decoder") {
 		p("Not run (-steps %s).", o.steps)
@@ -368,4 +383,40 @@ func (r *results) appMarkdown(w *strings.Builder, o options) {
 		p("| walscribe_commit_to_durable_seconds | %s | %s | %s | | ≤ 250 ms |", ms(l.histQuantiles[0]), ms(l.histQuantiles[1]), ms(l.histQuantiles[2]))
 	}
 	p("")
+}
+
+// readMarkdown writes section 6: the API's reads.
+func (r *results) readMarkdown(w *strings.Builder) {
+	p := func(format string, args ...any) { fmt.Fprintf(w, format+"\n", args...) }
+	rd := r.read
+	p("A trail of %d entries (%.1f GiB with its indexes, %.0f bytes an entry) written straight into `audit.entries` by set-based INSERTs, %.0f s with VACUUM ANALYZE, over the last %d days: dense ids in commit order; 20 tables in 3 schemas, skewed; rows of about ten entries each; 75%% updates (one or two changed columns), 20%% inserts, 3%% deletes, 2%% events; %d actor ids with a power-law spread (the busiest has 8%% of the entries), 5%% of entries without an actor; five entries a request.",
+		rd.entries, float64(rd.trailBytes)/(1<<30), float64(rd.trailBytes)/float64(rd.entries), rd.seedSeconds, readSeedDays, readActors)
+	p("")
+	p("`walscribe serve` (api.pool_size default; api.rate_limit raised to 10000, api.statement_timeout to 2m, so that a slow query is timed rather than cut off) answers one request at a time over HTTP with a viewer token, recording every read as an event through `log_event`. Meanwhile `walscribe run` stores a steady UPDATE workload on a tracked table: %.0f rows/s in %d-row transactions with an actor and a request id; the sink stored %.0f entries/s (those rows and the reads' events), 99%% of the rows within %s of their commit, and everything %.1f s after the writes stopped.",
+		rd.writeRate, readBatchRows, rd.sinkRate, ms(rd.storedP99), rd.caughtUp)
+	p("")
+	p("Each kind's parameters are drawn from entries picked at random: filters from the last 7 days (the list's default window), actors and requests from the last 30 days (theirs), rows from the whole trail; %d measured requests of each kind follow %d unmeasured ones (the summary: %d after one). Times are the client's, from sending the request to reading the whole body. Targets: p99 ≤ 50 ms for a first page, ≤ 1 s for the 30-day summary.",
+		readRequests, readWarmup, readSummaries)
+	p("")
+	p("| request | requests | p50 | p99 | max | entries a response | target p99 | met |")
+	p("|---|---:|---:|---:|---:|---:|---|---|")
+	for _, k := range rd.kinds {
+		met := "yes"
+		if k.quantile(0.99) > k.target || k.failed > 0 {
+			met = "**no**"
+		}
+		rows := fmt.Sprintf("%.1f", float64(k.rows)/float64(max(1, len(k.timings))))
+		if k.counts {
+			rows = fmt.Sprintf("%.0f counted", float64(k.rows)/float64(max(1, len(k.timings))))
+		}
+		if k.failed > 0 {
+			rows += fmt.Sprintf(" (%d failed)", k.failed)
+		}
+		target := fmt.Sprintf("≤ %d ms", k.target.Milliseconds())
+		if k.target >= time.Second {
+			target = fmt.Sprintf("≤ %.0f s", k.target.Seconds())
+		}
+		p("| %s: `%s` | %d | %s | %s | %s | %s | %s | %s |", k.name, strings.ReplaceAll(k.example, "|", "%7C"), len(k.timings),
+			msDur(k.quantile(0.5)), msDur(k.quantile(0.99)), msDur(slices.Max(k.timings)), rows, target, met)
+	}
 }

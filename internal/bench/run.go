@@ -65,6 +65,7 @@ func run(ctx context.Context, o options) (*results, error) {
 		{"app", "application cost and latency", b.appCost},
 		{"memory", "memory", b.memory},
 		{"lifecycle", "exports and cleanups", b.lifecycle},
+		{"read", "reading the trail through the API", b.read},
 		{"decoder", "decoder micro-benchmarks", b.decoder},
 	}
 	for _, s := range steps {

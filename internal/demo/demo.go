@@ -100,10 +100,10 @@ type demo struct {
 	// the role the API reads as (granted walscribe_reader only).
 	apiURL, apiDSN string
 	daemon         *proc
-	db                  *pgx.Conn
-	shop                *shop
-	shown               int64 // highest entry id printed so far
-	columns             map[string][]string
+	db             *pgx.Conn
+	shop           *shop
+	shown          int64 // highest entry id printed so far
+	columns        map[string][]string
 }
 
 func (d *demo) say(format string, args ...any) { fmt.Fprintf(d.o.out, format+"\n", args...) }
