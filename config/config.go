@@ -29,6 +29,8 @@ import (
 
 	"github.com/go-viper/mapstructure/v2"
 	"github.com/spf13/viper"
+
+	"github.com/walscribe/walscribe/watch"
 )
 
 // Config is walscribe's whole configuration. Load returns it defaulted and
@@ -59,7 +61,12 @@ type Config struct {
 	HTTP                 HTTP    `mapstructure:"http"`
 	// API serves the REST API and the web UI.
 	API API `mapstructure:"api"`
-	Log Log `mapstructure:"log"`
+	// Watches look for suspicious activity in the entries as they are
+	// stored (watches): see package watch for the keys of each. Default none.
+	Watches []watch.Rule `mapstructure:"watches"`
+	// Watch configures how the watches' alerts are delivered.
+	Watch Watch `mapstructure:"watch"`
+	Log   Log   `mapstructure:"log"`
 }
 
 // Source is the database whose changes are audited, read through logical
@@ -393,6 +400,22 @@ type API struct {
 	SessionTTL time.Duration `mapstructure:"session_ttl"`
 }
 
+// Watch configures how the watches' alerts are delivered: each alert is an
+// entry of the trail (schema walscribe, table watch, action alert), a count
+// of walscribe_watch_alerts_total, and a POST to the watch's webhook.
+type Watch struct {
+	// WebhookSecret signs the webhook requests of watches that set no
+	// webhook_secret (watch.webhook_secret; best from the environment), at
+	// least 16 characters: X-Walscribe-Signature is sha256= and the
+	// HMAC-SHA256 of the timestamp, a dot and the body. Default "":
+	// unsigned.
+	WebhookSecret string `mapstructure:"webhook_secret"`
+	// QueueSize is how many alerts may wait for each target (the trail, a
+	// webhook) before more are dropped and counted (watch.queue_size), 1 to
+	// 1000000. Default 1024.
+	QueueSize int `mapstructure:"queue_size"`
+}
+
 // APIDSN is the connection the API reads through: api.dsn, else the
 // sink's.
 func (c *Config) APIDSN() string {
@@ -443,6 +466,7 @@ func Default() Config {
 		Export:               Export{Format: "jsonl", S3: S3{Endpoint: "s3.amazonaws.com", PartSize: 16 << 20}},
 		SkipUnchangedUpdates: true,
 		HTTP:                 HTTP{Listen: "127.0.0.1:9187"},
+		Watch:                Watch{QueueSize: 1024},
 		API:                  API{PoolSize: 4, StatementTimeout: 10 * time.Second, RateLimit: 20, SessionTTL: 12 * time.Hour},
 		Log:                  Log{Level: "info", Format: "auto"},
 	}

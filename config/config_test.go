@@ -526,6 +526,8 @@ func TestEnvVarNames(t *testing.T) {
 	values["api.statement_timeout"] = "30s"
 	values["api.rate_limit"] = "50"
 	values["api.session_ttl"] = "1h0m0s"
+	values["watch.webhook_secret"] = "0123456789abcdef0123"
+	values["watch.queue_size"] = "64"
 	isolateEnv(t)
 	t.Setenv("WALSCRIBE_TABLES", "public.orders")
 	for _, l := range leaves("", reflect.ValueOf(Default())) {
@@ -627,7 +629,7 @@ func TestLoadErrors(t *testing.T) {
 		{
 			name: "unknown top-level key, nothing close",
 			yaml: valid + "colour: red\n",
-			want: []string{"colour: unknown key", "the keys here are source, sink, spool, context, masking, roles, integrity, retention, export, exclude_tables, skip_unchanged_updates, tables, http, api, log"},
+			want: []string{"colour: unknown key", "the keys here are source, sink, spool, context, masking, roles, integrity, retention, export, exclude_tables, skip_unchanged_updates, tables, http, api, watches, watch, log"},
 		},
 		{
 			name: "role names",

@@ -1,6 +1,8 @@
 package config
 
 import (
+	"github.com/walscribe/walscribe/watch"
+
 	"net/url"
 	"regexp"
 	"slices"
@@ -82,6 +84,8 @@ func (c *Config) Redacted() map[string]any {
 		"skip_unchanged_updates": c.SkipUnchangedUpdates,
 		"tables":                 tables,
 		"http":                   map[string]any{"listen": c.HTTP.Listen, "pprof": c.HTTP.Pprof},
+		"watches":                redactedWatches(c.Watches),
+		"watch":                  map[string]any{"webhook_secret": redactIfSet(c.Watch.WebhookSecret), "queue_size": c.Watch.QueueSize},
 		"api": map[string]any{"listen": c.API.Listen, "dsn": redactDSN(c.API.DSN), "events_dsn": redactDSN(c.API.EventsDSN),
 			"restore_dsn": redactDSN(c.API.RestoreDSN), "tls_cert_file": c.API.TLSCertFile, "tls_key_file": c.API.TLSKeyFile,
 			"pool_size": c.API.PoolSize, "statement_timeout": c.API.StatementTimeout.String(), "rate_limit": c.API.RateLimit,
@@ -135,4 +139,14 @@ func redactDSN(dsn string) string {
 		u.RawQuery = query.Encode()
 	}
 	return u.String()
+}
+
+// redactedWatches are the watches as logs may show them: secrets and the
+// webhooks' paths left out.
+func redactedWatches(rules []watch.Rule) []watch.Rule {
+	out := make([]watch.Rule, len(rules))
+	for i, r := range rules {
+		out[i] = r.Redacted()
+	}
+	return out
 }

@@ -16,6 +16,8 @@ import (
 	"golang.org/x/mod/sumdb/note"
 
 	"github.com/walscribe/walscribe/integrity"
+
+	"github.com/walscribe/walscribe/watch"
 )
 
 var (
@@ -83,6 +85,15 @@ func (c *Config) problems() []problem {
 	c.retentionProblems(check)
 	c.exportProblems(check)
 	c.apiProblems(check)
+	for _, p := range watch.Problems("watches", c.Watches) {
+		check(p.Key, p.Msg)
+	}
+	if w := c.Watch.WebhookSecret; w != "" && len(w) < 16 {
+		check("watch.webhook_secret", "too short: at least 16 random characters, e.g. from walscribe keygen")
+	}
+	if n := c.Watch.QueueSize; n < 1 || n > 1_000_000 {
+		check("watch.queue_size", fmt.Sprintf("%d: write a number from 1 to 1000000, e.g. 1024", n))
+	}
 	c.tableProblems(check)
 
 	if c.HTTP.Listen != "" {

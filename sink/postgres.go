@@ -37,6 +37,11 @@ type Config struct {
 	// Classes are the retention classes entries are written with (besides
 	// the default): each month gets a partition of each, ahead of time.
 	Classes []string
+	// Stored, when set, is told after each commit that stored entries: the
+	// first entry's id and the transactions stored, in order (the entries
+	// numbered from it; spilled ones still readable). It runs on the
+	// writer's goroutine and must not block.
+	Stored func(firstID int64, batch []*audit.Transaction)
 }
 
 // Postgres is the PostgreSQL sink. One Postgres is the only writer of its
@@ -595,6 +600,9 @@ func (p *Postgres) Write(ctx context.Context, batch []*audit.Transaction) error 
 	p.lastEnd = end
 	p.lastID += int64(n)
 	p.lastCommitted = committed
+	if n > 0 && p.cfg.Stored != nil {
+		p.cfg.Stored(p.lastID-int64(n)+1, batch)
+	}
 	return nil
 }
 

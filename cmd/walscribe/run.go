@@ -28,6 +28,7 @@ import (
 	"github.com/walscribe/walscribe/retention"
 	"github.com/walscribe/walscribe/sink"
 	"github.com/walscribe/walscribe/spool"
+	"github.com/walscribe/walscribe/watch"
 )
 
 func newRunCmd(g *globals) *cobra.Command {
@@ -75,6 +76,21 @@ rules in force stay. Tables to add to or remove from the publication need
 			reg := prometheus.NewRegistry()
 			cfg.Metrics = metrics.New(reg, version)
 			sinkCfg.Metrics = cfg.Metrics
+			// Watches see each batch once it is stored; their alerts go
+			// into the trail through a sink of their own (the daemon's
+			// is its writer goroutine's alone).
+			var watches *watch.Evaluator
+			if len(c.Watches) > 0 {
+				recCfg := sinkCfg
+				recCfg.Metrics = nil
+				recorder := sink.NewPostgres(recCfg, log.Named("watch"))
+				defer recorder.Close(context.WithoutCancel(cmd.Context()))
+				if watches, err = watch.New(watch.Config{Rules: c.Watches, QueueSize: c.Watch.QueueSize, WebhookSecret: c.Watch.WebhookSecret},
+					watch.Deps{Log: log, Registerer: reg, Recorder: recorder}); err != nil {
+					return err
+				}
+				sinkCfg.Stored = watches.Observe
+			}
 			d := daemon.New(cfg, sink.NewPostgres(sinkCfg, log), log)
 			ctx, stop := context.WithCancel(cmd.Context())
 			defer stop()
@@ -115,9 +131,24 @@ rules in force stay. Tables to add to or remove from the publication need
 			if c.Export.Schedule == "daily" {
 				go exportDaily(ctx, c, d, cfg.Metrics, log)
 			}
-			if err := d.Run(ctx); err != nil {
-				logStop(log, err)
-				return loggedError{err}
+			if watches != nil {
+				if err := watches.Open(ctx); err != nil {
+					return err
+				}
+			}
+			runErr := d.Run(ctx)
+			if watches != nil {
+				// The daemon has stored what it will: deliver the alerts
+				// still queued, for a while.
+				cctx, cancel := context.WithTimeout(context.WithoutCancel(cmd.Context()), 10*time.Second)
+				if err := watches.Close(cctx); err != nil {
+					log.Warn("watch: alerts left undelivered at shutdown", zap.Error(err))
+				}
+				cancel()
+			}
+			if runErr != nil {
+				logStop(log, runErr)
+				return loggedError{runErr}
 			}
 			return nil
 		},
