@@ -60,7 +60,10 @@ import (
 
 	"github.com/walscribe/walscribe/config"
 	"github.com/walscribe/walscribe/internal/pgtest"
+	"go.uber.org/zap"
+
 	"github.com/walscribe/walscribe/metrics"
+	"github.com/walscribe/walscribe/watch"
 )
 
 // root is the repository root, seen from this package's directory.
@@ -165,6 +168,12 @@ func exported(t *testing.T) map[string]metricInfo {
 	m := metrics.New(reg, "test")
 	m.EntriesWritten.WithLabelValues("public", "orders", "insert").Inc()
 	m.SetWALStatus("reserved")
+	// The watches' metrics, as walscribe run registers them when watches
+	// are configured.
+	if _, err := watch.New(watch.Config{Rules: []watch.Rule{{Name: "bulk_deletes", Kind: watch.Threshold, Count: 5}}},
+		watch.Deps{Log: zap.NewNop(), Registerer: reg, Recorder: nowhere{}}); err != nil {
+		t.Fatal(err)
+	}
 
 	families, err := reg.Gather()
 	if err != nil {
@@ -215,6 +224,12 @@ func exported(t *testing.T) map[string]metricInfo {
 	}
 	return out
 }
+
+// nowhere records nothing: the watches' delivery series exist only with a
+// recorder.
+type nowhere struct{}
+
+func (nowhere) Record(context.Context, string, string, any) (int64, error) { return 0, nil }
 
 func withKeys(m map[string]bool, extra ...string) map[string]bool {
 	out := make(map[string]bool, len(m)+len(extra))
