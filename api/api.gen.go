@@ -508,7 +508,7 @@ type ServerInterface interface {
 	// ListTokens Every token (never a secret); admin. Tokens are made and revoked with walscribe token.
 	// (GET /tokens)
 	ListTokens(w http.ResponseWriter, r *http.Request)
-	// GetTransaction Every entry of one source transaction, by its commit LSN
+	// GetTransaction Every entry of one source transaction, by its commit LSN (at most 5000)
 	// (GET /transaction)
 	GetTransaction(w http.ResponseWriter, r *http.Request, params GetTransactionParams)
 	// WhoAmI The caller's token
@@ -2499,7 +2499,7 @@ type StrictServerInterface interface {
 	// ListTokens Every token (never a secret); admin. Tokens are made and revoked with walscribe token.
 	// (GET /tokens)
 	ListTokens(ctx context.Context, request ListTokensRequestObject) (ListTokensResponseObject, error)
-	// GetTransaction Every entry of one source transaction, by its commit LSN
+	// GetTransaction Every entry of one source transaction, by its commit LSN (at most 5000)
 	// (GET /transaction)
 	GetTransaction(ctx context.Context, request GetTransactionRequestObject) (GetTransactionResponseObject, error)
 	// WhoAmI The caller's token

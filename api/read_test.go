@@ -175,6 +175,7 @@ func TestValidation(t *testing.T) {
 		{"/entries?xid=-4", "xid"},
 		{"/entries?ip=not-an-ip", "ip"},
 		{"/entries?pk=42", "pk"},
+		{"/entries?pk=%7Bx", "pk"},
 		{"/entries?cursor=abc", "cursor"},
 		{"/entries/abc", "id"},
 		{"/entries?since=2026-02-01T00:00:00Z&until=2026-01-01T00:00:00Z", "since"},
@@ -185,6 +186,9 @@ func TestValidation(t *testing.T) {
 		if res.status != http.StatusBadRequest || !strings.Contains(res.problem(t).deref(), c.says) {
 			t.Errorf("%s: %d %s, want a 400 that names %s", c.path, res.status, res.body, c.says)
 		}
+	}
+	if res := e.get(t, BaseURL+"/entries?until=2026-01-01T00:00:00Z", "viewer"); res.status != http.StatusOK {
+		t.Errorf("until alone (the 7 days before it): %d %s", res.status, res.body)
 	}
 	for _, c := range []struct{ body, says string }{
 		{`{"action": ""}`, "action"},

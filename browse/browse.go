@@ -170,18 +170,19 @@ func (s *Store) collect(ctx context.Context, sql string, args ...any) ([]Entry, 
 	return pgx.CollectRows(rows, scanEntry)
 }
 
-// Window is the filter of since..until, or of the last days days up to
-// now when since is zero (def when days is 0 too).
+// Window is the filter of since..until; without since, of the days days
+// (def when days is 0) before until; without until, up to now.
 func Window(since, until time.Time, days, def int, now time.Time) query.Filter {
 	if days <= 0 {
 		days = def
 	}
 	f := query.Days(days, now)
-	if !since.IsZero() {
-		f.Since = since
-	}
 	if !until.IsZero() {
 		f.Until = until
+		f.Since = until.Add(-time.Duration(days) * 24 * time.Hour)
+	}
+	if !since.IsZero() {
+		f.Since = since
 	}
 	return f
 }

@@ -4,6 +4,7 @@
 package query
 
 import (
+	"encoding/json"
 	"errors"
 	"fmt"
 	"net/netip"
@@ -62,7 +63,7 @@ func (f Filter) Check() error {
 			problems = append(problems, fmt.Sprintf("ip %q: an address (10.0.0.7) or a network (10.0.0.0/8)", f.IP))
 		}
 	}
-	if f.PK != "" && !strings.HasPrefix(strings.TrimSpace(f.PK), "{") {
+	if f.PK != "" && (!strings.HasPrefix(strings.TrimSpace(f.PK), "{") || !json.Valid([]byte(f.PK))) {
 		problems = append(problems, fmt.Sprintf(`pk %q: a JSON object of the key's columns, e.g. {"id": 42}`, f.PK))
 	}
 	if f.Xid < 0 || f.AfterID < 0 || f.BeforeID < 0 {

@@ -20,6 +20,7 @@ import (
 	"github.com/walscribe/walscribe/api"
 	"github.com/walscribe/walscribe/config"
 	"github.com/walscribe/walscribe/internal/pg"
+	"github.com/walscribe/walscribe/ui"
 )
 
 // defaultAPIListen is where walscribe serve listens when api.listen is not set.
@@ -131,7 +132,16 @@ func openAPI(ctx context.Context, c *config.Config, log *zap.Logger, reg prometh
 		s.Close()
 		return nil, err
 	}
-	s.handler = s.api.Handler()
+	web, err := ui.New(ui.Config{Schema: c.Sink.Schema, Secure: c.API.TLSCertFile != "", SessionMaxAge: c.API.SessionTTL, Restore: restores},
+		s.api, reader, log)
+	if err != nil {
+		s.Close()
+		return nil, err
+	}
+	mux := http.NewServeMux()
+	mux.Handle(api.BaseURL+"/", s.api.Handler())
+	mux.Handle("/", web.Handler())
+	s.handler = mux
 	return s, nil
 }
 
