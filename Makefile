@@ -13,8 +13,10 @@ build:
 	CGO_ENABLED=0 $(GO) build -trimpath -ldflags '$(LDFLAGS)' -o $(BIN) ./cmd/walscribe
 
 ## test: every test, against throwaway PostgreSQL servers the tests start themselves
+## (screenshots of the browser tests go to artifacts/, or $$WALSCRIBE_ARTIFACTS)
+WALSCRIBE_ARTIFACTS ?= $(CURDIR)/artifacts
 test: vet
-	$(GO) test -race -count=1 -timeout 20m ./...
+	WALSCRIBE_ARTIFACTS=$(WALSCRIBE_ARTIFACTS) $(GO) test -race -count=1 -timeout 20m ./...
 
 ## test-short: the tests without the slow crash/restart workloads
 test-short:

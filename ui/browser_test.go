@@ -61,6 +61,9 @@ const cspWatch = `document.addEventListener('securitypolicyviolation', e => {
 func TestBrowser(t *testing.T) {
 	exe := chromium()
 	if exe == "" {
+		if os.Getenv("WALSCRIBE_REQUIRE_BROWSER") != "" {
+			t.Fatal("chromium is not installed (apt-get install chromium), and WALSCRIBE_REQUIRE_BROWSER says the browser tests must run")
+		}
 		t.Skip("chromium is not installed (apt-get install chromium): the browser tests need /usr/bin/chromium")
 	}
 	e := newEnv(t, Config{}, false)
