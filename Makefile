@@ -29,7 +29,7 @@ demo: build
 
 ## bench: figures measured on this machine against a throwaway PostgreSQL (and the decoder's
 ## micro-benchmarks), printed and written to docs/BENCHMARKS.md.
-## Quick run: make bench BENCH_FLAGS='-changes 100000 -huge 0 -duration 5s -repeat 1 -out ""'
+## Quick run: make bench BENCH_FLAGS='-changes 100000 -huge 0 -duration 5s -repeat 1 -lifecycle 100000 -read 200000 -out ""'
 ## Profiles: BENCH_FLAGS='-pprof /tmp/prof' writes CPU profiles of walscribe for go tool pprof.
 BENCH_FLAGS ?=
 bench: build

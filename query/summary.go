@@ -46,6 +46,7 @@ type ActorCount struct {
 	Actor   string `json:"actor"` // the latest name the actor had
 	Entries int64  `json:"entries"`
 	Deletes int64  `json:"deletes"`
+	none    bool   // entries without an actor id (ActorID "" too)
 }
 
 // DayCount is how many entries, and deletes, a day has.
@@ -92,10 +93,13 @@ func Summarize(ctx context.Context, q Querier, schema string, f Filter, top int)
 		case 0b1001: // table, action
 			s.ByTable = append(s.ByTable, TableCount{Schema: deref(sc), Table: deref(tb), Action: action, Entries: n})
 		case 0b1110: // actor, action
-			key := deref(actor)
+			key := "\x00none" // no actor id, apart from an empty one
+			if actor != nil {
+				key = *actor
+			}
 			a := actors[key]
 			if a == nil {
-				a = &ActorCount{ActorID: key}
+				a = &ActorCount{ActorID: deref(actor), none: actor == nil}
 				actors[key] = a
 				if actor != nil {
 					s.Actors++
@@ -140,16 +144,19 @@ func Summarize(ctx context.Context, q Querier, schema string, f Filter, top int)
 func (s *Summary) actorNames(ctx context.Context, q Querier, schema string, f Filter) error {
 	var ids []string
 	for _, a := range s.TopActors {
-		if a.ActorID != "" {
+		if !a.none {
 			ids = append(ids, a.ActorID)
 		}
 	}
 	if len(ids) == 0 {
 		return nil
 	}
+	// One look-up per actor, newest first through the actor index, rather
+	// than a second pass over the window.
 	where, args := f.Where("e")
-	rows, err := q.Query(ctx, `SELECT DISTINCT ON (e.actor_id) e.actor_id, e.actor FROM `+schema+`.entries e
-		WHERE `+where+` AND e.actor_id = ANY ($`+strconv.Itoa(len(args)+1)+`::text[]) AND e.actor IS NOT NULL ORDER BY e.actor_id, e.id DESC`, append(args, ids)...)
+	rows, err := q.Query(ctx, `SELECT a.id, n.actor FROM unnest($`+strconv.Itoa(len(args)+1)+`::text[]) a(id)
+		CROSS JOIN LATERAL (SELECT e.actor FROM `+schema+`.entries e
+			WHERE `+where+` AND e.actor_id = a.id AND e.actor IS NOT NULL ORDER BY e.id DESC LIMIT 1) n`, append(args, ids)...)
 	if err != nil {
 		return fmt.Errorf("summarize actors: %w", err)
 	}
@@ -159,7 +166,9 @@ func (s *Summary) actorNames(ctx context.Context, q Querier, schema string, f Fi
 		return fmt.Errorf("summarize actors: %w", err)
 	}
 	for i := range s.TopActors {
-		s.TopActors[i].Actor = names[s.TopActors[i].ActorID]
+		if !s.TopActors[i].none {
+			s.TopActors[i].Actor = names[s.TopActors[i].ActorID]
+		}
 	}
 	return nil
 }
