@@ -451,7 +451,7 @@ type GetSummaryParams struct {
 	// Until entries committed before this time (RFC 3339; default now)
 	Until *Until `form:"until,omitempty" json:"until,omitempty"`
 
-	// Days the last N days (default 30)
+	// Days the last N days (default 30; a summary covers at most 366 days)
 	Days *int `form:"days,omitempty" json:"days,omitempty"`
 
 	// Top how many tables and actors to list (default 10)

@@ -28,6 +28,9 @@ type Caller struct {
 	IP        string
 	UserAgent string
 	RequestID string
+	// Via is stored as the event's context (the audit.context variable):
+	// which token, of which role, the API recorded it for.
+	Via map[string]string
 }
 
 // Events records events in the trail.
@@ -63,10 +66,18 @@ func (s *SourceEvents) Log(ctx context.Context, e Event) error {
 		}
 		data = string(b)
 	}
+	via := ""
+	if len(e.Who.Via) > 0 {
+		b, err := json.Marshal(e.Who.Via)
+		if err != nil {
+			return fmt.Errorf("record event %s: %w", e.Action, err)
+		}
+		via = string(b)
+	}
 	err := pgx.BeginFunc(ctx, s.pool, func(tx pgx.Tx) error {
 		b := &pgx.Batch{}
 		for _, v := range [][2]string{{"actor_id", e.Who.ActorID}, {"actor", e.Who.Actor}, {"ip", e.Who.IP},
-			{"user_agent", e.Who.UserAgent}, {"request_id", e.Who.RequestID}, {"context", ""}} {
+			{"user_agent", e.Who.UserAgent}, {"request_id", e.Who.RequestID}, {"context", via}} {
 			b.Queue(`SELECT set_config($1, $2, true)`, s.prefix+"."+v[0], v[1])
 		}
 		b.Queue(`SELECT `+s.fn+`($1, $2, $3, $4::jsonb, false)`, e.Action, nullIfEmpty(e.Target), nullIfEmpty(e.ObjectID), data)

@@ -243,6 +243,9 @@ func (s *Server) GetSummary(ctx context.Context, req GetSummaryRequestObject) (G
 	if err != nil {
 		return nil, err
 	}
+	if f.Until.Sub(f.Since) > 366*24*time.Hour {
+		return nil, newProblem(http.StatusBadRequest, "a summary covers at most 366 days: narrow since and until")
+	}
 	top := 10
 	if p.Top != nil {
 		top = *p.Top
@@ -303,7 +306,13 @@ func (s *Server) PostEvent(ctx context.Context, req PostEventRequestObject) (Pos
 	b := req.Body
 	who := sess.caller
 	if b.RequestId != nil && *b.RequestId != "" {
+		if !requestIDPattern.MatchString(*b.RequestId) {
+			return nil, newProblem(http.StatusBadRequest, "request_id: 1 to 200 letters, digits and ._:/+=-")
+		}
 		who.RequestID = *b.RequestId
+	}
+	if err := s.ownWords(b.Action, deref(b.Target)); err != nil {
+		return nil, err
 	}
 	e := Event{Action: b.Action, Target: deref(b.Target), ObjectID: deref(b.ObjectId), Who: who}
 	if b.Data != nil {
@@ -319,6 +328,27 @@ func (s *Server) PostEvent(ctx context.Context, req PostEventRequestObject) (Pos
 		return nil, newProblem(http.StatusServiceUnavailable, "the event could not be recorded; try again (the server's log says why)")
 	}
 	return PostEvent202JSONResponse{Status: Accepted}, nil
+}
+
+// ownActions are the actions of the events walscribe writes itself; a
+// posted event may not take one, nor be about walscribe's own tables, so
+// that nobody posts an alert, a read or a restore that looks like
+// walscribe's.
+var ownActions = []string{"read", "alert", "restored", "pruned", "token_created", "token_revoked", "gap", "rules",
+	"insert", "update", "delete", "truncate"}
+
+func (s *Server) ownWords(action, target string) error {
+	word := strings.ToLower(strings.TrimSpace(action))
+	for _, own := range ownActions {
+		if word == own || strings.HasPrefix(word, own+":") {
+			return newProblem(http.StatusBadRequest, fmt.Sprintf("action %q: a word walscribe records itself; give the event its own word, such as viewed or exported_report", action))
+		}
+	}
+	schema, _ := query.SplitTable(strings.ToLower(strings.TrimSpace(target)))
+	if target != "" && (schema == "walscribe" || schema == strings.ToLower(s.cfg.Schema)) {
+		return newProblem(http.StatusBadRequest, fmt.Sprintf("target %q: walscribe's own tables are not an application's to record events about", target))
+	}
+	return nil
 }
 
 func (s *Server) WhoAmI(ctx context.Context, req WhoAmIRequestObject) (WhoAmIResponseObject, error) {

@@ -12,31 +12,56 @@ import (
 	"golang.org/x/time/rate"
 )
 
-// limiter gives each token a token bucket. Only valid tokens get one, so
-// the map is as large as the number of tokens in use.
+// limiter gives each token a token bucket and a bound on its requests in
+// flight. Only valid tokens get one, so the map is as large as the number
+// of tokens in use.
 type limiter struct {
-	mu      sync.Mutex
-	rate    rate.Limit
-	burst   int
-	buckets map[string]*rate.Limiter
+	mu       sync.Mutex
+	rate     rate.Limit
+	burst    int
+	inFlight int // per token
+	buckets  map[string]*bucket
 }
+
+type bucket struct {
+	rate   *rate.Limiter
+	flying int
+}
+
+// MaxInFlight is how many requests of one token may be answered at once:
+// one token cannot take every connection of the pool.
+const MaxInFlight = 4
 
 func newLimiter(perSecond float64, burst int) *limiter {
-	return &limiter{rate: rate.Limit(perSecond), burst: burst, buckets: map[string]*rate.Limiter{}}
+	return &limiter{rate: rate.Limit(perSecond), burst: burst, inFlight: MaxInFlight, buckets: map[string]*bucket{}}
 }
 
-func (l *limiter) allow(token string) bool {
+// acquire reports whether a request of token may start now; when it may,
+// release must be called once it is answered.
+func (l *limiter) acquire(token string) (release func(), ok bool) {
 	l.mu.Lock()
+	defer l.mu.Unlock()
 	b := l.buckets[token]
 	if b == nil {
 		if len(l.buckets) >= 10000 {
-			clear(l.buckets)
+			for k, v := range l.buckets {
+				if v.flying == 0 {
+					delete(l.buckets, k)
+				}
+			}
 		}
-		b = rate.NewLimiter(l.rate, l.burst)
+		b = &bucket{rate: rate.NewLimiter(l.rate, l.burst)}
 		l.buckets[token] = b
 	}
-	l.mu.Unlock()
-	return b.Allow()
+	if b.flying >= l.inFlight || !b.rate.Allow() {
+		return nil, false
+	}
+	b.flying++
+	return func() {
+		l.mu.Lock()
+		b.flying--
+		l.mu.Unlock()
+	}, true
 }
 
 type metrics struct {

@@ -69,7 +69,8 @@ func TestReadsRecorded(t *testing.T) {
 		ctx, _ := m["context"].(map[string]any)
 		if m["action"] != "read" || m["target"] != "audit.entries" || ctx["actor_id"] != "42" || ctx["ip"] != "127.0.0.1" ||
 			!strings.HasPrefix(fmt.Sprint(ctx["actor"]), "token:test ") || !strings.HasPrefix(fmt.Sprint(ctx["request_id"]), "api-") ||
-			ctx["user_agent"] != "Go-http-client/1.1" || !strings.HasPrefix(fmt.Sprint(ctx["db_user"]), "api_") {
+			ctx["user_agent"] != "Go-http-client/1.1" || !strings.HasPrefix(fmt.Sprint(ctx["db_user"]), "api_") ||
+			!strings.Contains(fmt.Sprint(ctx["context"]), `"via":"api"`) {
 			t.Errorf("event %v", m)
 		}
 	}
@@ -176,6 +177,9 @@ func TestValidation(t *testing.T) {
 		{"/entries?ip=not-an-ip", "ip"},
 		{"/entries?pk=42", "pk"},
 		{"/entries?pk=%7Bx", "pk"},
+		{"/entries?ip=fe80::1%25eth0", "ip"},
+		{"/summary?days=400", "days"},
+		{"/summary?since=2020-01-01T00:00:00Z", "366 days"},
 		{"/entries?cursor=abc", "cursor"},
 		{"/entries/abc", "id"},
 		{"/entries?since=2026-02-01T00:00:00Z&until=2026-01-01T00:00:00Z", "since"},
@@ -191,6 +195,12 @@ func TestValidation(t *testing.T) {
 		t.Errorf("until alone (the 7 days before it): %d %s", res.status, res.body)
 	}
 	for _, c := range []struct{ body, says string }{
+		{`{"action": "alert", "target": "public.orders"}`, "walscribe records itself"},
+		{`{"action": "Restored"}`, "walscribe records itself"},
+		{`{"action": "read"}`, "walscribe records itself"},
+		{`{"action": "viewed", "target": "walscribe.watch"}`, "walscribe's own tables"},
+		{`{"action": "viewed", "target": "audit.entries"}`, "walscribe's own tables"},
+		{`{"action": "viewed", "request_id": "a b\n"}`, "request_id"},
 		{`{"action": ""}`, "action"},
 		{`{"action": "x", "extra": 1}`, "extra"},
 		{`{"action": "delete"}`, "walscribe records itself"},
@@ -209,6 +219,13 @@ func TestValidation(t *testing.T) {
 		if res.StatusCode != http.StatusBadRequest || p.Detail == nil || !strings.Contains(*p.Detail, c.says) {
 			t.Errorf("event %s: %d %v, want a 400 that says %s", c.body, res.StatusCode, p.Detail, c.says)
 		}
+	}
+	big := `{"action": "viewed", "data": {"x": "` + strings.Repeat("a", 70<<10) + `"}}`
+	req, _ := http.NewRequest(http.MethodPost, e.http.URL+BaseURL+"/events", strings.NewReader(big))
+	req.Header.Set("Authorization", "Bearer "+e.tokens["viewer"])
+	req.Header.Set("Content-Type", "application/json")
+	if res, err := http.DefaultClient.Do(req); err != nil || res.StatusCode != http.StatusBadRequest && res.StatusCode != http.StatusRequestEntityTooLarge {
+		t.Errorf("a 70 KiB event: %v %v", res.StatusCode, err)
 	}
 	if res := e.get(t, "/api/v1/nothing", "viewer"); res.status != http.StatusNotFound {
 		t.Errorf("unknown path: %d", res.status)

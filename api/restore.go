@@ -37,6 +37,11 @@ func (s *Server) ApplyRestore(ctx context.Context, req ApplyRestoreRequestObject
 	if err != nil {
 		return nil, s.classify(err)
 	}
+	// The plan shows the row (its key, values in its SQL or its reasons):
+	// a read like any other.
+	if err := s.read(ctx, "applyRestore", nil, fmt.Sprint(req.Id), 1); err != nil {
+		return nil, err
+	}
 	if !plan.Possible {
 		return nil, newProblem(http.StatusConflict, deref(plan.Reason))
 	}

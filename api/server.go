@@ -157,9 +157,10 @@ var requestIDPattern = regexp.MustCompile(`^[A-Za-z0-9._:/+=-]{1,200}$`)
 
 // Who is the caller of r with token t, as events record them.
 func Who(r *http.Request, t auth.Token) Caller {
-	c := Caller{ActorID: t.ActorID, Actor: "token:" + t.Name + " (" + t.ID + ")", UserAgent: r.UserAgent()}
+	c := Caller{ActorID: t.ActorID, Actor: "token:" + t.Name + " (" + t.ID + ")", UserAgent: r.UserAgent(),
+		Via: map[string]string{"via": "api", "token_id": t.ID, "role": t.Role.String()}}
 	if len(c.UserAgent) > 1000 {
-		c.UserAgent = c.UserAgent[:1000]
+		c.UserAgent = strings.ToValidUTF8(c.UserAgent[:1000], "")
 	}
 	if host, _, err := net.SplitHostPort(r.RemoteAddr); err == nil {
 		c.IP = host
@@ -246,11 +247,19 @@ func (s *Server) guard(next http.Handler) http.Handler {
 			writeProblem(w, r, forbidden(role.String()))
 			return
 		}
-		if !s.limits.allow(token.ID) {
+		release, ok := s.limits.acquire(token.ID)
+		if !ok {
 			w.Header().Set("Retry-After", "1")
-			writeProblem(w, r, newProblem(http.StatusTooManyRequests, "this token is sending requests faster than the server allows (api.rate_limit); slow down"))
+			writeProblem(w, r, errTooMany)
 			return
 		}
+		defer release()
+		// Bodies are small: an event is at most 64 KiB of JSON.
+		limit := int64(0)
+		if route.Operation.RequestBody != nil {
+			limit = maxBody
+		}
+		r.Body = http.MaxBytesReader(w, r.Body, limit)
 		in := &openapi3filter.RequestValidationInput{Request: r, PathParams: params, Route: route,
 			Options: &openapi3filter.Options{AuthenticationFunc: openapi3filter.NoopAuthenticationFunc, MultiError: false}}
 		if err := openapi3filter.ValidateRequest(r.Context(), in); err != nil {
@@ -261,6 +270,17 @@ func (s *Server) guard(next http.Handler) http.Handler {
 		next.ServeHTTP(w, r.WithContext(ctx))
 	})
 }
+
+// maxBody is the largest request body taken (an event).
+const maxBody = 64 << 10
+
+var errTooMany = newProblem(http.StatusTooManyRequests,
+	"this token is sending requests faster, or more at once, than the server allows (api.rate_limit; at most 4 at a time); slow down")
+
+// Acquire reports whether a request of token t may start now (its rate,
+// and its requests in flight); the web UI asks before each page. When it
+// may, release must be called once the request is answered.
+func (s *Server) Acquire(t auth.Token) (release func(), ok bool) { return s.limits.acquire(t.ID) }
 
 // unknownParameters is a problem when r has a query parameter the
 // operation does not take (a misspelt filter must not silently select

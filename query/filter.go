@@ -83,6 +83,9 @@ func parseIP(s string) (netip.Prefix, error) {
 	if err != nil {
 		return netip.Prefix{}, err
 	}
+	if a.Zone() != "" {
+		return netip.Prefix{}, errors.New("an address with a zone is not stored")
+	}
 	return netip.PrefixFrom(a, a.BitLen()), nil
 }
 

@@ -97,6 +97,7 @@ var (
 	errCSRF              = &httpError{http.StatusForbidden, "The form was refused: it did not carry this session's CSRF token. Reload the page and send it again."}
 	errCrossOrigin       = &httpError{http.StatusForbidden, "The form was refused: it was sent from another site. Sign in from walscribe's own sign-in page."}
 	errTokensUnavailable = &httpError{http.StatusServiceUnavailable, "Tokens cannot be checked now; try again in a moment."}
+	errTooMany           = &httpError{http.StatusTooManyRequests, "Too many requests with this token at once, or too fast (api.rate_limit): wait a moment and reload."}
 	errUnrecorded        = &httpError{http.StatusServiceUnavailable, "The read could not be recorded in the trail, so nothing is shown. Try again; the server's log says why."}
 	errTimeout           = &httpError{http.StatusServiceUnavailable, "The query took longer than the server allows (api.statement_timeout): narrow the filter or the time window."}
 )

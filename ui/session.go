@@ -71,6 +71,14 @@ func (u *UI) page(need auth.Role, h handlerFunc) http.Handler {
 			u.fail(w, r, s, forbidden(need))
 			return
 		}
+		// The API's limits hold for the token in the UI too.
+		release, ok := u.api.Acquire(s.token)
+		if !ok {
+			w.Header().Set("Retry-After", "1")
+			u.fail(w, r, s, errTooMany)
+			return
+		}
+		defer release()
 		if err := h(w, r, s); err != nil {
 			u.fail(w, r, s, err)
 		}

@@ -1,6 +1,7 @@
 package ui
 
 import (
+	"errors"
 	"net/http"
 	"net/url"
 	"strconv"
@@ -59,6 +60,9 @@ func (u *UI) summary(w http.ResponseWriter, r *http.Request, s *session) error {
 	p := params{Tables: all.Tables, Actions: all.Actions, ActorID: all.ActorID, Since: all.Since, Until: all.Until, Days: all.Days}
 	v := summaryView{P: p, Days: []int{1, 7, 30, 90, 365}}
 	f, _, err := p.filter(summaryDays, u.cfg.Now())
+	if err == nil && f.Until.Sub(f.Since) > 366*24*time.Hour {
+		err = errors.New("a summary covers at most 366 days: narrow the window")
+	}
 	if err != nil {
 		v.Error = err.Error()
 		u.show(w, r, s, http.StatusBadRequest, "summary", "Summary", v)

@@ -106,7 +106,9 @@ func openAPI(ctx context.Context, c *config.Config, log *zap.Logger, reg prometh
 		return nil, fmt.Errorf("api.dsn: %w", err)
 	}
 	s := &apiServer{pools: []*pgxpool.Pool{reader}}
-	events, err := pg.Pool(ctx, c.EventsDSN(), pg.AppAPI, 2, nil)
+	events, err := pg.Pool(ctx, c.EventsDSN(), pg.AppAPI, 4, map[string]string{
+		"statement_timeout": strconv.FormatInt(c.API.StatementTimeout.Milliseconds(), 10),
+	})
 	if err != nil {
 		s.Close()
 		return nil, fmt.Errorf("api.events_dsn: %w", err)
