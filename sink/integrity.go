@@ -151,7 +151,7 @@ func (p *Postgres) openLog(ctx context.Context, conn *pgx.Conn) error {
 // catchUp hashes up to leafChunk entries the log does not hold yet, in one
 // database transaction under the writer lock.
 func (p *Postgres) catchUp(ctx context.Context, conn *pgx.Conn) error {
-	dbtx, err := conn.Begin(ctx)
+	dbtx, err := conn.BeginTx(ctx, writerTx)
 	if err != nil {
 		return err
 	}
@@ -241,8 +241,12 @@ func (p *Postgres) treeAt(ctx context.Context, q querier, size int64) (*integrit
 		return &integrity.Tree{}, nil
 	}
 	var frontier []byte
-	err := q.QueryRow(ctx, `SELECT tree FROM `+p.schema+`.integrity_leaves WHERE first_id + octet_length(leaves) / 32 - 1 = $1`, size).Scan(&frontier)
-	if errors.Is(err, pgx.ErrNoRows) {
+	// The record that ends at size is the last one starting at or before
+	// it (found through the primary key), if it ends there.
+	var end int64
+	err := q.QueryRow(ctx, `SELECT tree, first_id + octet_length(leaves) / 32 - 1 FROM `+p.schema+`.integrity_leaves
+		WHERE first_id <= $1 ORDER BY first_id DESC LIMIT 1`, size).Scan(&frontier, &end)
+	if errors.Is(err, pgx.ErrNoRows) || err == nil && end != size {
 		return nil, nil
 	}
 	if err != nil {
@@ -590,7 +594,7 @@ func (p *Postgres) SignPending(ctx context.Context) error {
 		return nil
 	}
 	wctx := context.WithoutCancel(ctx)
-	dbtx, err := p.conn.Begin(wctx)
+	dbtx, err := p.conn.BeginTx(wctx, writerTx)
 	if err != nil {
 		return fmt.Errorf("integrity: %w", err)
 	}

@@ -13,8 +13,27 @@ import (
 // lock continues from what the lock's holder committed meanwhile, never
 // from what it saw before it waited (the ids would repeat).
 func TestWriterLockSeesTheLastHolder(t *testing.T) {
+	for _, iso := range []string{"read committed", "repeatable read"} {
+		t.Run(iso, func(t *testing.T) { testWriterLock(t, iso) })
+	}
+}
+
+// testWriterLock runs the test with the database's default isolation
+// iso: the sink's transactions are READ COMMITTED whatever it says.
+func testWriterLock(t *testing.T, iso string) {
 	ctx := context.Background()
 	p, conn := openSink(t, nil)
+	var db string
+	if err := conn.QueryRow(ctx, `SELECT current_database()`).Scan(&db); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := conn.Exec(ctx, fmt.Sprintf(`ALTER DATABASE %q SET default_transaction_isolation = '%s'`, db, iso)); err != nil {
+		t.Fatal(err)
+	}
+	p.Close(ctx)
+	if err := p.Open(ctx); err != nil {
+		t.Fatal(err)
+	}
 	first, err := p.Record(ctx, "test", "first", nil)
 	if err != nil {
 		t.Fatal(err)

@@ -308,6 +308,12 @@ func (p *Postgres) progressQuery() string {
 			WHERE slot = $1 ORDER BY end_lsn DESC LIMIT 1) c ON true`
 }
 
+// writerTx is how every transaction that writes the trail begins: READ
+// COMMITTED whatever the role's or the database's default, so that each
+// statement after the writer lock sees what the lock's last holder
+// committed (under REPEATABLE READ the snapshot would predate the wait).
+var writerTx = pgx.TxOptions{IsoLevel: pgx.ReadCommitted}
+
 // readProgress loads the stored progress into p; with lock, under the
 // schema's writer lock for the transaction q is in. The lock is taken by a
 // statement of its own: a statement reads what was committed when it
@@ -345,7 +351,7 @@ func (p *Postgres) lockAndReload(ctx context.Context, dbtx pgx.Tx) error {
 // trail (action gap), and moves the stored progress to g.To when set. It
 // reports whether the gap was new. Call it after Open, before Run.
 func (p *Postgres) RecordGap(ctx context.Context, g audit.Gap) (bool, error) {
-	dbtx, err := p.conn.Begin(ctx)
+	dbtx, err := p.conn.BeginTx(ctx, writerTx)
 	if err != nil {
 		return false, fmt.Errorf("record gap: %w", err)
 	}
@@ -450,7 +456,7 @@ func (p *Postgres) Write(ctx context.Context, batch []*audit.Transaction) error 
 	// Writes go on even if ctx is cancelled: a batch is either committed or
 	// rolled back, never abandoned half-way because of shutdown.
 	wctx := context.WithoutCancel(ctx)
-	dbtx, err := p.conn.Begin(wctx)
+	dbtx, err := p.conn.BeginTx(wctx, writerTx)
 	if err != nil {
 		return fmt.Errorf("begin: %w", err)
 	}

@@ -36,7 +36,7 @@ func (p *Postgres) Prune(ctx context.Context, scope prune.Scope, limit int, expe
 	if err := p.connectIfNeeded(ctx); err != nil {
 		return nil, err
 	}
-	dbtx, err := p.conn.Begin(ctx)
+	dbtx, err := p.conn.BeginTx(ctx, writerTx)
 	if err != nil {
 		return nil, fmt.Errorf("prune: %w", err)
 	}
@@ -246,7 +246,7 @@ func (p *Postgres) Record(ctx context.Context, table, action string, detail any)
 	if err := p.connectIfNeeded(ctx); err != nil {
 		return 0, err
 	}
-	dbtx, err := p.conn.Begin(ctx)
+	dbtx, err := p.conn.BeginTx(ctx, writerTx)
 	if err != nil {
 		return 0, fmt.Errorf("record %s: %w", action, err)
 	}
