@@ -415,25 +415,67 @@ func (d download) VisitExportEntriesResponse(w http.ResponseWriter) error {
 	}
 	schema := pgx.Identifier{d.s.cfg.Schema}.Sanitize()
 	name := "walscribe-" + d.f.Since.UTC().Format("20060102T150405Z") + "-" + d.f.Until.UTC().Format("20060102T150405Z")
+	out := &streamWriter{w: w, rc: http.NewResponseController(w)}
 	var rows int64
 	var err error
 	if d.format == Jsonl {
-		w.Header().Set("Content-Type", "application/jsonl; charset=utf-8")
-		w.Header().Set("Content-Disposition", `attachment; filename="`+name+`.jsonl"`)
-		rows, err = query.WriteJSON(d.ctx, d.s.pool, schema, d.f, w, nil)
+		out.header = func() {
+			w.Header().Set("Content-Type", "application/jsonl; charset=utf-8")
+			w.Header().Set("Content-Disposition", `attachment; filename="`+name+`.jsonl"`)
+		}
+		rows, err = query.WriteJSON(d.ctx, d.s.pool, schema, d.f, out, nil)
 	} else {
-		w.Header().Set("Content-Type", "text/csv; charset=utf-8")
-		w.Header().Set("Content-Disposition", `attachment; filename="`+name+`.csv"`)
-		rows, err = query.WriteCSV(d.ctx, d.s.pool, schema, d.f, w, nil)
+		out.header = func() {
+			w.Header().Set("Content-Type", "text/csv; charset=utf-8")
+			w.Header().Set("Content-Disposition", `attachment; filename="`+name+`.csv"`)
+		}
+		rows, err = query.WriteCSV(d.ctx, d.s.pool, schema, d.f, out, nil)
+	}
+	// What was sent is recorded even when the client went away.
+	rctx, cancel := context.WithTimeout(context.WithoutCancel(d.ctx), 10*time.Second)
+	defer cancel()
+	if rerr := d.s.read(rctx, "exportEntries.sent", &d.f, "", int(rows)); rerr != nil {
+		d.s.log.Sugar().Errorw("record a download", "rows", rows, "error", rerr)
 	}
 	if err != nil {
-		// The status is sent: the client sees a cut-off body.
 		d.s.log.Sugar().Errorw("download entries", "rows", rows, "error", err)
+		if !out.started {
+			p, _ := asProblem(d.s.classify(err))
+			writeProblem(w, &http.Request{URL: &url.URL{Path: BaseURL + "/export"}}, p)
+			return nil
+		}
+		// Cut the transfer off, so that the client sees it broken rather
+		// than a whole file.
+		panic(http.ErrAbortHandler)
 	}
-	if err := d.s.read(d.ctx, "exportEntries.sent", &d.f, "", int(rows)); err != nil {
-		d.s.log.Sugar().Errorw("record a download", "rows", rows, "error", err)
+	if !out.started {
+		out.header()
+		w.WriteHeader(http.StatusOK)
 	}
 	return nil
+}
+
+// streamWriter sends a download: its headers with the first bytes, and
+// each write with a fresh deadline, so that a client that stops reading
+// does not hold a connection of the pool for ever.
+type streamWriter struct {
+	w       http.ResponseWriter
+	rc      *http.ResponseController
+	header  func()
+	started bool
+}
+
+// downloadStall is how long a download waits for a client that does not read.
+const downloadStall = 30 * time.Second
+
+func (s *streamWriter) Write(p []byte) (int, error) {
+	if !s.started {
+		s.started = true
+		s.header()
+		s.w.WriteHeader(http.StatusOK)
+	}
+	s.rc.SetWriteDeadline(time.Now().Add(downloadStall))
+	return s.w.Write(p)
 }
 
 func deref[T any](p *T) T {

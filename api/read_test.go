@@ -287,3 +287,38 @@ func newNote(e browse.Entry) string {
 	json.Unmarshal(e.New, &m)
 	return fmt.Sprint(m["note"])
 }
+
+// TestDownloadFailure: a download whose query fails before a row is sent
+// is an error, never an empty 200 that looks like a whole file.
+func TestDownloadFailure(t *testing.T) {
+	e := newEnv(t, Config{RatePerSecond: 1e6})
+	var reader string
+	if err := e.admin.QueryRow(context.Background(), `SELECT r.rolname FROM pg_roles r JOIN pg_auth_members m ON m.member = r.oid
+		JOIN pg_roles g ON g.oid = m.roleid WHERE g.rolname = 'walscribe_reader' AND r.rolname LIKE 'api\_%'`).Scan(&reader); err != nil {
+		t.Fatal(err)
+	}
+	if res := e.get(t, BaseURL+"/export?days=30", "auditor"); res.status != http.StatusOK || len(res.body) == 0 {
+		t.Fatalf("download: %d, %d bytes", res.status, len(res.body))
+	}
+	// It may still check tokens, not read entries.
+	pgtestExec(t, e, `GRANT USAGE ON SCHEMA audit TO `+reader)
+	pgtestExec(t, e, `GRANT SELECT ON audit.api_tokens, audit.api_token_revocations TO `+reader)
+	pgtestExec(t, e, `REVOKE walscribe_reader FROM `+reader)
+	for _, format := range []string{"csv", "jsonl"} {
+		res := e.get(t, BaseURL+"/export?days=30&format="+format, "auditor")
+		if res.status == http.StatusOK {
+			t.Errorf("%s download the reader may not read: 200, %d bytes", format, len(res.body))
+			continue
+		}
+		if p := res.problem(t); p.Status != http.StatusInternalServerError {
+			t.Errorf("%s: %d, want a 500", format, p.Status)
+		}
+	}
+}
+
+func pgtestExec(t *testing.T, e *env, sql string) {
+	t.Helper()
+	if _, err := e.admin.Exec(context.Background(), sql); err != nil {
+		t.Fatal(err)
+	}
+}

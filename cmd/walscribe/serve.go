@@ -225,7 +225,12 @@ func serveAPI(ctx context.Context, ln net.Listener, h http.Handler, c *config.Co
 		<-ctx.Done()
 		sctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 10*time.Second)
 		defer cancel()
-		srv.Shutdown(sctx)
+		if err := srv.Shutdown(sctx); err != nil {
+			// Requests still running after 10 s (a download to a client
+			// that stopped reading) are cut off, so that their database
+			// connections are given back.
+			srv.Close()
+		}
 	}()
 	if err := srv.Serve(ln); err != nil && !errors.Is(err, http.ErrServerClosed) {
 		return fmt.Errorf("api server: %w", err)
