@@ -134,6 +134,8 @@ func (s *Server) classify(err error) error {
 		return newProblem(http.StatusServiceUnavailable, "the query took longer than the server allows (api.statement_timeout): narrow the filter or the time window")
 	case errors.Is(err, browse.ErrNotFound):
 		return errNotFound
+	case pg.Is(err, "55P03"):
+		return newProblem(http.StatusConflict, "the row is locked by another transaction; try again")
 	}
 	return err
 }

@@ -2,6 +2,7 @@ package api
 
 import (
 	"crypto/rand"
+	"errors"
 	"encoding/hex"
 	"net/http"
 	"strconv"
@@ -78,7 +79,15 @@ func newMetrics(reg prometheus.Registerer) *metrics {
 			[]string{"operation"}),
 	}
 	if reg != nil {
-		reg.MustRegister(m.requests, m.duration)
+		// A server made again on the same registry (walscribe run tries
+		// again after a failure) counts on the collectors already there.
+		var are prometheus.AlreadyRegisteredError
+		if err := reg.Register(m.requests); errors.As(err, &are) {
+			m.requests = are.ExistingCollector.(*prometheus.CounterVec)
+		}
+		if err := reg.Register(m.duration); errors.As(err, &are) {
+			m.duration = are.ExistingCollector.(*prometheus.HistogramVec)
+		}
 	}
 	return m
 }

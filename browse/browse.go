@@ -135,7 +135,10 @@ func (s *Store) Entry(ctx context.Context, id int64) (Entry, error) {
 // Transaction is every entry of the source transaction that committed at
 // lsn, in the order it made them (at most MaxLimit×10).
 func (s *Store) Transaction(ctx context.Context, lsn pglogrepl.LSN) ([]Entry, error) {
-	entries, err := s.collect(ctx, `SELECT `+entryColumns+` FROM `+s.schema+`.entries e WHERE e.commit_lsn = $1 ORDER BY e.id LIMIT `+strconv.Itoa(MaxLimit*10), lsn)
+	// walscribe's own entries (an alert, a purge) take the position of the
+	// newest entry when they are written: they are not the transaction's.
+	entries, err := s.collect(ctx, `SELECT `+entryColumns+` FROM `+s.schema+`.entries e WHERE e.commit_lsn = $1 AND e.schema_name <> 'walscribe'
+		ORDER BY e.id LIMIT `+strconv.Itoa(MaxLimit*10), lsn)
 	if err != nil {
 		return nil, fmt.Errorf("read transaction %s: %w", lsn, err)
 	}

@@ -409,9 +409,15 @@ func TestDeleteSpikes(t *testing.T) {
 		{"below ten", []DayCount{day("2026-03-02", 9)}, nil},
 		{"steady high", []DayCount{day("2026-03-01", 50), day("2026-03-02", 50), day("2026-03-03", 50), day("2026-03-04", 50), day("2026-03-05", 160)}, []string{"2026-03-05"}},
 		{"three times is not more", []DayCount{day("2026-03-01", 50), day("2026-03-02", 50), day("2026-03-03", 50), day("2026-03-04", 50), day("2026-03-05", 150)}, nil},
+		{"a window off midnight counts the days it touches", []DayCount{day("2026-03-03", 40)}, []string{"2026-03-03"}},
 	} {
 		t.Run(c.name, func(t *testing.T) {
 			s := Summary{Since: since, Until: since.Add(5 * 24 * time.Hour), ByDay: c.days}
+			if strings.HasPrefix(c.name, "a window off midnight") {
+				// 28 hours over three days, 40 deletes on one: a spike
+				// against the median day's 0.
+				s.Since, s.Until = since.Add(46*time.Hour), since.Add(74*time.Hour)
+			}
 			var got []string
 			for _, sp := range s.DeleteSpikes() {
 				got = append(got, sp.Day)

@@ -191,7 +191,10 @@ type Spike struct {
 // than three times the median of its days' deletes (days without entries
 // count as 0).
 func (s *Summary) DeleteSpikes() []Spike {
-	span := int(s.Until.Sub(s.Since).Hours()/24) + 1
+	// The UTC days the window touches, from since's to the one before until.
+	first := s.Since.UTC().Truncate(24 * time.Hour)
+	last := s.Until.UTC().Add(-time.Nanosecond).Truncate(24 * time.Hour)
+	span := int(last.Sub(first).Hours()/24) + 1
 	per := make([]int64, 0, max(span, len(s.ByDay)))
 	for _, d := range s.ByDay {
 		per = append(per, d.Deletes)
@@ -200,7 +203,7 @@ func (s *Summary) DeleteSpikes() []Spike {
 		per = append(per, 0)
 	}
 	slices.Sort(per)
-	median := per[len(per)/2]
+	median := per[(len(per)-1)/2] // the lower median: with two days, the quieter
 	var out []Spike
 	for _, d := range s.ByDay {
 		if d.Deletes >= 10 && d.Deletes > 3*median {

@@ -102,24 +102,13 @@ rules in force stay. Tables to add to or remove from the publication need
 				go serveHTTP(ctx, ln, newHTTP(reg, d, c.HTTP.Pprof), log)
 			}
 			if c.API.Listen != "" {
-				srv, err := openAPI(ctx, c, log, reg)
-				if err != nil {
-					return err
-				}
-				ln, err := net.Listen("tcp", c.API.Listen)
-				if err != nil {
-					srv.Close()
-					return fmt.Errorf("api.listen %s: %w (choose another address, or \"\" for no API)", c.API.Listen, err)
-				}
 				served := make(chan struct{})
 				go func() {
 					defer close(served)
-					if err := serveAPI(ctx, ln, srv.handler, c, log); err != nil {
-						log.Error("the API stopped; the daemon goes on", zap.Error(err))
-					}
+					serveAPIBeside(ctx, c, log, reg)
 				}()
-				// The API drains its requests before its connections close.
-				defer func() { stop(); <-served; srv.Close() }()
+				// The API drains its requests before the daemon's end.
+				defer func() { stop(); <-served }()
 			}
 			hup := make(chan os.Signal, 1)
 			signal.Notify(hup, syscall.SIGHUP)
@@ -152,6 +141,35 @@ rules in force stay. Tables to add to or remove from the publication need
 			}
 			return nil
 		},
+	}
+}
+
+// serveAPIBeside serves the API and the UI from walscribe run until ctx
+// is done. A problem of the API's (its database down, its port taken)
+// never stops the capture: it is logged, and tried again a minute later.
+func serveAPIBeside(ctx context.Context, c *config.Config, log *zap.Logger, reg prometheus.Registerer) {
+	for {
+		err := func() error {
+			srv, err := openAPI(ctx, c, log, reg)
+			if err != nil {
+				return err
+			}
+			defer srv.Close()
+			ln, err := net.Listen("tcp", c.API.Listen)
+			if err != nil {
+				return fmt.Errorf("api.listen %s: %w (choose another address, or \"\" for no API)", c.API.Listen, err)
+			}
+			return serveAPI(ctx, ln, srv.handler, c, log)
+		}()
+		if ctx.Err() != nil {
+			return
+		}
+		log.Error("the API is not served; the daemon goes on, and the API is tried again in a minute", zap.Error(err))
+		select {
+		case <-ctx.Done():
+			return
+		case <-time.After(time.Minute):
+		}
 	}
 }
 

@@ -126,7 +126,8 @@ func openAPI(ctx context.Context, c *config.Config, log *zap.Logger, reg prometh
 	// restore role), and applied only through api.restore_dsn.
 	restores := &apiRestorer{restorer: restorerOn(c, reader, events)}
 	if c.API.RestoreDSN != "" {
-		src, err := pg.Pool(ctx, c.API.RestoreDSN, pg.AppAPI, 2, nil)
+		// A row another transaction holds is waited for 5 s, then refused.
+		src, err := pg.Pool(ctx, c.API.RestoreDSN, pg.AppAPI, 2, map[string]string{"lock_timeout": "5000"})
 		if err != nil {
 			s.Close()
 			return nil, fmt.Errorf("api.restore_dsn: %w", err)

@@ -123,3 +123,22 @@ func TestServeEndToEnd(t *testing.T) {
 	}
 	_ = ctx
 }
+
+// TestAPIProblemKeepsCapture: an API that cannot start (its database
+// unreachable) is logged and retried; walscribe run captures anyway.
+func TestAPIProblemKeepsCapture(t *testing.T) {
+	dsn := srv.NewDB(t)
+	pgtest.Exec(t, dsn, `CREATE TABLE public.orders (id int PRIMARY KEY)`)
+	port, err := pgtest.FreePort()
+	if err != nil {
+		t.Fatal(err)
+	}
+	cfg := writeConfig(t, configFor(dsn, "public.orders")+fmt.Sprintf("api:\n  listen: 127.0.0.1:%d\n  dsn: postgres://nobody@127.0.0.1:1/none?connect_timeout=1\n", port))
+	setUp(t, cfg)
+	startRun(t, cfg, nil)
+	conn := pgtest.Connect(t, dsn)
+	pgtest.Exec(t, dsn, `INSERT INTO public.orders VALUES (1), (2)`)
+	eventually(t, "the inserts in the trail", 30*time.Second, func() bool {
+		return count(t, conn, `SELECT count(*) FROM audit.entries WHERE table_name = 'orders'`) == 2
+	})
+}

@@ -54,6 +54,13 @@ func newTokenCreateCmd(g *globals) *cobra.Command {
 			if err != nil {
 				return err
 			}
+			// The trail's writer first: a token that could not be recorded
+			// is not made.
+			record, done, err := tokenRecorder(cmd.Context(), c)
+			if err != nil {
+				return err
+			}
+			defer done()
 			var tok auth.Token
 			var text string
 			err = withTokens(cmd.Context(), c, func(s *auth.Store) error {
@@ -63,8 +70,8 @@ func newTokenCreateCmd(g *globals) *cobra.Command {
 			if err != nil {
 				return err
 			}
-			if err := recordToken(cmd.Context(), c, "token_created", tok); err != nil {
-				return err
+			if err := record("token_created", tok); err != nil {
+				return fmt.Errorf("%w; the token %s exists but is not in the trail: revoke it (walscribe token revoke %s) and create another", err, tok.ID, tok.ID)
 			}
 			out := cmd.OutOrStdout()
 			fmt.Fprintln(out, text)
@@ -137,8 +144,14 @@ func newTokenRevokeCmd(g *globals) *cobra.Command {
 			if err != nil {
 				return err
 			}
-			if err := recordToken(cmd.Context(), c, "token_revoked", tok); err != nil {
-				return err
+			// Revoked whatever happens next: the record follows.
+			record, done, err := tokenRecorder(cmd.Context(), c)
+			if err != nil {
+				return fmt.Errorf("token %s is revoked, but the revocation is not in the trail: %w", tok.ID, err)
+			}
+			defer done()
+			if err := record("token_revoked", tok); err != nil {
+				return fmt.Errorf("token %s is revoked, but the revocation is not in the trail: %w", tok.ID, err)
 			}
 			fmt.Fprintf(cmd.OutOrStdout(), "token %s (%s) revoked\n", tok.ID, query.Clean(tok.Name, 80))
 			return nil
@@ -157,25 +170,28 @@ func withTokens(ctx context.Context, c *config.Config, fn func(*auth.Store) erro
 	return fn(auth.NewStore(conn, c.Sink.Schema))
 }
 
-// recordToken writes what was done to a token into the trail.
-func recordToken(ctx context.Context, c *config.Config, action string, t auth.Token) error {
+// tokenRecorder opens the trail's writer, and returns what records an
+// action on a token with it, and what closes it.
+func tokenRecorder(ctx context.Context, c *config.Config) (record func(action string, t auth.Token) error, done func(), err error) {
 	_, scfg, err := daemonConfig(c)
 	if err != nil {
-		return err
+		return nil, nil, err
 	}
 	s := sink.NewPostgres(scfg, zap.NewNop())
 	if err := s.Open(ctx); err != nil {
-		return fmt.Errorf("record %s in the trail: %w", action, err)
+		return nil, nil, fmt.Errorf("open the trail to record the token: %w", err)
 	}
-	defer s.Close(context.WithoutCancel(ctx))
-	detail := map[string]any{"token_id": t.ID, "name": t.Name, "role": t.Role.String(), "by": requester()}
-	if t.ActorID != "" {
-		detail["actor_id"] = t.ActorID
+	record = func(action string, t auth.Token) error {
+		detail := map[string]any{"token_id": t.ID, "name": t.Name, "role": t.Role.String(), "by": requester()}
+		if t.ActorID != "" {
+			detail["actor_id"] = t.ActorID
+		}
+		if _, err := s.Record(ctx, "token", action, detail); err != nil {
+			return fmt.Errorf("record %s in the trail: %w", action, err)
+		}
+		return nil
 	}
-	if _, err := s.Record(ctx, "token", action, detail); err != nil {
-		return fmt.Errorf("record %s in the trail: %w", action, err)
-	}
-	return nil
+	return record, func() { s.Close(context.WithoutCancel(ctx)) }, nil
 }
 
 // addPeriod is t plus a period such as 90d (config.CheckPeriod accepts it).
