@@ -58,6 +58,7 @@ type env struct {
 	spec    *openapi3.T
 	router  routers.Router
 	events  string // the test_decoding slot that sees log_event's messages
+	reader  string // the role the API reads as
 	entries int
 }
 
@@ -78,6 +79,7 @@ func newEnv(t *testing.T, cfg Config) *env {
 	role := "api_" + strconv.Itoa(rand.IntN(1e9))
 	pgtest.Exec(t, dsn, `CREATE ROLE `+role+`_r LOGIN IN ROLE walscribe_reader`, `CREATE ROLE `+role+`_e LOGIN IN ROLE walscribe_app`)
 	t.Cleanup(func() { pgtest.Exec(t, srv.DSN("postgres"), `DROP OWNED BY `+role+`_r, `+role+`_e CASCADE`) })
+	e.reader = role + "_r"
 	reader := newPool(t, asUser(dsn, role+"_r"))
 	events := newPool(t, asUser(dsn, role+"_e"))
 	e.events = "ev_" + role
