@@ -19,6 +19,7 @@ import (
 	"go.uber.org/zap"
 
 	"github.com/walscribe/walscribe/audit"
+	"github.com/walscribe/walscribe/daily"
 	"github.com/walscribe/walscribe/internal/pgtest"
 	"github.com/walscribe/walscribe/migrations"
 	"github.com/walscribe/walscribe/sink"
@@ -426,5 +427,65 @@ func TestDeleteSpikes(t *testing.T) {
 				t.Errorf("spikes %v, want %v", got, c.want)
 			}
 		})
+	}
+}
+
+// TestSummaryFromDailyCounts: a summary of a time window takes the whole
+// days the daily counts hold from them, the rest from the entries, and
+// adds up to what reading every entry gives; forgotten days are read
+// again.
+func TestSummaryFromDailyCounts(t *testing.T) {
+	ctx := context.Background()
+	dsn, _ := newTrail(t)
+	conn := pgtest.Connect(t, dsn)
+	now := time.Now().UTC()
+	windows := []Filter{Days(30, now), {Since: now.Add(-10*24*time.Hour - 7*time.Hour), Until: now.Add(-2*24*time.Hour + 5*time.Hour)}}
+	var want []*Summary
+	for _, f := range windows {
+		s, err := Summarize(ctx, conn, `"audit"`, f, 100)
+		if err != nil {
+			t.Fatal(err)
+		}
+		want = append(want, s)
+	}
+	days, err := daily.Uncounted(ctx, conn, `"audit"`, now.AddDate(0, 0, -31), now, 100)
+	if err != nil || len(days) < 30 {
+		t.Fatalf("%d uncounted days (%v)", len(days), err)
+	}
+	var total int64
+	for _, d := range days {
+		n, err := daily.Count(ctx, conn, `"audit"`, d)
+		if err != nil {
+			t.Fatal(err)
+		}
+		total += n
+	}
+	if left, _ := daily.Uncounted(ctx, conn, `"audit"`, now.AddDate(0, 0, -31), now, 100); len(left) != 0 {
+		t.Errorf("still uncounted: %v", left)
+	}
+	same := func(label string) {
+		t.Helper()
+		for i, f := range windows {
+			got, err := Summarize(ctx, conn, `"audit"`, f, 100)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if fmt.Sprintf("%+v", got) != fmt.Sprintf("%+v", want[i]) {
+				t.Errorf("%s, window %d:\n  got  %+v\n  want %+v", label, i, got, want[i])
+			}
+		}
+	}
+	same("from the daily counts")
+	// The counts are what is read: a count that is wrong shows.
+	pgtest.Exec(t, dsn, `INSERT INTO audit.daily_counts (day, kind, action, entries) VALUES ((now() AT TIME ZONE 'UTC')::date - 5, 'd', 'insert', 1000)`)
+	if s, _ := Summarize(ctx, conn, `"audit"`, windows[0], 100); s.Entries != want[0].Entries+1000 {
+		t.Errorf("the summary does not read the daily counts: %d entries, want %d", s.Entries, want[0].Entries+1000)
+	}
+	if err := daily.Forget(ctx, conn, `"audit"`, now.AddDate(0, 0, -6), now.AddDate(0, 0, -4)); err != nil {
+		t.Fatal(err)
+	}
+	same("with days forgotten")
+	if left, _ := daily.Uncounted(ctx, conn, `"audit"`, now.AddDate(0, 0, -31), now, 100); len(left) != 3 {
+		t.Errorf("%d days to count again, want 3: %v", len(left), left)
 	}
 }

@@ -57,87 +57,230 @@ type DayCount struct {
 }
 
 // Summarize adds up the entries f selects in schema (an SQL identifier,
-// quoted): at most top tables and actors. It reads them once (one scan,
-// three groupings), then the latest name of each top actor.
+// quoted): at most top tables and actors. A filter of a time window alone
+// takes the whole UTC days it covers from the daily counts where they hold
+// them (see package daily), and reads only the rest of the window; any other
+// filter reads its entries (one scan, three groupings). Then it looks up
+// the latest name of each top actor.
 func Summarize(ctx context.Context, q Querier, schema string, f Filter, top int) (*Summary, error) {
+	t := newTally()
+	ranges := []Filter{f}
+	if f.windowOnly() {
+		counted, live, err := countedDays(ctx, q, schema, f)
+		if err != nil {
+			return nil, err
+		}
+		if len(counted) > 0 {
+			if err := t.addCounted(ctx, q, schema, counted); err != nil {
+				return nil, err
+			}
+		}
+		ranges = live
+	}
+	for _, r := range ranges {
+		if err := t.addScan(ctx, q, schema, r); err != nil {
+			return nil, err
+		}
+	}
+	s := t.summary(f, top)
+	if err := s.actorNames(ctx, q, schema, f); err != nil {
+		return nil, err
+	}
+	return s, nil
+}
+
+// windowOnly reports whether f selects by time alone.
+func (f Filter) windowOnly() bool {
+	g := f
+	g.Since, g.Until = time.Time{}, time.Time{}
+	return g.Tables == nil && g.Actions == nil && g.Classes == nil && g.ActorID == "" && g.Actor == "" && g.RequestID == "" &&
+		g.Xid == 0 && g.DBUser == "" && g.IP == "" && g.PK == "" && g.Changed == "" && g.AfterID == 0 && g.BeforeID == 0
+}
+
+// countedDays splits f's window into the whole UTC days the daily counts
+// hold, and the windows to read from the entries.
+func countedDays(ctx context.Context, q Querier, schema string, f Filter) (counted []time.Time, live []Filter, err error) {
+	day := 24 * time.Hour
+	first := f.Since.UTC().Truncate(day)
+	if first.Before(f.Since) {
+		first = first.Add(day)
+	}
+	end := f.Until.UTC().Truncate(day)
+	if !first.Before(end) {
+		return nil, []Filter{f}, nil
+	}
+	rows, err := q.Query(ctx, `SELECT day FROM `+schema+`.daily_days WHERE day >= $1::date AND day < $2::date ORDER BY day`,
+		first.Format(time.DateOnly), end.Format(time.DateOnly))
+	if err != nil {
+		return nil, nil, fmt.Errorf("summarize: read the daily counts: %w", err)
+	}
+	days, err := pgx.CollectRows(rows, pgx.RowTo[time.Time])
+	if err != nil {
+		return nil, nil, fmt.Errorf("summarize: read the daily counts: %w", err)
+	}
+	at := f.Since
+	for _, d := range days {
+		d = time.Date(d.Year(), d.Month(), d.Day(), 0, 0, 0, 0, time.UTC)
+		if at.Before(d) {
+			live = append(live, f.window(at, d))
+		}
+		counted = append(counted, d)
+		at = d.Add(day)
+	}
+	if at.Before(f.Until) {
+		live = append(live, f.window(at, f.Until))
+	}
+	return counted, live, nil
+}
+
+func (f Filter) window(since, until time.Time) Filter {
+	f.Since, f.Until = since, until
+	return f
+}
+
+// tally adds up counts of entries, from scans and from daily counts.
+type tally struct {
+	entries int64
+	actions map[string]int64
+	days    map[string]*DayCount
+	tables  map[[3]string]int64
+	actors  map[string]*ActorCount
+}
+
+func newTally() *tally {
+	return &tally{actions: map[string]int64{}, days: map[string]*DayCount{}, tables: map[[3]string]int64{}, actors: map[string]*ActorCount{}}
+}
+
+func (t *tally) addDay(day, action string, n int64) {
+	t.actions[action] += n
+	t.entries += n
+	dc := t.days[day]
+	if dc == nil {
+		dc = &DayCount{Day: day}
+		t.days[day] = dc
+	}
+	dc.Entries += n
+	if action == "delete" {
+		dc.Deletes += n
+	}
+}
+
+func (t *tally) addActor(actor *string, action string, n int64) {
+	key := "\x00none" // no actor id, apart from an empty one
+	if actor != nil {
+		key = *actor
+	}
+	a := t.actors[key]
+	if a == nil {
+		a = &ActorCount{ActorID: deref(actor), none: actor == nil}
+		t.actors[key] = a
+	}
+	a.Entries += n
+	if action == "delete" {
+		a.Deletes += n
+	}
+}
+
+// addScan adds the entries f selects, read in one scan.
+func (t *tally) addScan(ctx context.Context, q Querier, schema string, f Filter) error {
 	where, args := f.Where("e")
 	day := `to_char(e.committed_at AT TIME ZONE 'UTC', 'YYYY-MM-DD')`
 	rows, err := q.Query(ctx, `SELECT GROUPING(`+day+`, e.schema_name, e.table_name, e.actor_id), `+day+`, e.schema_name, e.table_name, e.action, e.actor_id, count(*)
 		FROM `+schema+`.entries e WHERE `+where+`
 		GROUP BY GROUPING SETS ((`+day+`, e.action), (e.schema_name, e.table_name, e.action), (e.actor_id, e.action))`, args...)
 	if err != nil {
-		return nil, fmt.Errorf("summarize: %w", err)
+		return fmt.Errorf("summarize: %w", err)
 	}
-	s := &Summary{Since: f.Since, Until: f.Until}
-	actions, days, actors := map[string]int64{}, map[string]*DayCount{}, map[string]*ActorCount{}
 	var (
 		g                    int32
 		d, sc, tb, ac, actor *string
 		n                    int64
 	)
 	_, err = pgx.ForEachRow(rows, []any{&g, &d, &sc, &tb, &ac, &actor, &n}, func() error {
-		action := deref(ac)
 		switch g {
 		case 0b0111: // day, action
-			actions[action] += n
-			s.Entries += n
-			dc := days[deref(d)]
-			if dc == nil {
-				dc = &DayCount{Day: deref(d)}
-				days[dc.Day] = dc
-			}
-			dc.Entries += n
-			if action == "delete" {
-				dc.Deletes += n
-			}
+			t.addDay(deref(d), deref(ac), n)
 		case 0b1001: // table, action
-			s.ByTable = append(s.ByTable, TableCount{Schema: deref(sc), Table: deref(tb), Action: action, Entries: n})
+			t.tables[[3]string{deref(sc), deref(tb), deref(ac)}] += n
 		case 0b1110: // actor, action
-			key := "\x00none" // no actor id, apart from an empty one
-			if actor != nil {
-				key = *actor
-			}
-			a := actors[key]
-			if a == nil {
-				a = &ActorCount{ActorID: deref(actor), none: actor == nil}
-				actors[key] = a
-				if actor != nil {
-					s.Actors++
-				}
-			}
-			a.Entries += n
-			if action == "delete" {
-				a.Deletes += n
-			}
+			t.addActor(actor, deref(ac), n)
 		}
 		return nil
 	})
 	if err != nil {
-		return nil, fmt.Errorf("summarize: %w", err)
+		return fmt.Errorf("summarize: %w", err)
 	}
-	for k, v := range actions {
+	return nil
+}
+
+// addCounted adds the daily counts of days.
+func (t *tally) addCounted(ctx context.Context, q Querier, schema string, days []time.Time) error {
+	dates := make([]string, len(days))
+	for i, d := range days {
+		dates[i] = d.Format(time.DateOnly)
+	}
+	rows, err := q.Query(ctx, `
+		SELECT 'd', to_char(day, 'YYYY-MM-DD'), NULL, NULL, NULL, action, entries FROM `+schema+`.daily_counts WHERE kind = 'd' AND day = ANY ($1::date[])
+		UNION ALL
+		SELECT 't', NULL, schema_name, table_name, NULL, action, sum(entries)::bigint FROM `+schema+`.daily_counts WHERE kind = 't' AND day = ANY ($1::date[])
+		 GROUP BY schema_name, table_name, action
+		UNION ALL
+		SELECT 'a', NULL, NULL, NULL, actor_id, action, sum(entries)::bigint FROM `+schema+`.daily_counts WHERE kind = 'a' AND day = ANY ($1::date[])
+		 GROUP BY actor_id, action`, dates)
+	if err != nil {
+		return fmt.Errorf("summarize: read the daily counts: %w", err)
+	}
+	var (
+		kind                 string
+		d, sc, tb, actor, ac *string
+		n                    int64
+	)
+	_, err = pgx.ForEachRow(rows, []any{&kind, &d, &sc, &tb, &actor, &ac, &n}, func() error {
+		switch kind {
+		case "d":
+			t.addDay(deref(d), deref(ac), n)
+		case "t":
+			t.tables[[3]string{deref(sc), deref(tb), deref(ac)}] += n
+		case "a":
+			t.addActor(actor, deref(ac), n)
+		}
+		return nil
+	})
+	if err != nil {
+		return fmt.Errorf("summarize: read the daily counts: %w", err)
+	}
+	return nil
+}
+
+// summary is what t adds up to, at most top tables and actors.
+func (t *tally) summary(f Filter, top int) *Summary {
+	s := &Summary{Since: f.Since, Until: f.Until, Entries: t.entries}
+	for k, v := range t.actions {
 		s.ByAction = append(s.ByAction, Count{Key: k, Entries: v})
 	}
 	slices.SortFunc(s.ByAction, func(a, b Count) int { return cmp.Or(cmp.Compare(b.Entries, a.Entries), cmp.Compare(a.Key, b.Key)) })
+	for k, v := range t.tables {
+		s.ByTable = append(s.ByTable, TableCount{Schema: k[0], Table: k[1], Action: k[2], Entries: v})
+	}
 	slices.SortFunc(s.ByTable, func(a, b TableCount) int {
 		return cmp.Or(cmp.Compare(b.Entries, a.Entries), cmp.Compare(a.Schema, b.Schema), cmp.Compare(a.Table, b.Table), cmp.Compare(a.Action, b.Action))
 	})
 	s.ByTable = s.ByTable[:min(len(s.ByTable), top)]
-	for _, a := range actors {
+	for _, a := range t.actors {
+		if !a.none {
+			s.Actors++
+		}
 		s.TopActors = append(s.TopActors, *a)
 	}
 	slices.SortFunc(s.TopActors, func(a, b ActorCount) int {
 		return cmp.Or(cmp.Compare(b.Entries, a.Entries), cmp.Compare(a.ActorID, b.ActorID))
 	})
 	s.TopActors = s.TopActors[:min(len(s.TopActors), top)]
-	for _, dc := range days {
+	for _, dc := range t.days {
 		s.ByDay = append(s.ByDay, *dc)
 	}
 	slices.SortFunc(s.ByDay, func(a, b DayCount) int { return cmp.Compare(a.Day, b.Day) })
-	if err := s.actorNames(ctx, q, schema, f); err != nil {
-		return nil, err
-	}
-	return s, nil
+	return s
 }
 
 // actorNames fills in the latest name each top actor had in f's window.

@@ -14,6 +14,7 @@ import (
 	"golang.org/x/mod/sumdb/note"
 
 	"github.com/walscribe/walscribe/audit"
+	"github.com/walscribe/walscribe/daily"
 	"github.com/walscribe/walscribe/integrity"
 	"github.com/walscribe/walscribe/internal/pgtest"
 	"github.com/walscribe/walscribe/metrics"
@@ -130,6 +131,12 @@ func TestRetention(t *testing.T) {
 		t.Errorf("%d partitions dropped, want 1: %+v", drops, plan.Steps)
 	}
 	before := tableCounts(t, conn)
+	// The days of the old months counted, and today's.
+	for _, d := range []time.Time{older, old, now} {
+		if _, err := daily.Count(ctx, conn, `"audit"`, d); err != nil {
+			t.Fatal(err)
+		}
+	}
 
 	got, err := Execute(ctx, plan, func(ctx context.Context, scope prune.Scope, limit int) (int64, error) {
 		p, err := tr.sink.Prune(ctx, scope, limit, nil)
@@ -148,6 +155,16 @@ func TestRetention(t *testing.T) {
 	for table, want := range map[string]int64{"a": before["a"] - 70, "h": 5, "b": 20, "d": 3, "c": 7} {
 		if after[table] != want {
 			t.Errorf("%s: %d entries left, want %d", table, after[table], want)
+		}
+	}
+	// The days purged are to be counted again; the others stay counted.
+	for _, c := range []struct {
+		day     time.Time
+		counted bool
+	}{{older, false}, {old, false}, {now, true}} {
+		var counted bool
+		if err := conn.QueryRow(ctx, `SELECT EXISTS (SELECT 1 FROM audit.daily_days WHERE day = $1::date)`, c.day.Format(time.DateOnly)).Scan(&counted); err != nil || counted != c.counted {
+			t.Errorf("the daily counts of %s: counted %v, want %v (%v)", c.day.Format(time.DateOnly), counted, c.counted, err)
 		}
 	}
 	var leafGone bool

@@ -96,7 +96,7 @@ func EnsureRoles(ctx context.Context, conn *pgx.Conn, r Roles) (created, warning
 // schema (the partitions of entries besides), in this version or an earlier
 // one.
 var (
-	knownRelations = []string{"entries", "checkpoints", "rules", "gaps", "schema_migrations", "bridge_emits", "bridge_key_a", "bridge_key_b", "capture_patterns", "partition_truncates", "integrity_leaves", "integrity_checkpoints", "prunes", "own_entries", "exports", "api_tokens", "api_token_revocations"}
+	knownRelations = []string{"entries", "checkpoints", "rules", "gaps", "schema_migrations", "bridge_emits", "bridge_key_a", "bridge_key_b", "capture_patterns", "partition_truncates", "integrity_leaves", "integrity_checkpoints", "prunes", "own_entries", "exports", "api_tokens", "api_token_revocations", "daily_days", "daily_counts"}
 	knownFunctions = []string{"reject_change", "ensure_partitions", "current_context", "emit_context", "set_context", "log_event", "capture_table", "capture_new_tables"}
 )
 
@@ -224,10 +224,14 @@ func grantTrail(ctx context.Context, conn *pgx.Conn, schema string, r Roles, wri
 		`GRANT EXECUTE ON FUNCTION ` + s + `.retention_leaves(), ` + s + `.retention_period(text) TO ` + idents(append([]string{r.Reader}, writers...)),
 		// Written only by the retention functions, which record each purge.
 		`GRANT SELECT ON ` + s + `.prunes TO ` + idents(append([]string{r.Reader}, writers...)),
+		`GRANT SELECT ON ` + s + `.daily_days, ` + s + `.daily_counts TO ` + idents([]string{r.Reader}),
 	}
 	if len(writers) > 0 {
 		stmts = append(stmts,
 			`GRANT SELECT, INSERT ON `+trail+` TO `+idents(writers),
+			// Derived counts: written, and deleted when a purge makes them
+			// stale, by the daemon.
+			`GRANT SELECT, INSERT, DELETE ON `+s+`.daily_days, `+s+`.daily_counts TO `+idents(writers),
 			`GRANT SELECT ON `+s+`.schema_migrations TO `+idents(writers),
 			`GRANT EXECUTE ON FUNCTION `+s+`.ensure_partitions(timestamptz, timestamptz, text[]) TO `+idents(writers),
 			// Expired entries go only through these two, which record

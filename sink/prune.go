@@ -12,6 +12,7 @@ import (
 	"github.com/jackc/pgx/v5"
 	"go.uber.org/zap"
 
+	"github.com/walscribe/walscribe/daily"
 	"github.com/walscribe/walscribe/integrity"
 	"github.com/walscribe/walscribe/prune"
 )
@@ -97,6 +98,20 @@ func (p *Postgres) Prune(ctx context.Context, scope prune.Scope, limit int, expe
 			return nil, fmt.Errorf("prune %s: sign the prune record: %w", scope, err)
 		}
 		note = string(signed)
+	}
+	if n > 0 {
+		// The daily counts of the days these entries were in are stale:
+		// forgotten here, counted again by walscribe run.
+		var lo, hi *time.Time
+		if err := dbtx.QueryRow(ctx, `SELECT min(committed_at), max(committed_at) FROM `+p.schema+`.entries WHERE id BETWEEN $1 AND $2`,
+			ids[0].First, ids[len(ids)-1].Last).Scan(&lo, &hi); err != nil {
+			return nil, fmt.Errorf("prune %s: %w", scope, err)
+		}
+		if lo != nil {
+			if err := daily.Forget(ctx, dbtx, p.schema, *lo, *hi); err != nil {
+				return nil, fmt.Errorf("prune %s: %w", scope, err)
+			}
+		}
 	}
 	var removed int64
 	if scope.Leaf != "" {

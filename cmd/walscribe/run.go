@@ -20,6 +20,7 @@ import (
 
 	"github.com/walscribe/walscribe/config"
 	"github.com/walscribe/walscribe/daemon"
+	"github.com/walscribe/walscribe/daily"
 	"github.com/walscribe/walscribe/decoder"
 	"github.com/walscribe/walscribe/export"
 	"github.com/walscribe/walscribe/internal/pg"
@@ -117,6 +118,7 @@ rules in force stay. Tables to add to or remove from the publication need
 			if c.Retention.Schedule > 0 {
 				go expireOnSchedule(ctx, g, c, cfg.Metrics, log)
 			}
+			go countDaily(ctx, c, d, log)
 			if c.Export.Schedule == "daily" {
 				go exportDaily(ctx, c, d, cfg.Metrics, log)
 			}
@@ -255,6 +257,68 @@ func exportDaily(ctx context.Context, c *config.Config, d *daemon.Daemon, m *met
 			log.Info("export: a daily export is done", zap.String("export_id", res.ID), zap.Int64("entries", res.Entries), zap.String("destination", c.Export.To))
 		}
 	}
+}
+
+// countDaily keeps the daily counts that summaries read: every 10 minutes
+// (the first time shortly after the start), once the daemon has stored
+// everything committed before the check, it counts the days before today
+// that are not counted yet (a purge forgets the days it touched), oldest
+// first, at most 31 at a time, back to the trail's first entry or 400
+// days.
+func countDaily(ctx context.Context, c *config.Config, d *daemon.Daemon, log *zap.Logger) {
+	log = log.Named("daily")
+	wait := 30 * time.Second
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-time.After(wait):
+		}
+		wait = 10 * time.Minute
+		if n, err := countDays(ctx, c, d); err != nil {
+			if ctx.Err() != nil {
+				return
+			}
+			log.Warn("the daily counts could not be brought up to date; summaries read the entries meanwhile (run walscribe setup if this says permission denied)", zap.Error(err))
+		} else if n > 0 {
+			log.Info("daily counts brought up to date", zap.Int("days", n))
+			wait = 10 * time.Second // more to count, perhaps
+		}
+	}
+}
+
+func countDays(ctx context.Context, c *config.Config, d *daemon.Daemon) (int, error) {
+	if ok, err := caughtUp(ctx, c, d); err != nil || !ok {
+		return 0, err
+	}
+	conn, err := pg.Connect(ctx, c.SinkDSN(), pg.AppSink)
+	if err != nil {
+		return 0, err
+	}
+	defer conn.Close(context.WithoutCancel(ctx))
+	schema := pgx.Identifier{c.Sink.Schema}.Sanitize()
+	today := time.Now().UTC().Truncate(24 * time.Hour)
+	from := today.AddDate(0, 0, -400)
+	var first *time.Time
+	if err := conn.QueryRow(ctx, `SELECT min(committed_at) FROM (SELECT committed_at FROM `+schema+`.entries ORDER BY id LIMIT 1) f`).Scan(&first); err != nil {
+		return 0, err
+	}
+	if first == nil {
+		return 0, nil
+	}
+	if f := first.UTC().Truncate(24 * time.Hour); f.After(from) {
+		from = f
+	}
+	days, err := daily.Uncounted(ctx, conn, schema, from, today, 31)
+	if err != nil {
+		return 0, err
+	}
+	for i, day := range days {
+		if _, err := daily.Count(ctx, conn, schema, day); err != nil {
+			return i, err
+		}
+	}
+	return len(days), nil
 }
 
 // pendingDays are the days (UTC midnights) before today whose daily export
