@@ -398,6 +398,8 @@ func (r *results) readMarkdown(w *strings.Builder) {
 	p("Each kind's parameters are drawn from entries picked at random: filters from the last 7 days (the list's default window), actors and requests from the last 30 days (theirs), rows from the whole trail; %d measured requests of each kind follow %d unmeasured ones (the summary: %d after one). Times are the client's, from sending the request to reading the whole body. Targets: p99 ≤ 50 ms for a first page, ≤ 1 s for the 30-day summary.",
 		readRequests, readWarmup, readSummaries)
 	p("")
+	p("Before the measurements, `walscribe run` counted the %d days before today into the daily counts (`audit.daily_counts`, what a summary of whole days reads) in %.0f s; a summary reads the rest of its window (today so far, and the part of its first day) from the entries.", rd.countedDays, rd.countSeconds)
+	p("")
 	p("| request | requests | p50 | p99 | max | entries a response | target p99 | met |")
 	p("|---|---:|---:|---:|---:|---:|---|---|")
 	for _, k := range rd.kinds {
