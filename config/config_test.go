@@ -516,6 +516,7 @@ func TestEnvVarNames(t *testing.T) {
 	values["export.s3.secret_key"] = "secret-example"
 	values["export.s3.insecure"] = "true"
 	values["export.s3.part_size"] = "32MiB"
+	values["sink.ip_index"] = "true"
 	values["api.listen"] = "0.0.0.0:8443"
 	values["api.dsn"] = "postgres://reader@replica/app"
 	values["api.events_dsn"] = "postgres://app@db/app"

@@ -62,6 +62,7 @@ func (c *Config) Redacted() map[string]any {
 			"schema":            c.Sink.Schema,
 			"batch_max_entries": c.Sink.BatchMaxEntries,
 			"batch_max_wait":    c.Sink.BatchMaxWait.String(),
+			"ip_index":          c.Sink.IPIndex,
 		},
 		"spool": map[string]any{
 			"dir":        c.Spool.Dir,

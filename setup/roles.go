@@ -254,6 +254,9 @@ type SinkConfig struct {
 	// Writers are the roles the daemon writes the trail as (the user of
 	// sink.dsn); a superuser or the owner among them needs no grant.
 	Writers []string
+	// IPIndex creates the index that serves filters on the entries' ip
+	// (sink.ip_index). Setup never drops it.
+	IPIndex bool
 }
 
 // PrepareSink makes the audit schema in the database of conn: the roles,
@@ -288,6 +291,13 @@ func PrepareSink(ctx context.Context, conn *pgx.Conn, cfg SinkConfig) (applied [
 		if _, err := conn.Exec(ctx, `SELECT `+pgx.Identifier{cfg.Schema}.Sanitize()+`.ensure_partitions($1, $2, $3)`,
 			now.AddDate(0, -1, 0), now.AddDate(0, 2, 0), []string{"default"}); err != nil {
 			return fmt.Errorf("audit schema %q: create partitions: %w", cfg.Schema, err)
+		}
+		if cfg.IPIndex {
+			// A partial B-tree: what one address or network did, without
+			// reading the whole window; it costs every entry written.
+			if _, err := conn.Exec(ctx, `CREATE INDEX IF NOT EXISTS entries_ip_idx ON `+pgx.Identifier{cfg.Schema}.Sanitize()+`.entries (ip) WHERE ip IS NOT NULL`); err != nil {
+				return fmt.Errorf("audit schema %q: create the ip index (sink.ip_index): %w", cfg.Schema, err)
+			}
 		}
 		return grantTrail(ctx, conn, cfg.Schema, r, writers)
 	})

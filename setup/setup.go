@@ -44,6 +44,8 @@ type Config struct {
 	// Roles are the owner, reader and application roles; zero means
 	// DefaultRoles.
 	Roles Roles
+	// IPIndex creates the index of the entries' ip (sink.ip_index).
+	IPIndex bool
 }
 
 // DSNUser is the user a connection string logs in as ("" when it
@@ -110,7 +112,7 @@ func Run(ctx context.Context, cfg Config, say func(format string, args ...any)) 
 		}
 		defer sinkConn.Close(ctx)
 	}
-	applied, warnings, err := PrepareSink(ctx, sinkConn, SinkConfig{Schema: cfg.SinkSchema, Roles: cfg.Roles, Writers: []string{DSNUser(sinkDSN)}})
+	applied, warnings, err := PrepareSink(ctx, sinkConn, SinkConfig{Schema: cfg.SinkSchema, Roles: cfg.Roles, Writers: []string{DSNUser(sinkDSN)}, IPIndex: cfg.IPIndex})
 	for _, w := range warnings {
 		say("warning: %s", w)
 	}

@@ -369,6 +369,19 @@ func TestRunSeparateSink(t *testing.T) {
 	if out, err := run(t, cfg); err != nil {
 		t.Fatalf("Run: %v\noutput:\n%s", err, out)
 	}
+	ipIndex := func() bool {
+		return len(queryStrings(t, pgtest.Connect(t, sink), `SELECT indexrelid::regclass::text FROM pg_index WHERE indexrelid = to_regclass('audit.entries_ip_idx')`)) == 1
+	}
+	if ipIndex() {
+		t.Error("the ip index exists without sink.ip_index")
+	}
+	cfg.IPIndex = true
+	if out, err := run(t, cfg); err != nil {
+		t.Fatalf("Run with the ip index: %v\noutput:\n%s", err, out)
+	}
+	if !ipIndex() {
+		t.Error("no ip index with sink.ip_index")
+	}
 	srcState, sinkState := readState(t, src), readState(t, sink)
 	if srcState.Migration != 0 {
 		t.Errorf("source has audit migrations at version %d, want none", srcState.Migration)

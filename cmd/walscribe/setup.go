@@ -71,6 +71,7 @@ func setupConfig(c *config.Config) setup.Config {
 		Tables:        tables,
 		ContextPrefix: c.Context.Prefix,
 		Roles:         setupRoles(c),
+		IPIndex:       c.Sink.IPIndex,
 	}
 }
 
@@ -102,7 +103,7 @@ schema owned by roles.owner, its migrations, and the grants to the daemon's role
 			}
 			defer conn.Close(ctx)
 			applied, warnings, err := setup.PrepareSink(ctx, conn, setup.SinkConfig{Schema: c.Sink.Schema, Roles: setupRoles(c),
-				Writers: []string{setup.DSNUser(c.SinkDSN())}})
+				Writers: []string{setup.DSNUser(c.SinkDSN())}, IPIndex: c.Sink.IPIndex})
 			for _, w := range warnings {
 				fmt.Fprintf(cmd.OutOrStdout(), "warning: %s\n", w)
 			}

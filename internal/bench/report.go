@@ -398,6 +398,10 @@ func (r *results) readMarkdown(w *strings.Builder) {
 	p("Each kind's parameters are drawn from entries picked at random: filters from the last 7 days (the list's default window), actors and requests from the last 30 days (theirs), rows from the whole trail; %d measured requests of each kind follow %d unmeasured ones (the summary: %d after one). Times are the client's, from sending the request to reading the whole body. Targets: p99 ≤ 50 ms for a first page, ≤ 1 s for the 30-day summary.",
 		readRequests, readWarmup, readSummaries)
 	p("")
+	if rd.ipIndexSeconds > 0 {
+		p("After the others, the index `sink.ip_index: true` makes setup create (a partial B-tree on `ip`; off by default, as it costs every entry written) was built on the trail (%.0f s) and the ip filter measured again.", rd.ipIndexSeconds)
+		p("")
+	}
 	p("Before the measurements, `walscribe run` counted the %d days before today into the daily counts (`audit.daily_counts`, what a summary of whole days reads) in %.0f s; a summary reads the rest of its window (today so far, and the part of its first day) from the entries.", rd.countedDays, rd.countSeconds)
 	p("")
 	p("| request | requests | p50 | p99 | max | entries a response | target p99 | met |")
