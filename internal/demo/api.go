@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"io"
 	"net/http"
+	"slices"
 	"strings"
 	"time"
 )
@@ -31,19 +32,43 @@ func (d *demo) showAPI(ctx context.Context) []string {
 			problems = append(problems, fmt.Sprintf("the API: %s: %v", path, err))
 			continue
 		}
-		var pretty bytes.Buffer
-		json.Indent(&pretty, body, "", "  ")
-		lines := strings.Split(pretty.String(), "\n")
-		for i, l := range lines {
-			if i == 24 {
-				d.say("    │ … (%d more lines)", len(lines)-i)
-				break
+		// One line a key (a list: one line an item), each cut to fit.
+		var doc map[string]json.RawMessage
+		if err := json.Unmarshal(body, &doc); err != nil {
+			problems = append(problems, fmt.Sprintf("the API: %s: %v", path, err))
+			continue
+		}
+		keys := make([]string, 0, len(doc))
+		for k := range doc {
+			keys = append(keys, k)
+		}
+		slices.Sort(keys)
+		for _, k := range keys {
+			var items []json.RawMessage
+			if json.Unmarshal(doc[k], &items) == nil && len(items) > 0 && k == "data" {
+				for _, it := range items {
+					d.say("    │ %s: %s", k, cut(it))
+				}
+				continue
 			}
-			d.say("    │ %s", l)
+			d.say("    │ %s: %s", k, cut(doc[k]))
 		}
 	}
 	d.say("\n    every read above is itself in the trail, as an event of action read; the web UI is at %s/", d.apiURL)
 	return problems
+}
+
+// cut is a JSON value on one line, at most 110 characters.
+func cut(v json.RawMessage) string {
+	var b bytes.Buffer
+	if json.Compact(&b, v) != nil {
+		return string(v)
+	}
+	r := []rune(b.String())
+	if len(r) > 110 {
+		return string(r[:110]) + "…"
+	}
+	return string(r)
 }
 
 func get(ctx context.Context, url, token string) ([]byte, error) {
