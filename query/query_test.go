@@ -411,13 +411,18 @@ func TestDeleteSpikes(t *testing.T) {
 		{"steady high", []DayCount{day("2026-03-01", 50), day("2026-03-02", 50), day("2026-03-03", 50), day("2026-03-04", 50), day("2026-03-05", 160)}, []string{"2026-03-05"}},
 		{"three times is not more", []DayCount{day("2026-03-01", 50), day("2026-03-02", 50), day("2026-03-03", 50), day("2026-03-04", 50), day("2026-03-05", 150)}, nil},
 		{"a window off midnight counts the days it touches", []DayCount{day("2026-03-03", 40)}, []string{"2026-03-03"}},
+		{"too few days", nil, nil},
 	} {
 		t.Run(c.name, func(t *testing.T) {
-			s := Summary{Since: since, Until: since.Add(5 * 24 * time.Hour), ByDay: c.days}
+			s := Summary{Since: since, Until: since.Add(7 * 24 * time.Hour), ByDay: c.days}
 			if strings.HasPrefix(c.name, "a window off midnight") {
-				// 28 hours over three days, 40 deletes on one: a spike
-				// against the median day's 0.
-				s.Since, s.Until = since.Add(46*time.Hour), since.Add(74*time.Hour)
+				// Seven days and a bit over eight days, 40 deletes on one:
+				// a spike against the median day's 0.
+				s.Since, s.Until = since.Add(22*time.Hour), since.Add(7*24*time.Hour+2*time.Hour)
+			}
+			if c.name == "too few days" {
+				s.ByDay = []DayCount{day("2026-03-02", 500)}
+				s.Until = since.Add(6 * 24 * time.Hour)
 			}
 			var got []string
 			for _, sp := range s.DeleteSpikes() {

@@ -332,12 +332,15 @@ type Spike struct {
 
 // DeleteSpikes are the days of s whose deletes are at least 10 and more
 // than three times the median of its days' deletes (days without entries
-// count as 0).
+// count as 0); none for a window of fewer than 7 days.
 func (s *Summary) DeleteSpikes() []Spike {
 	// The UTC days the window touches, from since's to the one before until.
 	first := s.Since.UTC().Truncate(24 * time.Hour)
 	last := s.Until.UTC().Add(-time.Nanosecond).Truncate(24 * time.Hour)
 	span := int(last.Sub(first).Hours()/24) + 1
+	if span < 7 {
+		return nil // too few days to tell a usual one
+	}
 	per := make([]int64, 0, max(span, len(s.ByDay)))
 	for _, d := range s.ByDay {
 		per = append(per, d.Deletes)
