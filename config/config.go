@@ -391,6 +391,11 @@ type API struct {
 	// Listen on 127.0.0.1 or behind a TLS proxy).
 	TLSCertFile string `mapstructure:"tls_cert_file"`
 	TLSKeyFile  string `mapstructure:"tls_key_file"`
+	// SecureCookies marks the web UI's session cookie Secure (sent over
+	// HTTPS only) when walscribe serves plain HTTP behind a proxy that
+	// terminates TLS (api.secure_cookies); with tls_cert_file it always is.
+	// Default false.
+	SecureCookies bool `mapstructure:"secure_cookies"`
 	// PoolSize is the most connections the API reads with (api.pool_size),
 	// 1 to 64: small, so that readers never starve the sink. Default 4.
 	PoolSize int `mapstructure:"pool_size"`

@@ -523,6 +523,7 @@ func TestEnvVarNames(t *testing.T) {
 	values["api.restore_dsn"] = "postgres://restorer@db/app"
 	values["api.tls_cert_file"] = "/etc/walscribe/tls.crt"
 	values["api.tls_key_file"] = "/etc/walscribe/tls.key"
+	values["api.secure_cookies"] = "true"
 	values["api.pool_size"] = "8"
 	values["api.statement_timeout"] = "30s"
 	values["api.rate_limit"] = "50"

@@ -88,7 +88,7 @@ func (c *Config) Redacted() map[string]any {
 		"watches":                redactedWatches(c.Watches),
 		"watch":                  map[string]any{"webhook_secret": redactIfSet(c.Watch.WebhookSecret), "queue_size": c.Watch.QueueSize},
 		"api": map[string]any{"listen": c.API.Listen, "dsn": redactDSN(c.API.DSN), "events_dsn": redactDSN(c.API.EventsDSN),
-			"restore_dsn": redactDSN(c.API.RestoreDSN), "tls_cert_file": c.API.TLSCertFile, "tls_key_file": c.API.TLSKeyFile,
+			"restore_dsn": redactDSN(c.API.RestoreDSN), "tls_cert_file": c.API.TLSCertFile, "tls_key_file": c.API.TLSKeyFile, "secure_cookies": c.API.SecureCookies,
 			"pool_size": c.API.PoolSize, "statement_timeout": c.API.StatementTimeout.String(), "rate_limit": c.API.RateLimit,
 			"session_ttl": c.API.SessionTTL.String()},
 		"log": map[string]any{"level": c.Log.Level, "format": c.Log.Format},

@@ -141,7 +141,7 @@ func openAPI(ctx context.Context, c *config.Config, log *zap.Logger, reg prometh
 		s.Close()
 		return nil, err
 	}
-	web, err := ui.New(ui.Config{Schema: c.Sink.Schema, Secure: c.API.TLSCertFile != "", SessionMaxAge: c.API.SessionTTL, Restore: restores},
+	web, err := ui.New(ui.Config{Schema: c.Sink.Schema, Secure: c.API.TLSCertFile != "" || c.API.SecureCookies, SessionMaxAge: c.API.SessionTTL, Restore: restores},
 		s.api, reader, log)
 	if err != nil {
 		s.Close()
