@@ -10,7 +10,6 @@ import (
 	"net/http"
 	"net/http/httptest"
 	"net/netip"
-	"net/url"
 	"os"
 	"strconv"
 	"strings"
@@ -23,13 +22,13 @@ import (
 	"github.com/getkin/kin-openapi/routers/legacy"
 	"github.com/jackc/pglogrepl"
 	"github.com/jackc/pgx/v5"
-	"github.com/jackc/pgx/v5/pgxpool"
 	"github.com/prometheus/client_golang/prometheus"
 	"go.uber.org/zap"
 
 	"github.com/walscribe/walscribe/audit"
 	"github.com/walscribe/walscribe/auth"
 	"github.com/walscribe/walscribe/cdc"
+	"github.com/walscribe/walscribe/internal/apitest"
 	"github.com/walscribe/walscribe/internal/pgtest"
 	"github.com/walscribe/walscribe/setup"
 	"github.com/walscribe/walscribe/sink"
@@ -67,7 +66,7 @@ func newEnv(t *testing.T, cfg Config) *env {
 	ctx := context.Background()
 	dsn := srv.NewDB(t)
 	pgtest.Exec(t, dsn, `CREATE TABLE public.orders (id int PRIMARY KEY, note text)`)
-	if err := setup.Run(ctx, setup.Config{SourceDSN: dsn, SinkSchema: "audit", Slot: "ws_" + strings.ReplaceAll(dbName(dsn), "-", "_"),
+	if err := setup.Run(ctx, setup.Config{SourceDSN: dsn, SinkSchema: "audit", Slot: "ws_" + strings.ReplaceAll(apitest.DBName(dsn), "-", "_"),
 		Publication: "walscribe", ContextPrefix: "audit", Tables: []cdc.Table{{Schema: "public", Name: "orders", Key: "tables[0].name"}}},
 		func(string, ...any) {}); err != nil {
 		t.Fatal(err)
@@ -80,8 +79,8 @@ func newEnv(t *testing.T, cfg Config) *env {
 	pgtest.Exec(t, dsn, `CREATE ROLE `+role+`_r LOGIN IN ROLE walscribe_reader`, `CREATE ROLE `+role+`_e LOGIN IN ROLE walscribe_app`)
 	t.Cleanup(func() { pgtest.Exec(t, srv.DSN("postgres"), `DROP OWNED BY `+role+`_r, `+role+`_e CASCADE`) })
 	e.reader = role + "_r"
-	reader := newPool(t, asUser(dsn, role+"_r"))
-	events := newPool(t, asUser(dsn, role+"_e"))
+	reader := apitest.Pool(t, apitest.AsUser(dsn, role+"_r"))
+	events := apitest.Pool(t, apitest.AsUser(dsn, role+"_e"))
 	e.events = "ev_" + role
 	pgtest.Exec(t, dsn, `SELECT pg_create_logical_replication_slot('`+e.events+`', 'test_decoding')`)
 	t.Cleanup(func() {
@@ -110,27 +109,6 @@ func newEnv(t *testing.T, cfg Config) *env {
 		t.Fatal(err)
 	}
 	return e
-}
-
-func dbName(dsn string) string {
-	u, _ := url.Parse(dsn)
-	return strings.TrimPrefix(u.Path, "/")
-}
-
-func asUser(dsn, user string) string {
-	u, _ := url.Parse(dsn)
-	u.User = url.User(user)
-	return u.String()
-}
-
-func newPool(t *testing.T, dsn string) *pgxpool.Pool {
-	t.Helper()
-	pool, err := pgxpool.New(context.Background(), dsn)
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(pool.Close)
-	return pool
 }
 
 // seed writes a varied trail over the last 20 days, hostile values

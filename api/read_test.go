@@ -13,33 +13,14 @@ import (
 	"github.com/jackc/pgx/v5"
 
 	"github.com/walscribe/walscribe/browse"
+	"github.com/walscribe/walscribe/internal/apitest"
 )
 
 // sent are the events log_event has put into the stream since the last
 // call: what walscribe will store in the trail.
 func (e *env) sent(t *testing.T) []map[string]any {
 	t.Helper()
-	rows, err := e.admin.Query(context.Background(), `SELECT data FROM pg_logical_slot_get_changes($1, NULL, NULL)`, e.events)
-	if err != nil {
-		t.Fatal(err)
-	}
-	lines, err := pgx.CollectRows(rows, pgx.RowTo[string])
-	if err != nil {
-		t.Fatal(err)
-	}
-	var out []map[string]any
-	for _, l := range lines {
-		if !strings.HasPrefix(l, "message:") || !strings.Contains(l, "prefix: walscribe.event,") {
-			continue
-		}
-		_, content, _ := strings.Cut(l, "content:")
-		var m map[string]any
-		if err := json.Unmarshal([]byte(content), &m); err != nil {
-			t.Fatalf("%v: %s", err, l)
-		}
-		out = append(out, m)
-	}
-	return out
+	return apitest.Sent(t, e.admin, e.events)
 }
 
 // TestReadsRecorded: each read puts a read event into the trail's

@@ -2,7 +2,6 @@ package ui
 
 import (
 	"context"
-	"encoding/json"
 	"fmt"
 	"io"
 	"math/rand/v2"
@@ -29,6 +28,7 @@ import (
 	"github.com/walscribe/walscribe/audit"
 	"github.com/walscribe/walscribe/auth"
 	"github.com/walscribe/walscribe/cdc"
+	"github.com/walscribe/walscribe/internal/apitest"
 	"github.com/walscribe/walscribe/internal/pgtest"
 	"github.com/walscribe/walscribe/setup"
 	"github.com/walscribe/walscribe/sink"
@@ -68,7 +68,7 @@ func newEnv(t *testing.T, cfg Config, noRestore bool) *env {
 	ctx := context.Background()
 	dsn := srv.NewDB(t)
 	pgtest.Exec(t, dsn, `CREATE TABLE public.orders (id int PRIMARY KEY, note text)`)
-	if err := setup.Run(ctx, setup.Config{SourceDSN: dsn, SinkSchema: "audit", Slot: "ws_" + strings.ReplaceAll(dbName(dsn), "-", "_"),
+	if err := setup.Run(ctx, setup.Config{SourceDSN: dsn, SinkSchema: "audit", Slot: "ws_" + strings.ReplaceAll(apitest.DBName(dsn), "-", "_"),
 		Publication: "walscribe", ContextPrefix: "audit", Tables: []cdc.Table{{Schema: "public", Name: "orders", Key: "tables[0].name"}}},
 		func(string, ...any) {}); err != nil {
 		t.Fatal(err)
@@ -81,8 +81,8 @@ func newEnv(t *testing.T, cfg Config, noRestore bool) *env {
 	pgtest.Exec(t, dsn, `CREATE ROLE `+role+`_r LOGIN IN ROLE walscribe_reader`, `CREATE ROLE `+role+`_e LOGIN IN ROLE walscribe_app`)
 	t.Cleanup(func() { pgtest.Exec(t, srv.DSN("postgres"), `DROP OWNED BY `+role+`_r, `+role+`_e CASCADE`) })
 	e.role = role + "_e"
-	e.reader = newPool(t, asUser(dsn, role+"_r"))
-	events := newPool(t, asUser(dsn, role+"_e"))
+	e.reader = apitest.Pool(t, apitest.AsUser(dsn, role+"_r"))
+	events := apitest.Pool(t, apitest.AsUser(dsn, role+"_e"))
 	e.events = "ev_" + role
 	pgtest.Exec(t, dsn, `SELECT pg_create_logical_replication_slot('`+e.events+`', 'test_decoding')`)
 	t.Cleanup(func() {
@@ -125,27 +125,6 @@ func (e *env) handler(t *testing.T, cfg Config, noRestore bool) http.Handler {
 	mux.Handle(api.BaseURL+"/", e.api.Handler())
 	mux.Handle("/", u.Handler())
 	return mux
-}
-
-func dbName(dsn string) string {
-	u, _ := url.Parse(dsn)
-	return strings.TrimPrefix(u.Path, "/")
-}
-
-func asUser(dsn, user string) string {
-	u, _ := url.Parse(dsn)
-	u.User = url.User(user)
-	return u.String()
-}
-
-func newPool(t *testing.T, dsn string) *pgxpool.Pool {
-	t.Helper()
-	pool, err := pgxpool.New(context.Background(), dsn)
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(pool.Close)
-	return pool
 }
 
 // seed writes a varied trail over the last 20 days, hostile values among
@@ -366,25 +345,5 @@ func (e *env) id(t *testing.T, where string, args ...any) int64 {
 // call: what walscribe will store in the trail.
 func (e *env) sent(t *testing.T) []map[string]any {
 	t.Helper()
-	rows, err := e.admin.Query(context.Background(), `SELECT data FROM pg_logical_slot_get_changes($1, NULL, NULL)`, e.events)
-	if err != nil {
-		t.Fatal(err)
-	}
-	lines, err := pgx.CollectRows(rows, pgx.RowTo[string])
-	if err != nil {
-		t.Fatal(err)
-	}
-	var out []map[string]any
-	for _, l := range lines {
-		if !strings.HasPrefix(l, "message:") || !strings.Contains(l, "prefix: walscribe.event,") {
-			continue
-		}
-		_, content, _ := strings.Cut(l, "content:")
-		var m map[string]any
-		if err := json.Unmarshal([]byte(content), &m); err != nil {
-			t.Fatalf("%v: %s", err, l)
-		}
-		out = append(out, m)
-	}
-	return out
+	return apitest.Sent(t, e.admin, e.events)
 }
