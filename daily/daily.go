@@ -21,8 +21,15 @@ type Querier interface {
 
 // Beginner begins a database transaction: a connection or a pool.
 type Beginner interface {
-	Begin(ctx context.Context) (pgx.Tx, error)
+	BeginTx(ctx context.Context, opts pgx.TxOptions) (pgx.Tx, error)
 }
+
+// Lock is the SQL that takes the daily counts' lock for the transaction,
+// the schema (quoted) as its parameter $1: Count and Forget take it, so
+// that a count and a purge never overlap (a count would keep the entries
+// the purge removed, or the purge forget nothing of a count still to
+// commit).
+const Lock = `pg_advisory_xact_lock(1463897427, hashtext('walscribe.daily.' || $1::text))`
 
 // Count counts the entries of one UTC day (the day of day) into the daily
 // counts of schema (an SQL identifier, quoted), replacing what they held
@@ -31,7 +38,12 @@ type Beginner interface {
 func Count(ctx context.Context, db Beginner, schema string, day time.Time) (int64, error) {
 	from := day.UTC().Truncate(24 * time.Hour)
 	var n int64
-	err := pgx.BeginFunc(ctx, db, func(tx pgx.Tx) error {
+	// READ COMMITTED, after the lock: the counting statement sees what a
+	// purge that held the lock committed.
+	err := pgx.BeginTxFunc(ctx, db, pgx.TxOptions{IsoLevel: pgx.ReadCommitted}, func(tx pgx.Tx) error {
+		if _, err := tx.Exec(ctx, `SELECT `+Lock, schema); err != nil {
+			return err
+		}
 		for _, q := range []string{`DELETE FROM ` + schema + `.daily_counts WHERE day = $1::date`, `DELETE FROM ` + schema + `.daily_days WHERE day = $1::date`} {
 			if _, err := tx.Exec(ctx, q, from.Format(time.DateOnly)); err != nil {
 				return err
@@ -63,6 +75,9 @@ type Execer interface {
 // Forget deletes the daily counts of the UTC days from..to (both
 // included), which a purge made stale: they are counted again.
 func Forget(ctx context.Context, db Execer, schema string, from, to time.Time) error {
+	if _, err := db.Exec(ctx, `SELECT `+Lock, schema); err != nil {
+		return fmt.Errorf("forget the daily counts: %w", err)
+	}
 	for _, q := range []string{`DELETE FROM ` + schema + `.daily_counts WHERE day BETWEEN $1::date AND $2::date`,
 		`DELETE FROM ` + schema + `.daily_days WHERE day BETWEEN $1::date AND $2::date`} {
 		if _, err := db.Exec(ctx, q, from.UTC().Format(time.DateOnly), to.UTC().Format(time.DateOnly)); err != nil {

@@ -22,4 +22,6 @@ CREATE INDEX daily_counts_day_idx ON {{schema}}.daily_counts (day, kind);
 -- A time window's entries, found without reading whole months: entries
 -- are written in about the order of their commit time, which is what a
 -- block range index needs (tens of kilobytes a month).
-CREATE INDEX entries_committed_brin ON {{schema}}.entries USING brin (committed_at);
+-- autosummarize: the ranges of new pages are summarized as they fill, not
+-- only when autovacuum gets to the partition.
+CREATE INDEX entries_committed_brin ON {{schema}}.entries USING brin (committed_at) WITH (autosummarize = on);

@@ -22,6 +22,7 @@ import (
 	"github.com/walscribe/walscribe/daily"
 	"github.com/walscribe/walscribe/internal/pgtest"
 	"github.com/walscribe/walscribe/migrations"
+	"github.com/walscribe/walscribe/prune"
 	"github.com/walscribe/walscribe/sink"
 )
 
@@ -416,9 +417,9 @@ func TestDeleteSpikes(t *testing.T) {
 		t.Run(c.name, func(t *testing.T) {
 			s := Summary{Since: since, Until: since.Add(7 * 24 * time.Hour), ByDay: c.days}
 			if strings.HasPrefix(c.name, "a window off midnight") {
-				// Seven days and a bit over eight days, 40 deletes on one:
-				// a spike against the median day's 0.
-				s.Since, s.Until = since.Add(22*time.Hour), since.Add(7*24*time.Hour+2*time.Hour)
+				// Seven days and four hours over nine days, 40 deletes on
+				// one: a spike against the median day's 0.
+				s.Since, s.Until = since.Add(22*time.Hour), since.Add(8*24*time.Hour+2*time.Hour)
 			}
 			if c.name == "too few days" {
 				s.ByDay = []DayCount{day("2026-03-02", 500)}
@@ -492,5 +493,80 @@ func TestSummaryFromDailyCounts(t *testing.T) {
 	same("with days forgotten")
 	if left, _ := daily.Uncounted(ctx, conn, `"audit"`, now.AddDate(0, 0, -31), now, 100); len(left) != 3 {
 		t.Errorf("%d days to count again, want 3: %v", len(left), left)
+	}
+}
+
+// TestCountAndPurgeDoNotOverlap: a purge waits for a count in progress
+// (the daily counts' lock), then forgets the day that count wrote: no day
+// stays counted with entries a purge removed.
+func TestCountAndPurgeDoNotOverlap(t *testing.T) {
+	ctx := context.Background()
+	dsn, all := newTrail(t)
+	conn := pgtest.Connect(t, dsn)
+	s := sink.NewPostgres(sink.Config{DSN: dsn, Schema: "audit", Slot: "test", BatchMaxEntries: 1000, BatchMaxWait: time.Second}, zap.NewNop())
+	if err := s.Open(ctx); err != nil {
+		t.Fatal(err)
+	}
+	defer s.Close(ctx)
+	var day time.Time
+	for _, e := range all {
+		if e.schema == "public" && e.table == "orders" && e.at.Before(time.Now().AddDate(0, 0, -2)) {
+			day = e.at.UTC().Truncate(24 * time.Hour)
+			break
+		}
+	}
+	if day.IsZero() {
+		t.Fatal("no entry of public.orders older than two days")
+	}
+	// A count in progress: it holds the lock, and has written the day.
+	counting, err := conn.Begin(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer counting.Rollback(ctx)
+	if _, err := counting.Exec(ctx, `SELECT `+daily.Lock, `"audit"`); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := counting.Exec(ctx, `INSERT INTO audit.daily_days (day, entries) VALUES ($1::date, 999)`, day.Format(time.DateOnly)); err != nil {
+		t.Fatal(err)
+	}
+	pruned := make(chan error, 1)
+	go func() {
+		_, err := s.Prune(ctx, prune.Scope{Schema: "public", Table: "orders", Before: day.Add(24 * time.Hour)}, 1000, nil)
+		pruned <- err
+	}()
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		var waiting int
+		if err := counting.QueryRow(ctx, `SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' AND NOT granted`).Scan(&waiting); err != nil {
+			t.Fatal(err)
+		}
+		if waiting > 0 {
+			break
+		}
+		select {
+		case err := <-pruned:
+			t.Fatalf("the purge did not wait for the count in progress (%v)", err)
+		default:
+		}
+		if time.Now().After(deadline) {
+			t.Fatal("the purge never waited")
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	if err := counting.Commit(ctx); err != nil {
+		t.Fatal(err)
+	}
+	select {
+	case err := <-pruned:
+		if err != nil {
+			t.Fatal(err)
+		}
+	case <-time.After(20 * time.Second):
+		t.Fatal("the purge did not finish")
+	}
+	var counted bool
+	if err := conn.QueryRow(ctx, `SELECT EXISTS (SELECT 1 FROM audit.daily_days WHERE day = $1::date)`, day.Format(time.DateOnly)).Scan(&counted); err != nil || counted {
+		t.Errorf("the day the purge touched is still counted (%v)", err)
 	}
 }

@@ -288,17 +288,38 @@ func countDaily(ctx context.Context, c *config.Config, d *daemon.Daemon, log *za
 }
 
 func countDays(ctx context.Context, c *config.Config, d *daemon.Daemon) (int, error) {
-	if ok, err := caughtUp(ctx, c, d); err != nil || !ok {
-		return 0, err
-	}
 	conn, err := pg.Connect(ctx, c.SinkDSN(), pg.AppSink)
 	if err != nil {
 		return 0, err
 	}
 	defer conn.Close(context.WithoutCancel(ctx))
 	schema := pgx.Identifier{c.Sink.Schema}.Sanitize()
-	today := time.Now().UTC().Truncate(24 * time.Hour)
-	from := today.AddDate(0, 0, -400)
+	// Stored through: the commit time of the newest transaction stored
+	// (the source's clock; transactions are stored in commit order) — or,
+	// when the daemon has stored everything the source had written when
+	// asked, the source's time then. A day is counted once it ended a
+	// minute before that: commit times are taken just before the commit
+	// is written, a little out of order.
+	var through time.Time
+	var stored *time.Time
+	if err := conn.QueryRow(ctx, `SELECT committed_at FROM `+schema+`.checkpoints WHERE slot = $1 ORDER BY end_lsn DESC LIMIT 1`,
+		c.Source.Slot).Scan(&stored); err != nil && !errors.Is(err, pgx.ErrNoRows) {
+		return 0, err
+	}
+	if stored != nil {
+		through = *stored
+	}
+	yesterday := time.Now().UTC().Truncate(24 * time.Hour)
+	if through.Add(-time.Minute).Before(yesterday) {
+		// An idle source: nothing newer to store, perhaps.
+		if at, ok, err := caughtUpAt(ctx, c, d); err != nil {
+			return 0, err
+		} else if ok && at.After(through) {
+			through = at
+		}
+	}
+	before := through.Add(-time.Minute).UTC().Truncate(24 * time.Hour) // the first day not to count
+	from := before.AddDate(0, 0, -400)
 	var first *time.Time
 	if err := conn.QueryRow(ctx, `SELECT min(committed_at) FROM (SELECT committed_at FROM `+schema+`.entries ORDER BY id LIMIT 1) f`).Scan(&first); err != nil {
 		return 0, err
@@ -309,16 +330,55 @@ func countDays(ctx context.Context, c *config.Config, d *daemon.Daemon) (int, er
 	if f := first.UTC().Truncate(24 * time.Hour); f.After(from) {
 		from = f
 	}
-	days, err := daily.Uncounted(ctx, conn, schema, from, today, 31)
+	if !from.Before(before) {
+		return 0, nil
+	}
+	days, err := daily.Uncounted(ctx, conn, schema, from, before, 31)
 	if err != nil {
 		return 0, err
 	}
-	for i, day := range days {
+	n := 0
+	var failed error
+	for _, day := range days {
+		// A day that cannot be counted (a statement timeout on a huge
+		// one) does not hold back the others; it is tried again next time.
 		if _, err := daily.Count(ctx, conn, schema, day); err != nil {
-			return i, err
+			if ctx.Err() != nil {
+				return n, err
+			}
+			failed = err
+			continue
+		}
+		n++
+	}
+	return n, failed
+}
+
+// caughtUpAt is the source's time when the daemon had stored everything
+// the source had written then (see caughtUp), and whether it had.
+func caughtUpAt(ctx context.Context, c *config.Config, d *daemon.Daemon) (time.Time, bool, error) {
+	conn, err := pg.Connect(ctx, c.Source.DSN, pg.AppTool)
+	if err != nil {
+		return time.Time{}, false, err
+	}
+	var target pglogrepl.LSN
+	var at time.Time
+	err = conn.QueryRow(ctx, `SELECT pg_current_wal_lsn(), now()`).Scan(&target, &at)
+	conn.Close(context.WithoutCancel(ctx))
+	if err != nil {
+		return time.Time{}, false, err
+	}
+	for range 60 {
+		if d.StoredThrough(target) {
+			return at, true, nil
+		}
+		select {
+		case <-ctx.Done():
+			return time.Time{}, false, ctx.Err()
+		case <-time.After(time.Second):
 		}
 	}
-	return len(days), nil
+	return time.Time{}, false, nil
 }
 
 // pendingDays are the days (UTC midnights) before today whose daily export
