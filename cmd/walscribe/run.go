@@ -215,9 +215,10 @@ func expireOnSchedule(ctx context.Context, g *globals, c *config.Config, m *metr
 // exportDaily ships each UTC day to export.to as the export
 // daily-YYYY-MM-DD, once: every 10 minutes (the first time shortly after
 // the start) it exports the days since the newest daily export that
-// succeeded (yesterday at first; at most 31 days back), once the daemon
-// has stored everything committed before the check — so that a day is
-// exported whole, also after a restart with a backlog.
+// succeeded (yesterday at first; at most 31 days back), each once the
+// daemon has stored everything committed in it (storedThrough) — so that a
+// day is exported whole, also after a restart with a backlog, and on a
+// source that is never idle.
 func exportDaily(ctx context.Context, c *config.Config, d *daemon.Daemon, m *metrics.Metrics, log *zap.Logger) {
 	wait := 5 * time.Second
 	for {
@@ -236,13 +237,15 @@ func exportDaily(ctx context.Context, c *config.Config, d *daemon.Daemon, m *met
 		if len(days) == 0 {
 			continue
 		}
-		if caught, err := caughtUp(ctx, c, d); err != nil || !caught {
-			if err != nil {
-				log.Warn("export: the source's position could not be read; trying again later", zap.Error(err))
-			}
+		through, err := exportThrough(ctx, c, d)
+		if err != nil {
+			log.Warn("export: the source's position could not be read; trying again later", zap.Error(err))
 			continue
 		}
 		for _, day := range days {
+			if day.AddDate(0, 0, 1).After(through.Add(-time.Minute)) {
+				break // not all of it is stored yet
+			}
 			req := export.Request{ID: "daily-" + day.Format(time.DateOnly), Format: c.Export.Format,
 				Filter: query.Filter{Since: day, Until: day.AddDate(0, 0, 1)}}
 			res, err := runExport(ctx, c, log, req, c.Export.To, "walscribe run (export.schedule)", io.Discard)
@@ -294,29 +297,9 @@ func countDays(ctx context.Context, c *config.Config, d *daemon.Daemon) (int, er
 	}
 	defer conn.Close(context.WithoutCancel(ctx))
 	schema := pgx.Identifier{c.Sink.Schema}.Sanitize()
-	// Stored through: the commit time of the newest transaction stored
-	// (the source's clock; transactions are stored in commit order) — or,
-	// when the daemon has stored everything the source had written when
-	// asked, the source's time then. A day is counted once it ended a
-	// minute before that: commit times are taken just before the commit
-	// is written, a little out of order.
-	var through time.Time
-	var stored *time.Time
-	if err := conn.QueryRow(ctx, `SELECT committed_at FROM `+schema+`.checkpoints WHERE slot = $1 ORDER BY end_lsn DESC LIMIT 1`,
-		c.Source.Slot).Scan(&stored); err != nil && !errors.Is(err, pgx.ErrNoRows) {
+	through, err := storedThrough(ctx, c, d, conn)
+	if err != nil {
 		return 0, err
-	}
-	if stored != nil {
-		through = *stored
-	}
-	yesterday := time.Now().UTC().Truncate(24 * time.Hour)
-	if through.Add(-time.Minute).Before(yesterday) {
-		// An idle source: nothing newer to store, perhaps.
-		if at, ok, err := caughtUpAt(ctx, c, d); err != nil {
-			return 0, err
-		} else if ok && at.After(through) {
-			through = at
-		}
 	}
 	before := through.Add(-time.Minute).UTC().Truncate(24 * time.Hour) // the first day not to count
 	from := before.AddDate(0, 0, -400)
@@ -354,8 +337,38 @@ func countDays(ctx context.Context, c *config.Config, d *daemon.Daemon) (int, er
 	return n, failed
 }
 
-// caughtUpAt is the source's time when the daemon had stored everything
-// the source had written then (see caughtUp), and whether it had.
+// storedThrough is a time before which every transaction committed is
+// stored: the commit time of the newest transaction stored (the source's
+// clock; transactions are stored in commit order) — or, when that is before
+// today and the daemon has stored everything the source had written when
+// asked, the source's time then. Commit times are taken just before the
+// commit is written, a little out of order: use it with a minute's margin.
+func storedThrough(ctx context.Context, c *config.Config, d *daemon.Daemon, conn *pgx.Conn) (time.Time, error) {
+	var through time.Time
+	var stored *time.Time
+	if err := conn.QueryRow(ctx, `SELECT committed_at FROM `+pgx.Identifier{c.Sink.Schema}.Sanitize()+`.checkpoints WHERE slot = $1 ORDER BY end_lsn DESC LIMIT 1`,
+		c.Source.Slot).Scan(&stored); err != nil && !errors.Is(err, pgx.ErrNoRows) {
+		return through, err
+	}
+	if stored != nil {
+		through = *stored
+	}
+	if through.Add(-time.Minute).Before(time.Now().UTC().Truncate(24 * time.Hour)) {
+		// An idle source: nothing newer to store, perhaps.
+		at, ok, err := caughtUpAt(ctx, c, d)
+		if err != nil {
+			return through, err
+		}
+		if ok && at.After(through) {
+			through = at
+		}
+	}
+	return through, nil
+}
+
+// caughtUpAt is the source's time at a moment the daemon then stored
+// everything the source had written (waiting up to a minute for it), and
+// whether it did.
 func caughtUpAt(ctx context.Context, c *config.Config, d *daemon.Daemon) (time.Time, bool, error) {
 	conn, err := pg.Connect(ctx, c.Source.DSN, pg.AppTool)
 	if err != nil {
@@ -415,30 +428,14 @@ func later(a, b time.Time) time.Time {
 	return b
 }
 
-// caughtUp reports whether the daemon stores, within a minute, everything
-// the source had written when it was asked.
-func caughtUp(ctx context.Context, c *config.Config, d *daemon.Daemon) (bool, error) {
-	conn, err := pg.Connect(ctx, c.Source.DSN, "walscribe export")
+// exportThrough is storedThrough, on a connection of its own.
+func exportThrough(ctx context.Context, c *config.Config, d *daemon.Daemon) (time.Time, error) {
+	conn, err := pg.Connect(ctx, c.SinkDSN(), "walscribe export")
 	if err != nil {
-		return false, err
+		return time.Time{}, err
 	}
-	var target pglogrepl.LSN
-	err = conn.QueryRow(ctx, `SELECT pg_current_wal_lsn()`).Scan(&target)
-	conn.Close(context.WithoutCancel(ctx))
-	if err != nil {
-		return false, err
-	}
-	for range 60 {
-		if d.StoredThrough(target) {
-			return true, nil
-		}
-		select {
-		case <-ctx.Done():
-			return false, ctx.Err()
-		case <-time.After(time.Second):
-		}
-	}
-	return false, nil
+	defer conn.Close(context.WithoutCancel(ctx))
+	return storedThrough(ctx, c, d, conn)
 }
 
 // reloadOnHangup reloads the rules on each SIGHUP until ctx is done.
