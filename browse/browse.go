@@ -8,7 +8,6 @@ package browse
 import (
 	"context"
 	"encoding/base64"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"strconv"
@@ -143,26 +142,6 @@ func (s *Store) Transaction(ctx context.Context, lsn pglogrepl.LSN) ([]Entry, er
 		return nil, fmt.Errorf("read transaction %s: %w", lsn, err)
 	}
 	return entries, nil
-}
-
-// Row is the history of one row: the entries of table (schema.table)
-// whose key is pk (a JSON object), newest first, in f's window — its
-// deletion and what came before it included.
-func (s *Store) Row(ctx context.Context, table string, pk json.RawMessage, f query.Filter, limit int) (Page, error) {
-	f.Tables, f.PK = []string{table}, string(pk)
-	return s.List(ctx, f, limit)
-}
-
-// Actor is what one actor did in f's window, newest first.
-func (s *Store) Actor(ctx context.Context, actorID string, f query.Filter, limit int) (Page, error) {
-	f.ActorID = actorID
-	return s.List(ctx, f, limit)
-}
-
-// Request is what one request changed in f's window, newest first.
-func (s *Store) Request(ctx context.Context, requestID string, f query.Filter, limit int) (Page, error) {
-	f.RequestID = requestID
-	return s.List(ctx, f, limit)
 }
 
 func (s *Store) collect(ctx context.Context, sql string, args ...any) ([]Entry, error) {
